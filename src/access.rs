@@ -1,0 +1,260 @@
+//! The access log: one line per request, written when the response body has
+//! been sent (or abandoned), so bytes and duration are what really happened.
+//!
+//! Records go through tracing under the [`TARGET`] target; [`crate::logging`]
+//! routes that target to its own layer and format (`combined` or `json`).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::config::AccessLog;
+use crate::listen::Peer;
+use crate::serve::body::Body;
+
+/// The tracing target of access-log events.
+pub const TARGET: &str = "ruchy_serve::access";
+
+/// Per-connection activity: the idle timer in [`crate::conn`] closes a
+/// connection only when no response is in flight and no byte moved lately.
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+    inflight: AtomicUsize,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            inflight: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Activity {
+    pub fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+    pub fn idle_for(&self) -> std::time::Duration {
+        let now = self.base.elapsed().as_millis() as u64;
+        std::time::Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+    fn begin(&self) {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+    }
+    fn end(&self) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+}
+
+/// What the access log needs from the request, taken before it is answered.
+#[derive(Debug)]
+pub struct Record {
+    peer: Peer,
+    method: String,
+    target: String,
+    version: Version,
+    referer: String,
+    user_agent: String,
+    start: Instant,
+    status: u16,
+}
+
+impl Record {
+    pub fn new<B>(req: &Request<B>, peer: Peer, start: Instant) -> Record {
+        let header = |name: http::header::HeaderName| {
+            req.headers()
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_else(|| "-".into())
+        };
+        Record {
+            peer,
+            method: req.method().as_str().to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map(|pq| pq.as_str().to_string())
+                .unwrap_or_else(|| "/".into()),
+            version: req.version(),
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            start,
+            status: 0,
+        }
+    }
+
+    fn emit(&self, format: AccessLog, bytes: u64) {
+        let duration_us = self.start.elapsed().as_micros() as u64;
+        match format {
+            AccessLog::Off => {}
+            AccessLog::Combined => {
+                tracing::info!(
+                    target: TARGET,
+                    "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {}us",
+                    self.peer,
+                    clf_time(SystemTime::now()),
+                    escape(&self.method),
+                    escape(&self.target),
+                    self.version,
+                    self.status,
+                    bytes,
+                    escape(&self.referer),
+                    escape(&self.user_agent),
+                    duration_us,
+                );
+            }
+            AccessLog::Json => {
+                tracing::info!(
+                    target: TARGET,
+                    remote_addr = %self.peer,
+                    method = %self.method,
+                    path = %self.target,
+                    protocol = ?self.version,
+                    status = self.status,
+                    bytes,
+                    duration_us,
+                    referer = %self.referer,
+                    user_agent = %self.user_agent,
+                    "request"
+                );
+            }
+        }
+    }
+}
+
+/// A response body that counts what it sends and logs when dropped.
+pub struct LoggedBody {
+    inner: Body,
+    bytes: u64,
+    record: Option<Record>,
+    format: AccessLog,
+    activity: Arc<Activity>,
+}
+
+impl LoggedBody {
+    pub fn new(inner: Body, status: u16, record: Option<Record>, format: AccessLog, activity: Arc<Activity>) -> Self {
+        activity.begin();
+        let record = record.map(|mut r| {
+            r.status = status;
+            r
+        });
+        LoggedBody {
+            inner,
+            bytes: 0,
+            record,
+            format,
+            activity,
+        }
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(r) = &self.record {
+            r.emit(self.format, self.bytes);
+        }
+        self.activity.end();
+    }
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &poll {
+            if let Some(data) = frame.data_ref() {
+                self.bytes += data.len() as u64;
+            }
+        }
+        poll
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// nginx's `$time_local` in UTC: `27/Nov/2026:06:31:31 +0000`.
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Escapes `"`, `\` and control bytes the way nginx does (`\xHH`), so a
+/// hostile user agent cannot forge a log line.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '"' || c == '\\' || c.is_control() {
+            for b in c.to_string().bytes() {
+                out.push_str(&format!("\\x{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn clf_time_matches_nginx_format() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_761_091);
+        assert_eq!(clf_time(t), "27/Nov/2026:06:31:31 +0000");
+        assert_eq!(clf_time(SystemTime::UNIX_EPOCH), "01/Jan/1970:00:00:00 +0000");
+    }
+
+    #[test]
+    fn escape_stops_log_forging() {
+        assert_eq!(escape("a\"b\nc"), "a\\x22b\\x0Ac");
+    }
+}

@@ -1,0 +1,477 @@
+//! Configuration in two layers: [`raw`] is what the operator wrote (figment +
+//! serde), [`Config`] is the validated, immutable value the server runs on:
+//! paths canonicalized, globs compiled, header values pre-built. Nothing here
+//! binds a socket, so `ruchy-serve check` can run it all like `nginx -t`.
+//!
+//! A running server holds its `Config` behind an `Arc`; reload (systemd issue)
+//! builds a whole new one and swaps it, nothing edits a `Config` in place.
+
+mod error;
+mod load;
+pub mod raw;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use globset::{Glob, GlobMatcher};
+use http::header::{HeaderName, HeaderValue};
+
+pub use error::{ConfigError, Origin};
+pub use load::{demo_root, Layered, Sources, ENV_PREFIX};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file this came from, if any (reload re-reads it).
+    pub source: Option<PathBuf>,
+    /// Canonical root; every served path must stay below it.
+    pub root: PathBuf,
+    pub listen: Vec<ListenAddr>,
+    pub shutdown_timeout: Duration,
+    pub files: Files,
+    pub headers: Headers,
+    pub limits: Limits,
+    pub log: Log,
+}
+
+/// Where to accept connections. The systemd issue adds unix sockets and
+/// inherited file descriptors as further variants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymlinkPolicy {
+    /// Follow a symlink only while its target stays inside the root.
+    WithinRoot,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Brotli,
+    Zstd,
+    Gzip,
+}
+
+impl Encoding {
+    /// The Content-Encoding token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Encoding::Brotli => "br",
+            Encoding::Zstd => "zstd",
+            Encoding::Gzip => "gzip",
+        }
+    }
+    /// The file-name suffix of the precompressed twin.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Encoding::Brotli => ".br",
+            Encoding::Zstd => ".zst",
+            Encoding::Gzip => ".gz",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub index: Vec<String>,
+    pub follow_symlinks: SymlinkPolicy,
+    pub dotfiles: bool,
+    pub dotfiles_allow: Vec<String>,
+    pub directory_listing: bool,
+    /// Request paths (starting with `/`) inside the root.
+    pub fallback: Option<String>,
+    pub not_found_page: Option<String>,
+    pub server_error_page: Option<String>,
+    /// Twins in server preference order.
+    pub precompressed: Vec<Encoding>,
+    pub etag_hash_limit: u64,
+    pub max_ranges: usize,
+    pub mime_types: HashMap<String, HeaderValue>,
+}
+
+/// A compiled glob rule, matched against the path relative to the root.
+#[derive(Debug, Clone)]
+pub struct Rule<T> {
+    pub glob: GlobMatcher,
+    pub value: T,
+}
+
+#[derive(Debug, Clone)]
+pub struct Headers {
+    pub cross_origin_isolation: bool,
+    pub nosniff: bool,
+    /// Cache-Control rules, first match wins.
+    pub cache_rules: Vec<Rule<HeaderValue>>,
+    pub cache_default: Option<HeaderValue>,
+    /// Extra headers; every matching rule applies, later ones override.
+    pub rules: Vec<Rule<Vec<(HeaderName, HeaderValue)>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_headers: usize,
+    pub max_uri_length: usize,
+    pub h2_max_concurrent_streams: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Combined,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub level: String,
+    pub format: LogFormat,
+    pub access_log: AccessLog,
+}
+
+/// Reads and validates the configuration; touches no socket.
+pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+    let layered = Layered::new(sources)?;
+    validate(&layered)
+}
+
+/// hyper's HTTP/1 parser refuses buffers below 8 KiB.
+const MIN_HEADER_BUFFER: usize = 8192;
+
+pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
+    let raw = layered.extract()?;
+    let bad = |path: &[&str], msg: String, hint: &str| {
+        layered.invalid(path, msg, (!hint.is_empty()).then(|| hint.to_string()))
+    };
+
+    let root = match &raw.root {
+        None => {
+            return Err(bad(
+                &["root"],
+                "no root directory is set".into(),
+                "add `root = \"/srv/www\"` to the config file or pass --root DIR",
+            ))
+        }
+        Some(root) => match root.canonicalize() {
+            Ok(p) if p.is_dir() => p,
+            Ok(_) => {
+                return Err(bad(
+                    &["root"],
+                    format!("{} is not a directory", root.display()),
+                    "root must name the directory to serve",
+                ))
+            }
+            Err(e) => {
+                return Err(bad(
+                    &["root"],
+                    format!("cannot open {}: {e}", root.display()),
+                    "create the directory or correct the path",
+                ))
+            }
+        },
+    };
+
+    if raw.listen.is_empty() {
+        return Err(bad(
+            &["listen"],
+            "no listen address".into(),
+            "add a [[listen]] table with address = \"127.0.0.1:8080\"",
+        ));
+    }
+    let mut listen = Vec::new();
+    for (i, l) in raw.listen.iter().enumerate() {
+        let idx = i.to_string();
+        let addr: SocketAddr = l.address.parse().map_err(|_| {
+            bad(
+                &["listen", &idx, "address"],
+                format!("`{}` is not an IP:PORT address", l.address),
+                "write e.g. \"127.0.0.1:8080\", \"0.0.0.0:80\" or \"[::]:80\"",
+            )
+        })?;
+        let addr = ListenAddr::Tcp(addr);
+        if listen.contains(&addr) {
+            return Err(bad(
+                &["listen", &idx, "address"],
+                format!("{addr} is listed twice"),
+                "remove the duplicate [[listen]] entry",
+            ));
+        }
+        listen.push(addr);
+    }
+
+    let duration = |path: &[&str], s: &str| {
+        humantime::parse_duration(s).map_err(|e| {
+            bad(
+                path,
+                format!("`{s}` is not a duration: {e}"),
+                "write e.g. \"10s\", \"500ms\" or \"2m\"",
+            )
+        })
+    };
+    let size = |path: &[&str], s: &str| {
+        parse_size(s).ok_or_else(|| {
+            bad(
+                path,
+                format!("`{s}` is not a size"),
+                "write e.g. \"64KiB\", \"8MiB\" or a number of bytes",
+            )
+        })
+    };
+    let glob = |path: &[&str], s: &str| {
+        Glob::new(s.trim_start_matches('/'))
+            .map(|g| g.compile_matcher())
+            .map_err(|e| {
+                bad(
+                    path,
+                    format!("glob `{s}` does not compile: {}", e.kind()),
+                    "globs use *, ** and {a,b}; e.g. \"*.html\" or \"assets/**\"",
+                )
+            })
+    };
+    let header_value = |path: &[&str], s: &str| {
+        HeaderValue::from_str(s).map_err(|_| {
+            bad(
+                path,
+                format!("`{s}` is not a valid header value"),
+                "use visible ASCII characters only",
+            )
+        })
+    };
+    let site_path = |path: &[&str], s: &Option<String>| -> Result<Option<String>, ConfigError> {
+        match s {
+            None => Ok(None),
+            Some(p) if p.is_empty() => Ok(None),
+            Some(p) if p.contains("..") || p.contains('\0') => Err(bad(
+                path,
+                format!("`{p}` must be a plain path inside the root"),
+                "write it as a request path such as \"/index.html\"",
+            )),
+            Some(p) => Ok(Some(format!("/{}", p.trim_start_matches('/')))),
+        }
+    };
+
+    let f = &raw.files;
+    let follow_symlinks = match f.follow_symlinks.as_str() {
+        "within-root" => SymlinkPolicy::WithinRoot,
+        "always" => SymlinkPolicy::Always,
+        "never" => SymlinkPolicy::Never,
+        other => {
+            return Err(bad(
+                &["files", "follow_symlinks"],
+                format!("unknown policy `{other}`"),
+                "use \"within-root\", \"always\" or \"never\"",
+            ))
+        }
+    };
+    let mut precompressed = Vec::new();
+    for (i, e) in f.precompressed.iter().enumerate() {
+        precompressed.push(match e.as_str() {
+            "br" => Encoding::Brotli,
+            "zstd" => Encoding::Zstd,
+            "gzip" => Encoding::Gzip,
+            other => {
+                return Err(bad(
+                    &["files", "precompressed", &i.to_string()],
+                    format!("unknown encoding `{other}`"),
+                    "use \"br\", \"zstd\" or \"gzip\"",
+                ))
+            }
+        });
+    }
+    if f.index.iter().any(|i| i.is_empty() || i.contains('/')) {
+        return Err(bad(
+            &["files", "index"],
+            "index names must be plain file names".into(),
+            "e.g. [\"index.html\", \"index.htm\"]",
+        ));
+    }
+    let mut mime_types = HashMap::new();
+    for (ext, ty) in &f.mime_types {
+        let key = ["files", "mime_types", ext.as_str()];
+        mime_types.insert(
+            ext.trim_start_matches('.').to_ascii_lowercase(),
+            header_value(&key, ty)?,
+        );
+    }
+    let files = Files {
+        index: f.index.clone(),
+        follow_symlinks,
+        dotfiles: f.dotfiles,
+        dotfiles_allow: f
+            .dotfiles_allow
+            .iter()
+            .map(|p| p.trim_matches('/').to_string())
+            .collect(),
+        directory_listing: f.directory_listing,
+        fallback: site_path(&["files", "fallback"], &f.fallback)?,
+        not_found_page: site_path(&["files", "not_found_page"], &f.not_found_page)?,
+        server_error_page: site_path(&["files", "server_error_page"], &f.server_error_page)?,
+        precompressed,
+        etag_hash_limit: size(&["files", "etag_hash_limit"], &f.etag_hash_limit)?,
+        max_ranges: f.max_ranges.max(1),
+        mime_types,
+    };
+
+    let mut cache_rules = Vec::new();
+    for (i, r) in raw.cache.rules.iter().enumerate() {
+        let idx = i.to_string();
+        cache_rules.push(Rule {
+            glob: glob(&["cache", "rules", &idx, "glob"], &r.glob)?,
+            value: header_value(&["cache", "rules", &idx, "value"], &r.value)?,
+        });
+    }
+    let cache_default = if raw.cache.default.is_empty() {
+        None
+    } else {
+        Some(header_value(&["cache", "default"], &raw.cache.default)?)
+    };
+    let mut rules = Vec::new();
+    for (i, r) in raw.headers.rules.iter().enumerate() {
+        let idx = i.to_string();
+        let mut set = Vec::new();
+        for (name, value) in &r.set {
+            let key = ["headers", "rules", idx.as_str(), "set", name.as_str()];
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                bad(
+                    &key,
+                    format!("`{name}` is not a valid header name"),
+                    "header names are tokens such as \"X-Frame-Options\"",
+                )
+            })?;
+            set.push((name, header_value(&key, value)?));
+        }
+        rules.push(Rule {
+            glob: glob(&["headers", "rules", &idx, "glob"], &r.glob)?,
+            value: set,
+        });
+    }
+    let headers = Headers {
+        cross_origin_isolation: raw.headers.cross_origin_isolation,
+        nosniff: raw.headers.nosniff,
+        cache_rules,
+        cache_default,
+        rules,
+    };
+
+    let l = &raw.limits;
+    let max_header_size = size(&["limits", "max_header_size"], &l.max_header_size)? as usize;
+    if max_header_size < MIN_HEADER_BUFFER {
+        return Err(bad(
+            &["limits", "max_header_size"],
+            format!("{max_header_size} bytes is below the 8KiB minimum"),
+            "use at least \"8KiB\"",
+        ));
+    }
+    let limits = Limits {
+        header_read_timeout: duration(&["limits", "header_read_timeout"], &l.header_read_timeout)?,
+        keep_alive_timeout: duration(&["limits", "keep_alive_timeout"], &l.keep_alive_timeout)?,
+        max_header_size,
+        max_headers: l.max_headers.max(1),
+        max_uri_length: l.max_uri_length.max(16),
+        h2_max_concurrent_streams: l.h2_max_concurrent_streams.max(1),
+    };
+
+    let level = raw.log.level.clone();
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        return Err(bad(
+            &["log", "level"],
+            format!("`{level}` is not a log filter"),
+            "use trace, debug, info, warn or error (or target=level pairs)",
+        ));
+    }
+    let format = match raw.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(bad(
+                &["log", "format"],
+                format!("unknown format `{other}`"),
+                "use \"text\" or \"json\"",
+            ))
+        }
+    };
+    let access_log = match raw.log.access_log.as_str() {
+        "off" => AccessLog::Off,
+        "combined" => AccessLog::Combined,
+        "json" => AccessLog::Json,
+        other => {
+            return Err(bad(
+                &["log", "access_log"],
+                format!("unknown access log format `{other}`"),
+                "use \"combined\", \"json\" or \"off\"",
+            ))
+        }
+    };
+
+    Ok(Config {
+        source: layered.config_file().map(|p| p.to_path_buf()),
+        root,
+        listen,
+        shutdown_timeout: duration(&["shutdown_timeout"], &raw.shutdown_timeout)?,
+        files,
+        headers,
+        limits,
+        log: Log {
+            level,
+            format,
+            access_log,
+        },
+    })
+}
+
+/// "64KiB", "8 MiB", "1MB", "512" -> bytes. Binary (KiB) and decimal (KB)
+/// units are both accepted because operators write both.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    num.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_accept_binary_and_decimal_units() {
+        assert_eq!(parse_size("64KiB"), Some(65536));
+        assert_eq!(parse_size("8 MiB"), Some(8 << 20));
+        assert_eq!(parse_size("1MB"), Some(1_000_000));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("12 parsecs"), None);
+        assert_eq!(parse_size("KiB"), None);
+    }
+}

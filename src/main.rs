@@ -1,0 +1,125 @@
+//! CLI -> config -> logging -> runtime -> lifecycle. No logic of its own: it
+//! maps failures to exit codes (64, EX_USAGE, for configuration errors; 1 for
+//! anything that fails at run time, such as a port in use).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ruchy_serve::config::{self, Layered, Sources};
+use ruchy_serve::{lifecycle, logging};
+
+const EX_USAGE: u8 = 64;
+
+/// A static-file HTTP daemon for systemd and Prometheus.
+///
+/// With no arguments it serves the bundled demo tree on http://127.0.0.1:8080.
+#[derive(Parser)]
+#[command(name = "ruchy-serve", version)]
+struct Cli {
+    /// Config file (TOML). Without it, built-in defaults apply.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory to serve; overrides `root` from the file.
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Listen address (repeatable); replaces every [[listen]] from the file.
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Validate the configuration without binding anything (like `nginx -t`).
+    Check,
+    /// Print the effective configuration and where each value came from.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let sources = Sources {
+        config_file: cli.config,
+        root: cli.root,
+        listen: cli.listen,
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Check => check(&sources),
+        Command::Config => print_config(&sources),
+        Command::Serve => serve(&sources),
+    }
+}
+
+fn fail_config(e: config::ConfigError) -> ExitCode {
+    eprintln!("ruchy-serve: configuration error: {e}");
+    ExitCode::from(EX_USAGE)
+}
+
+fn check(sources: &Sources) -> ExitCode {
+    match config::load(sources) {
+        Ok(cfg) => {
+            let what = cfg
+                .source
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in defaults".into());
+            let listen: Vec<String> = cfg.listen.iter().map(|a| a.to_string()).collect();
+            println!(
+                "ruchy-serve: configuration {what} is valid: root {}, listen {}",
+                cfg.root.display(),
+                listen.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail_config(e),
+    }
+}
+
+fn print_config(sources: &Sources) -> ExitCode {
+    let layered = match Layered::new(sources) {
+        Ok(l) => l,
+        Err(e) => return fail_config(e),
+    };
+    let rows = layered.provenance();
+    let width = rows.iter().map(|(k, v, _)| k.len() + v.len() + 3).max().unwrap_or(0);
+    for (key, value, origin) in rows {
+        let line = format!("{key} = {value}");
+        println!("{line:width$}  # {origin}");
+    }
+    // Printing is useful even for a broken config; the exit code still tells.
+    match config::validate(&layered) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail_config(e),
+    }
+}
+
+fn serve(sources: &Sources) -> ExitCode {
+    let cfg = match config::load(sources) {
+        Ok(c) => c,
+        Err(e) => return fail_config(e),
+    };
+    logging::init(&cfg.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ruchy-serve: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match lifecycle::Server::bind(cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("ruchy-serve: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        server.run(lifecycle::shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}

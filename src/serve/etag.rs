@@ -1,0 +1,124 @@
+//! Strong entity-tags derived from content, so that replicas serving the same
+//! bytes behind one load balancer hand out the same ETag (nginx's
+//! mtime-length tags differ whenever deploys touch mtimes differently).
+//!
+//! Hashing costs one read of the file, so results are cached per file version
+//! ([`FileKey`]: length, mtime, inode, device). Files above `etag_hash_limit`
+//! get a tag from length and mtime instead, which is still strong for files
+//! not rewritten twice within one second, and equal across replicas only when
+//! the deploy preserves mtimes (rsync -a, image layers).
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::resolve::FileKey;
+
+/// Bound on remembered tags; past it the map is cleared and refilled, which
+/// costs one rehash per hot file and keeps memory flat under path scans.
+const MAX_ENTRIES: usize = 65_536;
+/// Read size while hashing: large enough to keep syscalls few.
+const HASH_CHUNK: usize = 256 * 1024;
+
+#[derive(Default)]
+pub struct EtagCache {
+    map: Mutex<HashMap<PathBuf, (FileKey, String)>>,
+}
+
+impl std::fmt::Debug for EtagCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtagCache").finish_non_exhaustive()
+    }
+}
+
+impl EtagCache {
+    /// The ETag (quotes included) of the open `file` found at `path`.
+    pub fn etag(&self, path: &Path, file: &File, meta: &Metadata, hash_limit: u64) -> io::Result<String> {
+        let key = FileKey::of(meta);
+        if let Some((k, tag)) = self.map.lock().expect("etag cache").get(path) {
+            if *k == key {
+                return Ok(tag.clone());
+            }
+        }
+        let tag = if meta.len() <= hash_limit {
+            hash_file(file, meta.len())?
+        } else {
+            let mtime = key.mtime_ns.div_euclid(1_000_000_000);
+            format!("\"{:x}-{:x}\"", meta.len(), mtime)
+        };
+        let mut map = self.map.lock().expect("etag cache");
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(path.to_path_buf(), (key, tag.clone()));
+        Ok(tag)
+    }
+}
+
+/// BLAKE3 of the content, 128 bits in hex: collisions are not a concern and
+/// hashing runs at memory speed.
+fn hash_file(file: &File, len: u64) -> io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; HASH_CHUNK.min(len as usize).max(1)];
+    let mut off = 0u64;
+    while off < len {
+        let n = file.read_at(&mut buf, off)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        off += n as u64;
+    }
+    let hash = hasher.finalize();
+    let hex = hash.to_hex();
+    Ok(format!("\"{}\"", &hex[..32]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn same_content_gives_same_tag_in_different_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"hello").unwrap();
+        std::fs::write(&b, b"hello").unwrap();
+        let cache = EtagCache::default();
+        let tag = |p: &Path| {
+            let f = File::open(p).unwrap();
+            cache.etag(p, &f, &f.metadata().unwrap(), 1 << 20).unwrap()
+        };
+        assert_eq!(tag(&a), tag(&b));
+        assert!(tag(&a).starts_with('"') && tag(&a).len() == 34);
+    }
+
+    #[test]
+    fn changed_content_changes_the_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"one").unwrap();
+        let cache = EtagCache::default();
+        let f = File::open(&p).unwrap();
+        let first = cache.etag(&p, &f, &f.metadata().unwrap(), 1 << 20).unwrap();
+        let mut w = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        w.write_all(b" two").unwrap();
+        let f = File::open(&p).unwrap();
+        let second = cache.etag(&p, &f, &f.metadata().unwrap(), 1 << 20).unwrap();
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn files_over_the_limit_get_length_and_mtime_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big");
+        std::fs::write(&p, vec![7u8; 100]).unwrap();
+        let f = File::open(&p).unwrap();
+        let tag = EtagCache::default().etag(&p, &f, &f.metadata().unwrap(), 10).unwrap();
+        assert!(tag.starts_with("\"64-"), "{tag}");
+    }
+}

@@ -1,0 +1,402 @@
+//! Static files: the per-request pipeline.
+//!
+//! 1. Method: GET and HEAD serve, OPTIONS answers 204, anything else 405.
+//! 2. URI length: past `limits.max_uri_length`, 414.
+//! 3. Resolve ([`resolve`]): decoded path -> contained, policy-checked file,
+//!    index, listing or redirect; twin chosen by [`encoding`]; file opened and
+//!    its strong ETag taken from [`etag`]. One blocking-pool trip.
+//! 4. Not found: the single-page-app fallback, else the 404 page.
+//! 5. Preconditions ([`conditional`], RFC 9110 section 13.2.2): 304 or 412.
+//! 6. Range ([`range`], section 14) with If-Range: 206, multipart or 416.
+//! 7. Headers ([`headers`]): type, validators, cache and header rules, security.
+//! 8. Body ([`body`]): streamed from the open file; none for HEAD.
+
+pub mod body;
+pub mod conditional;
+pub mod encoding;
+pub mod etag;
+pub mod headers;
+pub mod listing;
+pub mod range;
+pub mod resolve;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use crate::config::Config;
+use body::{Body, Segment};
+use conditional::{Decision, Preconditions, Validators};
+use range::{ByteRange, RangeOutcome};
+use resolve::{Found, Outcome};
+
+const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
+
+/// One configuration generation and the caches that belong to it. Reload
+/// builds a new `Site`, so caches are cleared by construction.
+#[derive(Debug)]
+pub struct Site {
+    pub config: Arc<Config>,
+    pub etags: etag::EtagCache,
+}
+
+impl Site {
+    pub fn new(config: Arc<Config>) -> Site {
+        Site {
+            config,
+            etags: etag::EtagCache::default(),
+        }
+    }
+}
+
+/// Answers one request. Never fails: every I/O error becomes a status code
+/// and a log line.
+pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
+    let cfg = &site.config;
+    let head = req.method() == Method::HEAD;
+    match *req.method() {
+        Method::GET | Method::HEAD => {}
+        Method::OPTIONS => {
+            let mut r = simple(cfg, StatusCode::NO_CONTENT, None);
+            r.headers_mut().insert(header::ALLOW, ALLOW);
+            return r;
+        }
+        _ => {
+            let mut r = simple(cfg, StatusCode::METHOD_NOT_ALLOWED, Some(head));
+            r.headers_mut().insert(header::ALLOW, ALLOW);
+            return r;
+        }
+    }
+    let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > cfg.limits.max_uri_length {
+        return simple(cfg, StatusCode::URI_TOO_LONG, Some(head));
+    }
+
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let accept = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let outcome = blocking(&site, move |site| {
+        resolve::resolve(&site.config, &site.etags, &path, query.as_deref(), accept.as_deref())
+    })
+    .await;
+
+    match outcome {
+        Ok(Outcome::File(found)) => file_response(cfg, req, *found),
+        Ok(Outcome::Redirect(location)) => {
+            let mut r = simple(cfg, StatusCode::PERMANENT_REDIRECT, Some(head));
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Ok(Outcome::Listing(dir)) => {
+            let shown = percent_encoding::percent_decode_str(req.uri().path())
+                .decode_utf8_lossy()
+                .into_owned();
+            let dotfiles = cfg.files.dotfiles;
+            match blocking(&site, move |_| listing::render(&dir, &shown, dotfiles)).await {
+                Ok(html) => {
+                    let mut h = HeaderMap::new();
+                    h.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    finish(cfg, StatusCode::OK, h, Bytes::from(html), head)
+                }
+                Err(e) => io_error(&site, req, e).await,
+            }
+        }
+        Ok(Outcome::NotFound) => not_found(&site, req).await,
+        Ok(Outcome::Forbidden) => error_page(&site, StatusCode::FORBIDDEN, head).await,
+        Ok(Outcome::BadRequest) => simple(cfg, StatusCode::BAD_REQUEST, Some(head)),
+        Err(e) => io_error(&site, req, e).await,
+    }
+}
+
+/// Runs file-system work on the blocking pool with the site in hand.
+async fn blocking<T, F>(site: &Arc<Site>, f: F) -> std::io::Result<T>
+where
+    F: FnOnce(&Site) -> std::io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let site = Arc::clone(site);
+    tokio::task::spawn_blocking(move || f(&site))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+async fn io_error<B>(site: &Arc<Site>, req: &Request<B>, e: std::io::Error) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    if resolve::is_not_found(&e) {
+        return not_found(site, req).await;
+    }
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        tracing::warn!(path = req.uri().path(), error = %e, "permission denied");
+        return error_page(site, StatusCode::FORBIDDEN, head).await;
+    }
+    tracing::error!(path = req.uri().path(), error = %e, "I/O error while serving");
+    error_page(site, StatusCode::INTERNAL_SERVER_ERROR, head).await
+}
+
+async fn not_found<B>(site: &Arc<Site>, req: &Request<B>) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    if let Some(fallback) = site.config.files.fallback.clone() {
+        let accept = req
+            .headers()
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let found = blocking(site, move |s| {
+            resolve::resolve(&s.config, &s.etags, &fallback, None, accept.as_deref())
+        })
+        .await;
+        match found {
+            Ok(Outcome::File(found)) => return file_response(&site.config, req, *found),
+            _ => tracing::warn!(
+                fallback = site.config.files.fallback.as_deref(),
+                "fallback file is missing; answering 404"
+            ),
+        }
+    }
+    error_page(site, StatusCode::NOT_FOUND, head).await
+}
+
+/// The configured page for 404 or 5xx, else a one-line text body.
+async fn error_page(site: &Arc<Site>, status: StatusCode, head: bool) -> Response<Body> {
+    let cfg = &site.config;
+    let page = match status {
+        StatusCode::NOT_FOUND => cfg.files.not_found_page.clone(),
+        s if s.is_server_error() => cfg.files.server_error_page.clone(),
+        _ => None,
+    };
+    if let Some(page) = page {
+        let found = blocking(site, move |s| {
+            resolve::resolve(&s.config, &s.etags, &page, None, None)
+        })
+        .await;
+        if let Ok(Outcome::File(found)) = found {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONTENT_TYPE,
+                headers::content_type(&found.rel_path, &cfg.files.mime_types),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(found.len));
+            headers::apply_common(&cfg.headers, &mut h);
+            let b = if head {
+                body::empty()
+            } else {
+                body::file(
+                    found.file,
+                    vec![Segment::File {
+                        offset: 0,
+                        len: found.len,
+                    }],
+                )
+            };
+            return build(status, h, b);
+        }
+        tracing::warn!(status = status.as_u16(), "error page file is missing");
+    }
+    simple(cfg, status, Some(head))
+}
+
+/// A short text response (`Some(head)`) or an empty one (`None`).
+fn simple(cfg: &Config, status: StatusCode, text: Option<bool>) -> Response<Body> {
+    let mut h = HeaderMap::new();
+    match text {
+        Some(head) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            let msg = format!(
+                "{} {}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            );
+            finish(cfg, status, h, Bytes::from(msg), head)
+        }
+        None => {
+            headers::apply_common(&cfg.headers, &mut h);
+            build(status, h, body::empty())
+        }
+    }
+}
+
+/// In-memory body with Content-Length and common headers.
+fn finish(cfg: &Config, status: StatusCode, mut h: HeaderMap, bytes: Bytes, head: bool) -> Response<Body> {
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    headers::apply_common(&cfg.headers, &mut h);
+    build(status, h, if head { body::empty() } else { body::full(bytes) })
+}
+
+fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
+}
+
+fn header_str<'a, B>(req: &'a Request<B>, name: header::HeaderName) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Steps 5 to 8 for an opened file.
+fn file_response<B>(cfg: &Config, req: &Request<B>, found: Found) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    let hc = &cfg.headers;
+    let mut h = HeaderMap::new();
+    let content_type = headers::content_type(&found.rel_path, &cfg.files.mime_types);
+
+    // Validators and caching metadata: sent on 200, 206 and 304 alike.
+    if let Ok(v) = HeaderValue::from_str(&found.etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(found.modified)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    if let Some(cc) = headers::cache_control(hc, &found.rel_path) {
+        h.insert(header::CACHE_CONTROL, cc.clone());
+    }
+    if found.has_twins {
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    headers::apply_rules(hc, &found.rel_path, &mut h);
+    headers::apply_common(hc, &mut h);
+
+    let validators = Validators {
+        etag: &found.etag,
+        last_modified: found.modified,
+    };
+    let pre = Preconditions {
+        if_match: header_str(req, header::IF_MATCH),
+        if_none_match: header_str(req, header::IF_NONE_MATCH),
+        if_modified_since: header_str(req, header::IF_MODIFIED_SINCE),
+        if_unmodified_since: header_str(req, header::IF_UNMODIFIED_SINCE),
+    };
+    match conditional::evaluate(&pre, &validators) {
+        Decision::Proceed => {}
+        Decision::NotModified => return build(StatusCode::NOT_MODIFIED, h, body::empty()),
+        Decision::Failed => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            return build(StatusCode::PRECONDITION_FAILED, h, body::empty());
+        }
+    }
+
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(enc) = found.encoding {
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(enc.token()),
+        );
+    }
+    let len = found.len;
+    // Range is defined for GET only (RFC 9110 section 14.2); HEAD ignores it.
+    let range = match header_str(req, header::RANGE) {
+        Some(r) if !head => {
+            let applies = header_str(req, header::IF_RANGE)
+                .is_none_or(|ir| conditional::if_range_allows(ir, &validators));
+            if applies {
+                range::evaluate(r, len, cfg.files.max_ranges)
+            } else {
+                RangeOutcome::Full
+            }
+        }
+        _ => RangeOutcome::Full,
+    };
+
+    let whole = |h: &mut HeaderMap| {
+        h.insert(header::CONTENT_TYPE, content_type.clone());
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    };
+    match range {
+        RangeOutcome::Full => {
+            whole(&mut h);
+            let b = if head {
+                body::empty()
+            } else {
+                body::file(found.file, vec![Segment::File { offset: 0, len }])
+            };
+            build(StatusCode::OK, h, b)
+        }
+        RangeOutcome::Unsatisfiable => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            build(StatusCode::RANGE_NOT_SATISFIABLE, h, body::empty())
+        }
+        RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
+            let r = ranges[0];
+            h.insert(header::CONTENT_TYPE, content_type);
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
+            if let Ok(v) = HeaderValue::from_str(&content_range(r, len)) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            let b = body::file(
+                found.file,
+                vec![Segment::File {
+                    offset: r.start,
+                    len: r.len(),
+                }],
+            );
+            build(StatusCode::PARTIAL_CONTENT, h, b)
+        }
+        RangeOutcome::Partial(ranges) => {
+            let (segments, total, boundary) = multipart(&ranges, len, &content_type);
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
+            {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            build(
+                StatusCode::PARTIAL_CONTENT,
+                h,
+                body::file(found.file, segments),
+            )
+        }
+    }
+}
+
+fn content_range(r: ByteRange, len: u64) -> String {
+    format!("bytes {}-{}/{len}", r.start, r.end)
+}
+
+/// The parts of a multipart/byteranges body (RFC 9110 section 14.6) and its
+/// exact length, so it can be sent with Content-Length.
+fn multipart(ranges: &[ByteRange], len: u64, content_type: &HeaderValue) -> (Vec<Segment>, u64, String) {
+    use std::hash::{BuildHasher, Hasher};
+    // A fresh random boundary per response: it must not occur in the parts.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(len);
+    let boundary = format!("ruchy{:016x}", hasher.finish());
+    let ct = content_type.to_str().unwrap_or("application/octet-stream");
+    let mut segments = Vec::with_capacity(ranges.len() * 2 + 1);
+    let mut total = 0u64;
+    for (i, r) in ranges.iter().enumerate() {
+        let lead = if i == 0 { "" } else { "\r\n" };
+        let part = format!(
+            "{lead}--{boundary}\r\nContent-Type: {ct}\r\nContent-Range: {}\r\n\r\n",
+            content_range(*r, len)
+        );
+        total += part.len() as u64 + r.len();
+        segments.push(Segment::Bytes(Bytes::from(part)));
+        segments.push(Segment::File {
+            offset: r.start,
+            len: r.len(),
+        });
+    }
+    let end = format!("\r\n--{boundary}--\r\n");
+    total += end.len() as u64;
+    segments.push(Segment::Bytes(Bytes::from(end)));
+    (segments, total, boundary)
+}

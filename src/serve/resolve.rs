@@ -1,0 +1,322 @@
+//! Request path -> file, as an [`Outcome`]. All file-system work for one
+//! request happens here, synchronously, inside a single `spawn_blocking` call:
+//! stat, symlink policy, index files, precompressed twins, open, validators.
+//!
+//! Containment is structural: the path is percent-decoded once and only plain
+//! components are accepted, so `..` can never be joined onto the root. The root
+//! was canonicalized at start-up; symlinks are then checked against it.
+
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::config::{Config, Encoding, SymlinkPolicy};
+
+use super::encoding::negotiate;
+use super::etag::EtagCache;
+
+/// What a request path resolves to.
+#[derive(Debug)]
+pub enum Outcome {
+    File(Box<Found>),
+    /// A directory asked for without its trailing slash: 308 to this location.
+    Redirect(String),
+    /// A directory without an index, listing enabled.
+    Listing(PathBuf),
+    NotFound,
+    /// Exists but policy or permissions forbid serving it.
+    Forbidden,
+    /// The path itself is malformed (NUL, `..`, backslash, bad escapes).
+    BadRequest,
+}
+
+/// An opened regular file and everything needed to answer for it.
+#[derive(Debug)]
+pub struct Found {
+    /// Opened before the validators were computed, so the bytes we send are
+    /// the bytes the validators describe (unless the file is rewritten in
+    /// place while we stream it, which the body detects by length).
+    pub file: File,
+    pub len: u64,
+    pub modified: SystemTime,
+    pub etag: String,
+    /// The coding of the twin chosen, `None` for the file itself.
+    pub encoding: Option<Encoding>,
+    /// Whether any twin exists: then every response varies on Accept-Encoding.
+    pub has_twins: bool,
+    /// Path of the requested (not twin) file relative to the root, `/`-separated:
+    /// what content type, cache and header rules match against.
+    pub rel_path: String,
+}
+
+/// A decoded request path: plain components and whether it ended in `/`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DecodedPath {
+    pub components: Vec<Vec<u8>>,
+    pub trailing_slash: bool,
+}
+
+/// Percent-decodes once and keeps only plain components. Refuses NUL,
+/// backslash, `.` and `..` (also when they were escaped), so nothing decoded
+/// here can climb out of the root. Empty components (`//`) are skipped.
+pub fn decode_path(raw: &str) -> Option<DecodedPath> {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    if decoded.first() != Some(&b'/') {
+        return None;
+    }
+    if decoded.iter().any(|&b| b == 0 || b == b'\\') {
+        return None;
+    }
+    let mut components = Vec::new();
+    for comp in decoded.split(|&b| b == b'/') {
+        match comp {
+            b"" => continue,
+            b"." | b".." => return None,
+            c => components.push(c.to_vec()),
+        }
+    }
+    Some(DecodedPath {
+        trailing_slash: decoded.len() > 1 && decoded.ends_with(b"/"),
+        components,
+    })
+}
+
+/// Resolves `raw_path` (the URI path, still percent-encoded) under the config.
+/// `query` is kept on redirects.
+pub fn resolve(
+    cfg: &Config,
+    etags: &EtagCache,
+    raw_path: &str,
+    query: Option<&str>,
+    accept_encoding: Option<&str>,
+) -> io::Result<Outcome> {
+    let Some(decoded) = decode_path(raw_path) else {
+        return Ok(Outcome::BadRequest);
+    };
+    if !cfg.files.dotfiles && hidden(&decoded.components, &cfg.files.dotfiles_allow) {
+        return Ok(Outcome::NotFound);
+    }
+    let mut path = cfg.root.clone();
+    for c in &decoded.components {
+        path.push(OsStr::from_bytes(c));
+    }
+    let Some((path, meta)) = checked(cfg, &path)? else {
+        return Ok(Outcome::Forbidden);
+    };
+    let mut rel: Vec<&[u8]> = decoded.components.iter().map(|c| c.as_slice()).collect();
+    let (path, meta) = if meta.is_dir() {
+        if !decoded.trailing_slash && !decoded.components.is_empty() {
+            let mut location = format!("{raw_path}/");
+            if let Some(q) = query {
+                location.push('?');
+                location.push_str(q);
+            }
+            return Ok(Outcome::Redirect(location));
+        }
+        let mut index = None;
+        for name in &cfg.files.index {
+            match checked(cfg, &path.join(name)) {
+                Ok(Some((p, m))) if m.is_file() => {
+                    index = Some((p, m, name));
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        match index {
+            Some((p, m, name)) => {
+                rel.push(name.as_bytes());
+                (p, m)
+            }
+            None if cfg.files.directory_listing => return Ok(Outcome::Listing(path)),
+            None => return Ok(Outcome::NotFound),
+        }
+    } else if decoded.trailing_slash {
+        // `/file.txt/`: nginx and the file system both say no such directory.
+        return Ok(Outcome::NotFound);
+    } else {
+        (path, meta)
+    };
+    if !meta.is_file() {
+        // FIFOs, sockets, devices: opening a FIFO would block a thread forever.
+        return Ok(Outcome::Forbidden);
+    }
+    let rel_path = rel
+        .iter()
+        .map(|c| String::from_utf8_lossy(c))
+        .collect::<Vec<_>>()
+        .join("/");
+
+    // Precompressed twins: `F.br` beside `F`, under the same symlink policy.
+    let mut twins = Vec::new();
+    for &enc in &cfg.files.precompressed {
+        let mut twin = path.clone().into_os_string();
+        twin.push(enc.suffix());
+        if let Ok(Some((p, m))) = checked(cfg, Path::new(&twin)) {
+            if m.is_file() {
+                twins.push((enc, p));
+            }
+        }
+    }
+    let available: Vec<Encoding> = twins.iter().map(|(e, _)| *e).collect();
+    let chosen = negotiate(accept_encoding, &available);
+    let serve_path = match chosen {
+        Some(enc) => &twins.iter().find(|(e, _)| *e == enc).expect("chosen twin").1,
+        None => &path,
+    };
+    let file = File::open(serve_path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(Outcome::Forbidden);
+    }
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let etag = etags.etag(serve_path, &file, &meta, cfg.files.etag_hash_limit)?;
+    Ok(Outcome::File(Box::new(Found {
+        file,
+        len: meta.len(),
+        modified,
+        etag,
+        encoding: chosen,
+        has_twins: !twins.is_empty(),
+        rel_path,
+    })))
+}
+
+/// Is any component a dot-name not covered by an allowed prefix such as
+/// `.well-known`?
+fn hidden(components: &[Vec<u8>], allow: &[String]) -> bool {
+    let first_hidden = components.iter().position(|c| c.first() == Some(&b'.'));
+    let Some(_) = first_hidden else {
+        return false;
+    };
+    !allow.iter().any(|prefix| {
+        let want: Vec<&[u8]> = prefix.split('/').map(str::as_bytes).collect();
+        components.len() >= want.len()
+            && components.iter().zip(&want).all(|(c, w)| c.as_slice() == *w)
+            && components[want.len()..]
+                .iter()
+                .all(|c| c.first() != Some(&b'.'))
+    })
+}
+
+/// Applies the symlink policy. `Ok(None)` means forbidden by policy; the
+/// returned path is the one to open (canonical for `within-root`).
+fn checked(cfg: &Config, path: &Path) -> io::Result<Option<(PathBuf, Metadata)>> {
+    match cfg.files.follow_symlinks {
+        SymlinkPolicy::Always => {
+            let meta = std::fs::metadata(path)?;
+            Ok(Some((path.to_path_buf(), meta)))
+        }
+        SymlinkPolicy::WithinRoot => {
+            let real = path.canonicalize()?;
+            if !real.starts_with(&cfg.root) {
+                return Ok(None);
+            }
+            let meta = std::fs::metadata(&real)?;
+            Ok(Some((real, meta)))
+        }
+        SymlinkPolicy::Never => {
+            // lstat every component below the root: one of them being a
+            // symlink is enough to refuse.
+            let rel = path.strip_prefix(&cfg.root).unwrap_or(path);
+            let mut cur = cfg.root.clone();
+            for comp in rel.components() {
+                cur.push(comp);
+                if std::fs::symlink_metadata(&cur)?.file_type().is_symlink() {
+                    return Ok(None);
+                }
+            }
+            let meta = std::fs::metadata(path)?;
+            Ok(Some((path.to_path_buf(), meta)))
+        }
+    }
+}
+
+pub fn is_not_found(e: &io::Error) -> bool {
+    // ENOTDIR: `/file.txt/x` walks through a regular file.
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20)
+}
+
+/// Identity of a file version for the ETag cache: replaced or rewritten files
+/// change at least one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileKey {
+    pub len: u64,
+    pub mtime_ns: i128,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl FileKey {
+    pub fn of(meta: &Metadata) -> FileKey {
+        FileKey {
+            len: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comps(p: &str) -> Vec<Vec<u8>> {
+        decode_path(p).unwrap().components
+    }
+
+    #[test]
+    fn decodes_once_and_keeps_plain_components() {
+        assert_eq!(comps("/a/b%20c/d.txt"), vec![b"a".to_vec(), b"b c".to_vec(), b"d.txt".to_vec()]);
+        assert_eq!(comps("//etc/passwd"), vec![b"etc".to_vec(), b"passwd".to_vec()]);
+        // Double-encoded dots stay literal names after one decode.
+        assert_eq!(comps("/%252e%252e/x"), vec![b"%2e%2e".to_vec(), b"x".to_vec()]);
+    }
+
+    #[test]
+    fn traversal_attempts_are_refused() {
+        for p in [
+            "/../etc/passwd",
+            "/a/../../etc/passwd",
+            "/%2e%2e/%2e%2e/etc/passwd",
+            "/%2E%2E%2Fetc",
+            "/..%5c..%5cwindows",
+            "/a\\b",
+            "/file%00.txt",
+            "/./x",
+            "relative",
+        ] {
+            assert_eq!(decode_path(p), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn overlong_utf8_dots_are_not_dots() {
+        // %c0%ae is an invalid encoding of '.', which must not act as one.
+        assert_eq!(comps("/%c0%ae%c0%ae/x").len(), 2);
+    }
+
+    #[test]
+    fn trailing_slash_is_recorded() {
+        assert!(decode_path("/dir/").unwrap().trailing_slash);
+        assert!(!decode_path("/dir").unwrap().trailing_slash);
+        assert!(!decode_path("/").unwrap().trailing_slash);
+    }
+
+    #[test]
+    fn dot_paths_are_hidden_unless_allowed() {
+        let allow = vec![".well-known".to_string()];
+        assert!(hidden(&comps("/.git/config"), &allow));
+        assert!(hidden(&comps("/a/.env"), &allow));
+        assert!(!hidden(&comps("/.well-known/security.txt"), &allow));
+        assert!(hidden(&comps("/.well-known/.secret"), &allow));
+        assert!(!hidden(&comps("/a/b.txt"), &allow));
+    }
+}
