@@ -1,0 +1,294 @@
+//! Test harness: a real server on 127.0.0.1:0 (in-process through the library,
+//! or the real binary), real HTTP/1.1 and HTTP/2 clients from hyper, and raw
+//! TCP for byte-exact requests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ruchy_serve::config::{self, ListenAddr, Sources};
+use ruchy_serve::lifecycle::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+/// An in-process server; stopped (and drained) when dropped or `stop`ped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+    _config_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server for `root` with `extra` TOML appended to a config file
+    /// that sets `root` and an ephemeral listen port.
+    pub async fn start(root: &Path, extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ruchy-serve.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "root = {:?}\n{extra}\n[[listen]]\naddress = \"127.0.0.1:0\"\n",
+                root.display().to_string()
+            ),
+        )
+        .unwrap();
+        let cfg = config::load(&Sources {
+            config_file: Some(file),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let server = Server::bind(cfg).expect("bind");
+        let ListenAddr::Tcp(addr) = server.local_addrs()[0].clone();
+        let (tx, rx) = oneshot::channel();
+        let done = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            root: root.to_path_buf(),
+            stop: Some(tx),
+            done: Some(done),
+            _config_dir: dir,
+        }
+    }
+
+    /// Begins the drain and waits until the server has finished.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(done) = self.done.take() {
+            done.await.unwrap();
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        get(self.addr, path, &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        get(self.addr, path, headers).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A response with its body collected.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    request(addr, "GET", path, headers).await
+}
+
+pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    collect(resp).await
+}
+
+/// Requests over one HTTP/2 (h2c prior knowledge) connection.
+pub async fn get_h2(addr: SocketAddr, paths: &[&str]) -> Vec<Resp> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut out = Vec::new();
+    for p in paths {
+        let req = Request::builder()
+            .uri(format!("http://{addr}{p}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        out.push(collect(resp).await);
+    }
+    out
+}
+
+async fn collect(resp: http::Response<hyper::body::Incoming>) -> Resp {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Sends raw bytes and reads until the server closes (or 5 s pass).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw reply ("HTTP/1.1 404 ...").
+pub fn raw_status(reply: &str) -> u16 {
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A fixture tree with the files most tests need.
+pub fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let w = |p: &str, data: &[u8]| {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    };
+    w("index.html", b"<h1>home</h1>\n");
+    w("hello.txt", b"hello world\n");
+    w("digits.txt", b"0123456789abcdefghijklmnopqrstuvwxyz");
+    w("docs/index.html", b"<h1>docs</h1>\n");
+    w("docs/page.html", b"<h1>page</h1>\n");
+    w("empty-dir/readme.md", b"# no index here\n");
+    w("assets/app.js", b"console.log('app');\n");
+    w("assets/app.js.gz", b"GZIP-TWIN-BYTES");
+    w("assets/app.js.br", b"BROTLI-TWIN");
+    w("assets/app.js.zst", b"ZSTD-TWIN-DATA!");
+    w("module.wasm", b"\0asm\x01\0\0\0");
+    w("data.json", b"{\"a\":1}\n");
+    w(".env", b"SECRET=1\n");
+    w(".git/config", b"[core]\n");
+    w(".well-known/security.txt", b"Contact: x\n");
+    w("404.html", b"<h1>custom not found</h1>\n");
+    w("50x.html", b"<h1>custom error</h1>\n");
+    w("with space.txt", b"spaced\n");
+    dir
+}
+
+/// The built binary, for end-to-end tests that need a real process.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ruchy-serve"))
+}
+
+/// A running `ruchy-serve` process whose stderr is read line by line.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Spawns the binary with `args` (which must make it listen on
+    /// 127.0.0.1:0) and waits for its "ready" line to learn the port.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        use std::io::BufRead;
+        let mut cmd = Command::new(binary());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn ruchy-serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no ready line; log: {:?}", log.lock().unwrap()));
+            if let Some(pos) = line.find("http://") {
+                if line.contains("ready") {
+                    let rest = &line[pos + 7..];
+                    let addr = rest.split('/').next().unwrap().parse().unwrap();
+                    return Daemon {
+                        child,
+                        addr,
+                        lines: rx,
+                        log,
+                    };
+                }
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `secs` for the process to exit.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
