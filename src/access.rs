@@ -147,7 +147,13 @@ pub struct LoggedBody {
 }
 
 impl LoggedBody {
-    pub fn new(inner: Body, status: u16, record: Option<Record>, format: AccessLog, activity: Arc<Activity>) -> Self {
+    pub fn new(
+        inner: Body,
+        status: u16,
+        record: Option<Record>,
+        format: AccessLog,
+        activity: Arc<Activity>,
+    ) -> Self {
         activity.begin();
         let record = record.map(|mut r| {
             r.status = status;
@@ -250,7 +256,10 @@ mod tests {
     fn clf_time_matches_nginx_format() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_761_091);
         assert_eq!(clf_time(t), "27/Nov/2026:06:31:31 +0000");
-        assert_eq!(clf_time(SystemTime::UNIX_EPOCH), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(
+            clf_time(SystemTime::UNIX_EPOCH),
+            "01/Jan/1970:00:00:00 +0000"
+        );
     }
 
     #[test]

@@ -114,7 +114,9 @@ async fn idle(activity: &Activity, timeout: Duration) {
         if activity.inflight() == 0 && quiet >= timeout {
             return;
         }
-        let wait = timeout.saturating_sub(quiet).max(Duration::from_millis(250));
+        let wait = timeout
+            .saturating_sub(quiet)
+            .max(Duration::from_millis(250));
         tokio::time::sleep(wait).await;
     }
 }

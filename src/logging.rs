@@ -53,5 +53,8 @@ pub fn init(log: &Log) {
                 .boxed(),
         ),
     };
-    let _ = tracing_subscriber::registry().with(app).with(access).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(app)
+        .with(access)
+        .try_init();
 }

@@ -85,7 +85,11 @@ fn print_config(sources: &Sources) -> ExitCode {
         Err(e) => return fail_config(e),
     };
     let rows = layered.provenance();
-    let width = rows.iter().map(|(k, v, _)| k.len() + v.len() + 3).max().unwrap_or(0);
+    let width = rows
+        .iter()
+        .map(|(k, v, _)| k.len() + v.len() + 3)
+        .max()
+        .unwrap_or(0);
     for (key, value, origin) in rows {
         let line = format!("{key} = {value}");
         println!("{line:width$}  # {origin}");
@@ -103,7 +107,10 @@ fn serve(sources: &Sources) -> ExitCode {
         Err(e) => return fail_config(e),
     };
     logging::init(&cfg.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ruchy-serve: cannot start the tokio runtime: {e}");

@@ -33,7 +33,12 @@ async fn etag_is_strong_content_hash_and_equal_across_servers() {
 async fn etag_changes_when_the_file_changes() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "").await;
-    let before = s.get("/hello.txt").await.header("etag").unwrap().to_string();
+    let before = s
+        .get("/hello.txt")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_string();
     std::fs::write(dir.path().join("hello.txt"), b"hello again\n").unwrap();
     let r = s.get("/hello.txt").await;
     assert_eq!(r.body.as_ref(), b"hello again\n");
@@ -67,14 +72,21 @@ async fn if_none_match_gives_304_with_validators_and_no_body() {
     .await;
     let first = s.get("/hello.txt").await;
     let etag = first.header("etag").unwrap();
-    for inm in [etag.to_string(), format!("\"zzz\", {etag}"), format!("W/{etag}"), "*".into()] {
+    for inm in [
+        etag.to_string(),
+        format!("\"zzz\", {etag}"),
+        format!("W/{etag}"),
+        "*".into(),
+    ] {
         let r = s.get_with("/hello.txt", &[("if-none-match", &inm)]).await;
         assert_eq!(r.status, 304, "{inm}");
         assert!(r.body.is_empty());
         assert_eq!(r.header("etag"), Some(etag));
         assert_eq!(r.header("cache-control"), Some("public, max-age=60"));
     }
-    let r = s.get_with("/hello.txt", &[("if-none-match", "\"other\"")]).await;
+    let r = s
+        .get_with("/hello.txt", &[("if-none-match", "\"other\"")])
+        .await;
     assert_eq!(r.status, 200);
 }
 
@@ -82,13 +94,32 @@ async fn if_none_match_gives_304_with_validators_and_no_body() {
 async fn if_modified_since_gives_304_unless_newer() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "").await;
-    let lm = s.get("/hello.txt").await.header("last-modified").unwrap().to_string();
-    assert_eq!(s.get_with("/hello.txt", &[("if-modified-since", &lm)]).await.status, 304);
-    let earlier = httpdate::fmt_http_date(httpdate::parse_http_date(&lm).unwrap() - Duration::from_secs(10));
-    assert_eq!(s.get_with("/hello.txt", &[("if-modified-since", &earlier)]).await.status, 200);
+    let lm = s
+        .get("/hello.txt")
+        .await
+        .header("last-modified")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        s.get_with("/hello.txt", &[("if-modified-since", &lm)])
+            .await
+            .status,
+        304
+    );
+    let earlier =
+        httpdate::fmt_http_date(httpdate::parse_http_date(&lm).unwrap() - Duration::from_secs(10));
+    assert_eq!(
+        s.get_with("/hello.txt", &[("if-modified-since", &earlier)])
+            .await
+            .status,
+        200
+    );
     // If-None-Match present: If-Modified-Since is ignored (RFC 9110 13.2.2).
     let r = s
-        .get_with("/hello.txt", &[("if-modified-since", &lm), ("if-none-match", "\"x\"")])
+        .get_with(
+            "/hello.txt",
+            &[("if-modified-since", &lm), ("if-none-match", "\"x\"")],
+        )
         .await;
     assert_eq!(r.status, 200);
 }
@@ -99,24 +130,42 @@ async fn if_match_and_if_unmodified_since_give_412() {
     let s = TestServer::start(dir.path(), "").await;
     let first = s.get("/hello.txt").await;
     let etag = first.header("etag").unwrap();
-    assert_eq!(s.get_with("/hello.txt", &[("if-match", "\"nope\"")]).await.status, 412);
-    assert_eq!(s.get_with("/hello.txt", &[("if-match", etag)]).await.status, 200);
-    assert_eq!(s.get_with("/hello.txt", &[("if-match", "*")]).await.status, 200);
+    assert_eq!(
+        s.get_with("/hello.txt", &[("if-match", "\"nope\"")])
+            .await
+            .status,
+        412
+    );
+    assert_eq!(
+        s.get_with("/hello.txt", &[("if-match", etag)]).await.status,
+        200
+    );
+    assert_eq!(
+        s.get_with("/hello.txt", &[("if-match", "*")]).await.status,
+        200
+    );
     // If-Match uses the strong comparison: a weak tag fails.
     assert_eq!(
-        s.get_with("/hello.txt", &[("if-match", &format!("W/{etag}"))]).await.status,
+        s.get_with("/hello.txt", &[("if-match", &format!("W/{etag}"))])
+            .await
+            .status,
         412
     );
     let long_ago = "Sat, 01 Jan 2000 00:00:00 GMT";
     assert_eq!(
-        s.get_with("/hello.txt", &[("if-unmodified-since", long_ago)]).await.status,
+        s.get_with("/hello.txt", &[("if-unmodified-since", long_ago)])
+            .await
+            .status,
         412
     );
     // If-Match passing makes If-Unmodified-Since irrelevant.
     assert_eq!(
-        s.get_with("/hello.txt", &[("if-match", etag), ("if-unmodified-since", long_ago)])
-            .await
-            .status,
+        s.get_with(
+            "/hello.txt",
+            &[("if-match", etag), ("if-unmodified-since", long_ago)]
+        )
+        .await
+        .status,
         200
     );
 }
@@ -136,7 +185,10 @@ async fn single_ranges_answer_206_with_content_range() {
         assert_eq!(r.status, 206, "{range}");
         assert_eq!(r.text(), body, "{range}");
         assert_eq!(r.header("content-range"), Some(cr), "{range}");
-        assert_eq!(r.header("content-length"), Some(body.len().to_string().as_str()));
+        assert_eq!(
+            r.header("content-length"),
+            Some(body.len().to_string().as_str())
+        );
     }
 }
 
@@ -166,15 +218,30 @@ async fn if_range_with_etag_or_date() {
     let full = s.get("/digits.txt").await;
     let etag = full.header("etag").unwrap();
     let lm = full.header("last-modified").unwrap();
-    let r = s.get_with("/digits.txt", &[("range", "bytes=0-1"), ("if-range", etag)]).await;
+    let r = s
+        .get_with("/digits.txt", &[("range", "bytes=0-1"), ("if-range", etag)])
+        .await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (206, "01"));
-    let r = s.get_with("/digits.txt", &[("range", "bytes=0-1"), ("if-range", lm)]).await;
+    let r = s
+        .get_with("/digits.txt", &[("range", "bytes=0-1"), ("if-range", lm)])
+        .await;
     assert_eq!(r.status, 206);
-    let r = s.get_with("/digits.txt", &[("range", "bytes=0-1"), ("if-range", "\"stale\"")]).await;
+    let r = s
+        .get_with(
+            "/digits.txt",
+            &[("range", "bytes=0-1"), ("if-range", "\"stale\"")],
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 36);
     let r = s
-        .get_with("/digits.txt", &[("range", "bytes=0-1"), ("if-range", "Sat, 01 Jan 2000 00:00:00 GMT")])
+        .get_with(
+            "/digits.txt",
+            &[
+                ("range", "bytes=0-1"),
+                ("if-range", "Sat, 01 Jan 2000 00:00:00 GMT"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 200);
 }
@@ -183,27 +250,38 @@ async fn if_range_with_etag_or_date() {
 async fn several_ranges_answer_multipart_byteranges() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "").await;
-    let r = s.get_with("/digits.txt", &[("range", "bytes=0-2, 10-12")]).await;
+    let r = s
+        .get_with("/digits.txt", &[("range", "bytes=0-2, 10-12")])
+        .await;
     assert_eq!(r.status, 206);
     let ct = r.header("content-type").unwrap();
-    let boundary = ct.strip_prefix("multipart/byteranges; boundary=").expect(ct);
+    let boundary = ct
+        .strip_prefix("multipart/byteranges; boundary=")
+        .expect(ct);
     let expected = format!(
         "--{b}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Range: bytes 0-2/36\r\n\r\n012\r\n\
          --{b}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Range: bytes 10-12/36\r\n\r\nabc\r\n--{b}--\r\n",
         b = boundary
     );
     assert_eq!(r.text(), expected);
-    assert_eq!(r.header("content-length"), Some(expected.len().to_string().as_str()));
+    assert_eq!(
+        r.header("content-length"),
+        Some(expected.len().to_string().as_str())
+    );
 }
 
 #[tokio::test]
 async fn too_many_or_overlapping_ranges_get_full_200() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "[files]\nmax_ranges = 3").await;
-    let r = s.get_with("/digits.txt", &[("range", "bytes=0-0,2-2,4-4,6-6")]).await;
+    let r = s
+        .get_with("/digits.txt", &[("range", "bytes=0-0,2-2,4-4,6-6")])
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 36);
-    let r = s.get_with("/digits.txt", &[("range", "bytes=0-10,5-15")]).await;
+    let r = s
+        .get_with("/digits.txt", &[("range", "bytes=0-10,5-15")])
+        .await;
     assert_eq!(r.status, 200);
 }
 
@@ -235,11 +313,16 @@ async fn precompressed_twin_follows_accept_encoding() {
     ];
     let mut etags = std::collections::HashSet::new();
     for (accept, enc, body) in cases {
-        let r = s.get_with("/assets/app.js", &[("accept-encoding", accept)]).await;
+        let r = s
+            .get_with("/assets/app.js", &[("accept-encoding", accept)])
+            .await;
         assert_eq!(r.status, 200, "{accept}");
         assert_eq!(r.header("content-encoding"), enc, "{accept}");
         assert_eq!(r.text(), body, "{accept}");
-        assert_eq!(r.header("content-type"), Some("text/javascript; charset=utf-8"));
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
         assert_eq!(r.header("vary"), Some("accept-encoding"));
         etags.insert(r.header("etag").unwrap().to_string());
     }
@@ -251,15 +334,23 @@ async fn precompressed_twin_follows_accept_encoding() {
 async fn twin_304_and_ranges_use_the_twin() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "").await;
-    let gz = s.get_with("/assets/app.js", &[("accept-encoding", "gzip")]).await;
+    let gz = s
+        .get_with("/assets/app.js", &[("accept-encoding", "gzip")])
+        .await;
     let etag = gz.header("etag").unwrap();
     let r = s
-        .get_with("/assets/app.js", &[("accept-encoding", "gzip"), ("if-none-match", etag)])
+        .get_with(
+            "/assets/app.js",
+            &[("accept-encoding", "gzip"), ("if-none-match", etag)],
+        )
         .await;
     assert_eq!(r.status, 304);
     assert_eq!(r.header("vary"), Some("accept-encoding"));
     let r = s
-        .get_with("/assets/app.js", &[("accept-encoding", "gzip"), ("range", "bytes=0-3")])
+        .get_with(
+            "/assets/app.js",
+            &[("accept-encoding", "gzip"), ("range", "bytes=0-3")],
+        )
         .await;
     assert_eq!(r.status, 206);
     assert_eq!(r.text(), "GZIP");
@@ -271,7 +362,9 @@ async fn twin_304_and_ranges_use_the_twin() {
 async fn files_without_twins_do_not_vary() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "").await;
-    let r = s.get_with("/hello.txt", &[("accept-encoding", "gzip, br")]).await;
+    let r = s
+        .get_with("/hello.txt", &[("accept-encoding", "gzip, br")])
+        .await;
     assert_eq!(r.header("vary"), None);
     assert_eq!(r.header("content-encoding"), None);
 }
@@ -299,20 +392,30 @@ value = "never used: the rule above matches first"
 "#,
     )
     .await;
-    assert_eq!(s.get("/docs/page.html").await.header("cache-control"), Some("no-cache"));
+    assert_eq!(
+        s.get("/docs/page.html").await.header("cache-control"),
+        Some("no-cache")
+    );
     assert_eq!(s.get("/").await.header("cache-control"), Some("no-cache"));
     assert_eq!(
         s.get("/assets/app.js").await.header("cache-control"),
         Some("public, max-age=31536000, immutable")
     );
-    assert_eq!(s.get("/hello.txt").await.header("cache-control"), Some("public, max-age=300"));
+    assert_eq!(
+        s.get("/hello.txt").await.header("cache-control"),
+        Some("public, max-age=300")
+    );
 }
 
 #[tokio::test]
 async fn etag_is_the_same_over_http2() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "").await;
-    let etag = get(s.addr, "/hello.txt", &[]).await.header("etag").unwrap().to_string();
+    let etag = get(s.addr, "/hello.txt", &[])
+        .await
+        .header("etag")
+        .unwrap()
+        .to_string();
     let r = get_h2(s.addr, &["/hello.txt"]).await;
     assert_eq!(r[0].header("etag"), Some(etag.as_str()));
 }

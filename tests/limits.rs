@@ -29,7 +29,8 @@ async fn slowloris_client_is_cut_off_at_header_read_timeout() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "[limits]\nheader_read_timeout = \"1s\"").await;
     let mut slow = TcpStream::connect(s.addr).await.unwrap();
-    let request = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let request =
+        b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let started = Instant::now();
     let mut cut_off = false;
     // One byte every 100 ms: the whole header would take over 6 s.
@@ -51,7 +52,11 @@ async fn slowloris_client_is_cut_off_at_header_read_timeout() {
             Err(_) => {}
         }
     }
-    assert!(cut_off, "slow client still connected after {:?}", started.elapsed());
+    assert!(
+        cut_off,
+        "slow client still connected after {:?}",
+        started.elapsed()
+    );
     // Others are served meanwhile and after.
     assert_eq!(s.get("/hello.txt").await.status, 200);
 }
@@ -61,11 +66,16 @@ async fn idle_keep_alive_connection_is_closed() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "[limits]\nkeep_alive_timeout = \"1s\"").await;
     let mut c = TcpStream::connect(s.addr).await.unwrap();
-    c.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    c.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = c.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    assert!(closed_within(&mut c, Duration::from_secs(5)).await, "idle connection left open");
+    assert!(
+        closed_within(&mut c, Duration::from_secs(5)).await,
+        "idle connection left open"
+    );
 }
 
 #[tokio::test]
@@ -74,8 +84,13 @@ async fn idle_http2_connection_is_closed() {
     let s = TestServer::start(dir.path(), "[limits]\nkeep_alive_timeout = \"1s\"").await;
     let mut c = TcpStream::connect(s.addr).await.unwrap();
     // The client preface and an empty SETTINGS frame, then silence.
-    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
-    assert!(closed_within(&mut c, Duration::from_secs(5)).await, "idle h2 connection left open");
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut c, Duration::from_secs(5)).await,
+        "idle h2 connection left open"
+    );
 }
 
 #[tokio::test]
@@ -104,7 +119,7 @@ async fn oversized_header_block_is_refused() {
     .await;
     assert!(!reply.contains("hello world"));
     let status = raw_status(&reply);
-    assert!(status == 431 || reply.is_empty(), "{status}: {reply}");
+    assert_eq!(status, 431, "{reply}");
     assert_eq!(s.get("/hello.txt").await.status, 200);
 }
 
@@ -120,7 +135,7 @@ async fn too_many_headers_are_refused() {
     .await;
     assert!(!reply.contains("hello world"), "{reply}");
     let status = raw_status(&reply);
-    assert!(status == 431 || reply.is_empty(), "{status}: {reply}");
+    assert_eq!(status, 431, "{reply}");
 }
 
 #[tokio::test]
@@ -136,7 +151,10 @@ async fn malformed_request_line_gets_400_and_server_lives() {
         let reply = raw(s.addr, bad).await;
         assert!(!reply.contains("hello world"));
         let status = raw_status(&reply);
-        assert!(status == 400 || status == 505 || reply.is_empty(), "{status} {reply}");
+        assert!(
+            status == 400 || status == 505 || reply.is_empty(),
+            "{status} {reply}"
+        );
     }
     assert_eq!(s.get("/hello.txt").await.status, 200);
 }

@@ -26,7 +26,13 @@ async fn head_sends_get_headers_without_body() {
     let h = request(s.addr, "HEAD", "/hello.txt", &[]).await;
     assert_eq!(h.status, 200);
     assert!(h.body.is_empty());
-    for name in ["content-length", "content-type", "etag", "last-modified", "cache-control"] {
+    for name in [
+        "content-length",
+        "content-type",
+        "etag",
+        "last-modified",
+        "cache-control",
+    ] {
         assert_eq!(h.header(name), g.header(name), "{name}");
     }
     // Byte-exact: nothing follows the blank line of a HEAD response.
@@ -46,7 +52,11 @@ async fn options_answers_204_with_allow() {
     let r = request(s.addr, "OPTIONS", "/hello.txt", &[]).await;
     assert_eq!(r.status, 204);
     assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"));
-    let reply = raw(s.addr, b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let reply = raw(
+        s.addr,
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(raw_status(&reply), 204);
 }
 
@@ -106,7 +116,11 @@ async fn root_serves_index() {
 async fn index_files_are_tried_in_order() {
     let dir = fixture();
     std::fs::write(dir.path().join("docs/default.htm"), b"default").unwrap();
-    let s = TestServer::start(dir.path(), "[files]\nindex = [\"default.htm\", \"index.html\"]").await;
+    let s = TestServer::start(
+        dir.path(),
+        "[files]\nindex = [\"default.htm\", \"index.html\"]",
+    )
+    .await;
     assert_eq!(s.get("/docs/").await.body.as_ref(), b"default");
     // Falls through to the second name where the first is missing.
     assert_eq!(s.get("/").await.body.as_ref(), b"<h1>home</h1>\n");
@@ -147,7 +161,10 @@ async fn content_types_from_table_with_overrides() {
         "[files.mime_types]\njson = \"application/vnd.custom+json\"",
     )
     .await;
-    assert_eq!(s.get("/module.wasm").await.header("content-type"), Some("application/wasm"));
+    assert_eq!(
+        s.get("/module.wasm").await.header("content-type"),
+        Some("application/wasm")
+    );
     assert_eq!(
         s.get("/assets/app.js").await.header("content-type"),
         Some("text/javascript; charset=utf-8")
@@ -164,9 +181,21 @@ async fn cross_origin_isolation_preset_sends_three_headers() {
     let s = TestServer::start(dir.path(), "[headers]\ncross_origin_isolation = true").await;
     for path in ["/index.html", "/missing"] {
         let r = s.get(path).await;
-        assert_eq!(r.header("cross-origin-opener-policy"), Some("same-origin"), "{path}");
-        assert_eq!(r.header("cross-origin-embedder-policy"), Some("require-corp"), "{path}");
-        assert_eq!(r.header("cross-origin-resource-policy"), Some("same-origin"), "{path}");
+        assert_eq!(
+            r.header("cross-origin-opener-policy"),
+            Some("same-origin"),
+            "{path}"
+        );
+        assert_eq!(
+            r.header("cross-origin-embedder-policy"),
+            Some("require-corp"),
+            "{path}"
+        );
+        assert_eq!(
+            r.header("cross-origin-resource-policy"),
+            Some("same-origin"),
+            "{path}"
+        );
     }
     s.stop().await;
     let s = TestServer::start(dir.path(), "").await;
@@ -179,7 +208,10 @@ async fn cross_origin_isolation_preset_sends_three_headers() {
 async fn nosniff_can_be_turned_off() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "[headers]\nnosniff = false").await;
-    assert_eq!(s.get("/hello.txt").await.header("x-content-type-options"), None);
+    assert_eq!(
+        s.get("/hello.txt").await.header("x-content-type-options"),
+        None
+    );
 }
 
 #[tokio::test]
@@ -239,7 +271,10 @@ async fn http2_prior_knowledge_serves_the_same_bytes() {
     let rs = get_h2(s.addr, &["/hello.txt", "/docs/page.html", "/missing"]).await;
     assert_eq!(rs[0].status, 200);
     assert_eq!(rs[0].body.as_ref(), b"hello world\n");
-    assert_eq!(rs[0].header("etag"), s.get("/hello.txt").await.header("etag"));
+    assert_eq!(
+        rs[0].header("etag"),
+        s.get("/hello.txt").await.header("etag")
+    );
     assert_eq!(rs[1].body.as_ref(), b"<h1>page</h1>\n");
     assert_eq!(rs[2].status, 404);
 }
@@ -259,8 +294,15 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
 async fn connection_close_is_echoed() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "").await;
-    let reply = raw(s.addr, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    assert!(reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
+    let reply = raw(
+        s.addr,
+        b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
 }
 
 #[tokio::test]

@@ -83,7 +83,10 @@ async fn dotfiles_are_404_except_well_known() {
         assert_eq!(raw_status(&reply), 404, "{p}");
         assert!(!reply.contains("SECRET=1"));
     }
-    assert_eq!(raw_status(&raw_get(s.addr, "/.well-known/security.txt").await), 200);
+    assert_eq!(
+        raw_status(&raw_get(s.addr, "/.well-known/security.txt").await),
+        200
+    );
     s.stop().await;
 
     let s = TestServer::start(dir.path(), "[files]\ndotfiles = true").await;
@@ -120,7 +123,11 @@ async fn symlink_outside_root_is_refused_within_root_policy() {
 
     let s = TestServer::start(&root, "[files]\nfollow_symlinks = \"always\"").await;
     let reply = raw_get(s.addr, "/escape.txt").await;
-    assert_eq!(raw_status(&reply), 200, "operator opted in to following any link");
+    assert_eq!(
+        raw_status(&reply),
+        200,
+        "operator opted in to following any link"
+    );
 }
 
 #[tokio::test]
@@ -159,7 +166,10 @@ async fn twin_symlinked_outside_root_is_not_served() {
 async fn special_files_are_not_opened() {
     let dir = fixture();
     let fifo = dir.path().join("pipe");
-    let ok = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(ok.success());
     let s = TestServer::start(dir.path(), "").await;
     // Opening a FIFO would block a worker forever; it must be refused at once.

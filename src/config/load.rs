@@ -23,6 +23,39 @@ pub fn demo_root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/demo"))
 }
 
+/// The demo's departures from the production defaults: the bundled tree, a
+/// 404 page, and cross-origin isolation for its WebAssembly threads page.
+#[derive(serde::Serialize)]
+struct DemoOverlay {
+    root: PathBuf,
+    headers: DemoHeaders,
+    files: DemoFiles,
+}
+
+#[derive(serde::Serialize)]
+struct DemoHeaders {
+    cross_origin_isolation: bool,
+}
+
+#[derive(serde::Serialize)]
+struct DemoFiles {
+    not_found_page: &'static str,
+}
+
+impl DemoOverlay {
+    fn new() -> Self {
+        DemoOverlay {
+            root: demo_root(),
+            headers: DemoHeaders {
+                cross_origin_isolation: true,
+            },
+            files: DemoFiles {
+                not_found_page: "/404.html",
+            },
+        }
+    }
+}
+
 /// What the command line contributes to the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -64,9 +97,7 @@ impl Layered {
             // isolation for its WebAssembly threads page.
             figment = figment.merge(Named {
                 name: DEMO_NAME,
-                inner: Figment::from(Serialized::global("root", demo_root()))
-                    .merge(Serialized::global("headers.cross_origin_isolation", true))
-                    .merge(Serialized::global("files.not_found_page", "/404.html")),
+                inner: Serialized::defaults(DemoOverlay::new()),
             });
         }
         let mut file = None;
@@ -82,7 +113,7 @@ impl Layered {
                     path: path.clone(),
                     line,
                     column,
-                    message: e.message().trim().to_string(),
+                    message: e.message().trim().replace('\n', "; "),
                 });
             }
             figment = figment.merge(Toml::file_exact(path));
@@ -110,19 +141,21 @@ impl Layered {
     }
 
     pub fn extract(&self) -> Result<RawConfig, ConfigError> {
-        self.figment.extract().map_err(|e| self.from_figment(e))
+        self.figment.extract().map_err(|e| self.explain(e))
     }
 
     pub fn config_file(&self) -> Option<&Path> {
         self.file.as_ref().map(|(p, _)| p.as_path())
     }
 
-    fn from_figment(&self, err: figment::Error) -> ConfigError {
+    fn explain(&self, err: figment::Error) -> ConfigError {
         use figment::error::Kind;
         let mut path = err.path.clone();
         let (message, hint) = match &err.kind {
             Kind::UnknownField(field, expected) => {
-                path.push(field.clone());
+                if path.last() != Some(field) {
+                    path.push(field.clone());
+                }
                 (
                     format!("unknown key `{field}`"),
                     Some(format!("expected one of: {}", expected.join(", "))),
@@ -135,6 +168,7 @@ impl Layered {
                     Some("see config/ruchy-serve.toml for every key".to_string()),
                 )
             }
+            Kind::InvalidType(_, expected) => (err.kind.to_string(), Some(type_hint(expected))),
             other => (other.to_string(), None),
         };
         let origin = match &err.metadata {
@@ -177,6 +211,14 @@ impl Layered {
             };
             match next {
                 Some(v) => value = v,
+                // Absent from every layer: the file is where it belongs.
+                None if self.file.is_some() && std::ptr::eq(value, &merged) => {
+                    let (file, _) = self.file.as_ref().expect("checked");
+                    return Origin::File {
+                        path: file.clone(),
+                        line: None,
+                    };
+                }
                 None => break,
             }
         }
@@ -189,7 +231,10 @@ impl Layered {
     fn origin_from_metadata(&self, md: &Metadata, path: &[String]) -> Origin {
         match &md.source {
             Some(Source::File(file)) => {
-                let line = self.file.as_ref().and_then(|(_, text)| locate_line(text, path));
+                let line = self
+                    .file
+                    .as_ref()
+                    .and_then(|(_, text)| locate_line(text, path));
                 Origin::File {
                     path: file.clone(),
                     line,
@@ -242,6 +287,24 @@ impl Layered {
     }
 }
 
+/// How to write a value of the type serde expected.
+fn type_hint(expected: &str) -> String {
+    let how = if ["usize", "u64", "u32", "u16", "u8", "i64", "i32"].contains(&expected) {
+        "a whole number without quotes, e.g. 16"
+    } else if expected.contains("bool") {
+        "true or false, without quotes"
+    } else if expected.contains("string") {
+        "a quoted string"
+    } else if expected.contains("sequence") {
+        "a list, e.g. [\"a\", \"b\"]"
+    } else if expected.contains("map") || expected.contains("struct") {
+        "a table, e.g. [section] or { key = \"value\" }"
+    } else {
+        "the type shown in config/ruchy-serve.toml"
+    };
+    format!("write {how}")
+}
+
 /// `cache.rules.2.glob` -> `cache.rules[2].glob`, the way an operator reads it.
 pub fn display_key(path: &[String]) -> String {
     let mut out = String::new();
@@ -267,10 +330,12 @@ fn toml_value(v: &Value) -> String {
         Value::String(_, s) => format!("{s:?}"),
         Value::Char(_, c) => format!("\"{c}\""),
         Value::Bool(_, b) => b.to_string(),
-        Value::Num(_, n) => match n.to_i128() {
-            Some(i) => i.to_string(),
-            None => n.to_f64().map(|f| f.to_string()).unwrap_or_default(),
-        },
+        Value::Num(..) => v
+            .to_u128()
+            .map(|n| n.to_string())
+            .or_else(|| v.to_i128().map(|n| n.to_string()))
+            .or_else(|| v.to_f64().map(|n| n.to_string()))
+            .unwrap_or_default(),
         Value::Empty(..) => "\"\"".into(),
         Value::Dict(_, d) if d.is_empty() => "{}".into(),
         Value::Dict(_, d) => format!(
@@ -280,14 +345,22 @@ fn toml_value(v: &Value) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        Value::Array(_, a) => format!("[{}]", a.iter().map(toml_value).collect::<Vec<_>>().join(", ")),
+        Value::Array(_, a) => format!(
+            "[{}]",
+            a.iter().map(toml_value).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 

@@ -175,7 +175,10 @@ pub async fn shutdown_signal() {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::warn!(signal = name, "second signal: exiting without waiting for the drain");
+        tracing::warn!(
+            signal = name,
+            "second signal: exiting without waiting for the drain"
+        );
         std::process::exit(0);
     });
 }

@@ -65,12 +65,14 @@ impl Listener {
     /// for IPv6, IPV6_V6ONLY, so `[::]:80` and `0.0.0.0:80` can both be listed.
     pub fn bind(addr: &ListenAddr) -> Result<Listener, ListenError> {
         match addr {
-            ListenAddr::Tcp(sa) => bind_tcp(*sa)
-                .map(Listener::Tcp)
-                .map_err(|source| ListenError::Bind {
-                    addr: addr.clone(),
-                    source,
-                }),
+            ListenAddr::Tcp(sa) => {
+                bind_tcp(*sa)
+                    .map(Listener::Tcp)
+                    .map_err(|source| ListenError::Bind {
+                        addr: addr.clone(),
+                        source,
+                    })
+            }
         }
     }
 

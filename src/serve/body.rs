@@ -23,7 +23,9 @@ pub fn empty() -> Body {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A piece of a streamed body.
@@ -31,7 +33,10 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub enum Segment {
     Bytes(Bytes),
     /// `len` bytes of the file from `offset`.
-    File { offset: u64, len: u64 },
+    File {
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// Streams `segments` out of `file`. If the file turns out shorter than

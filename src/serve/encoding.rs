@@ -55,7 +55,12 @@ fn parse_q(s: &str) -> Option<u16> {
         return None;
     }
     let mut thousandths: u16 = 0;
-    for (i, b) in frac.bytes().chain(std::iter::repeat(b'0')).take(3).enumerate() {
+    for (i, b) in frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .enumerate()
+    {
         thousandths += (b - b'0') as u16 * [100, 10, 1][i];
     }
     match int {
@@ -79,7 +84,10 @@ mod tests {
 
     #[test]
     fn server_preference_breaks_ties() {
-        assert_eq!(negotiate(Some("gzip, deflate, br, zstd"), ALL), Some(Brotli));
+        assert_eq!(
+            negotiate(Some("gzip, deflate, br, zstd"), ALL),
+            Some(Brotli)
+        );
         assert_eq!(negotiate(Some("gzip, zstd"), ALL), Some(Zstd));
     }
 

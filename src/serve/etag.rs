@@ -36,7 +36,13 @@ impl std::fmt::Debug for EtagCache {
 
 impl EtagCache {
     /// The ETag (quotes included) of the open `file` found at `path`.
-    pub fn etag(&self, path: &Path, file: &File, meta: &Metadata, hash_limit: u64) -> io::Result<String> {
+    pub fn etag(
+        &self,
+        path: &Path,
+        file: &File,
+        meta: &Metadata,
+        hash_limit: u64,
+    ) -> io::Result<String> {
         let key = FileKey::of(meta);
         if let Some((k, tag)) = self.map.lock().expect("etag cache").get(path) {
             if *k == key {
@@ -118,7 +124,9 @@ mod tests {
         let p = dir.path().join("big");
         std::fs::write(&p, vec![7u8; 100]).unwrap();
         let f = File::open(&p).unwrap();
-        let tag = EtagCache::default().etag(&p, &f, &f.metadata().unwrap(), 10).unwrap();
+        let tag = EtagCache::default()
+            .etag(&p, &f, &f.metadata().unwrap(), 10)
+            .unwrap();
         assert!(tag.starts_with("\"64-"), "{tag}");
     }
 }

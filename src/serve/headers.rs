@@ -107,13 +107,28 @@ mod tests {
             nosniff: true,
             cache_rules: vec![
                 rule("*.html", HeaderValue::from_static("no-cache")),
-                rule("assets/**", HeaderValue::from_static("public, max-age=31536000, immutable")),
+                rule(
+                    "assets/**",
+                    HeaderValue::from_static("public, max-age=31536000, immutable"),
+                ),
                 rule("assets/**", HeaderValue::from_static("never-reached")),
             ],
             cache_default: Some(HeaderValue::from_static("max-age=60")),
             rules: vec![
-                rule("*.js", vec![(header::HeaderName::from_static("x-a"), HeaderValue::from_static("1"))]),
-                rule("assets/*", vec![(header::HeaderName::from_static("x-a"), HeaderValue::from_static("2"))]),
+                rule(
+                    "*.js",
+                    vec![(
+                        header::HeaderName::from_static("x-a"),
+                        HeaderValue::from_static("1"),
+                    )],
+                ),
+                rule(
+                    "assets/*",
+                    vec![(
+                        header::HeaderName::from_static("x-a"),
+                        HeaderValue::from_static("2"),
+                    )],
+                ),
             ],
         }
     }
@@ -147,7 +162,10 @@ mod tests {
         assert_eq!(content_type("m.wasm", &o), "application/wasm");
         assert_eq!(content_type("x.JS", &o), "text/javascript; charset=utf-8");
         assert_eq!(content_type("noext", &o), "application/octet-stream");
-        o.insert("js".into(), HeaderValue::from_static("application/x-custom"));
+        o.insert(
+            "js".into(),
+            HeaderValue::from_static("application/x-custom"),
+        );
         assert_eq!(content_type("x.js", &o), "application/x-custom");
     }
 }

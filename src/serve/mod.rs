@@ -82,7 +82,13 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let outcome = blocking(&site, move |site| {
-        resolve::resolve(&site.config, &site.etags, &path, query.as_deref(), accept.as_deref())
+        resolve::resolve(
+            &site.config,
+            &site.etags,
+            &path,
+            query.as_deref(),
+            accept.as_deref(),
+        )
     })
     .await;
 
@@ -232,10 +238,24 @@ fn simple(cfg: &Config, status: StatusCode, text: Option<bool>) -> Response<Body
 }
 
 /// In-memory body with Content-Length and common headers.
-fn finish(cfg: &Config, status: StatusCode, mut h: HeaderMap, bytes: Bytes, head: bool) -> Response<Body> {
+fn finish(
+    cfg: &Config,
+    status: StatusCode,
+    mut h: HeaderMap,
+    bytes: Bytes,
+    head: bool,
+) -> Response<Body> {
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     headers::apply_common(&cfg.headers, &mut h);
-    build(status, h, if head { body::empty() } else { body::full(bytes) })
+    build(
+        status,
+        h,
+        if head {
+            body::empty()
+        } else {
+            body::full(bytes)
+        },
+    )
 }
 
 fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
@@ -245,7 +265,7 @@ fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
     r
 }
 
-fn header_str<'a, B>(req: &'a Request<B>, name: header::HeaderName) -> Option<&'a str> {
+fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -373,7 +393,11 @@ fn content_range(r: ByteRange, len: u64) -> String {
 
 /// The parts of a multipart/byteranges body (RFC 9110 section 14.6) and its
 /// exact length, so it can be sent with Content-Length.
-fn multipart(ranges: &[ByteRange], len: u64, content_type: &HeaderValue) -> (Vec<Segment>, u64, String) {
+fn multipart(
+    ranges: &[ByteRange],
+    len: u64,
+    content_type: &HeaderValue,
+) -> (Vec<Segment>, u64, String) {
     use std::hash::{BuildHasher, Hasher};
     // A fresh random boundary per response: it must not occur in the parts.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();

@@ -123,25 +123,43 @@ mod tests {
 
     #[test]
     fn closed_open_and_suffix_ranges() {
-        assert_eq!(evaluate("bytes=0-9", 100, 16), RangeOutcome::Partial(vec![r(0, 9)]));
-        assert_eq!(evaluate("bytes=90-", 100, 16), RangeOutcome::Partial(vec![r(90, 99)]));
-        assert_eq!(evaluate("bytes=-10", 100, 16), RangeOutcome::Partial(vec![r(90, 99)]));
+        assert_eq!(
+            evaluate("bytes=0-9", 100, 16),
+            RangeOutcome::Partial(vec![r(0, 9)])
+        );
+        assert_eq!(
+            evaluate("bytes=90-", 100, 16),
+            RangeOutcome::Partial(vec![r(90, 99)])
+        );
+        assert_eq!(
+            evaluate("bytes=-10", 100, 16),
+            RangeOutcome::Partial(vec![r(90, 99)])
+        );
     }
 
     #[test]
     fn end_past_length_is_clipped() {
-        assert_eq!(evaluate("bytes=50-1000", 100, 16), RangeOutcome::Partial(vec![r(50, 99)]));
+        assert_eq!(
+            evaluate("bytes=50-1000", 100, 16),
+            RangeOutcome::Partial(vec![r(50, 99)])
+        );
     }
 
     #[test]
     fn suffix_range_larger_than_file_returns_whole_file_as_range() {
-        assert_eq!(evaluate("bytes=-500", 100, 16), RangeOutcome::Partial(vec![r(0, 99)]));
+        assert_eq!(
+            evaluate("bytes=-500", 100, 16),
+            RangeOutcome::Partial(vec![r(0, 99)])
+        );
     }
 
     #[test]
     fn start_at_or_past_length_is_unsatisfiable() {
         assert_eq!(evaluate("bytes=100-", 100, 16), RangeOutcome::Unsatisfiable);
-        assert_eq!(evaluate("bytes=200-300", 100, 16), RangeOutcome::Unsatisfiable);
+        assert_eq!(
+            evaluate("bytes=200-300", 100, 16),
+            RangeOutcome::Unsatisfiable
+        );
         assert_eq!(evaluate("bytes=-0", 100, 16), RangeOutcome::Unsatisfiable);
         assert_eq!(evaluate("bytes=0-0", 0, 16), RangeOutcome::Unsatisfiable);
     }

@@ -167,7 +167,13 @@ pub fn resolve(
     let available: Vec<Encoding> = twins.iter().map(|(e, _)| *e).collect();
     let chosen = negotiate(accept_encoding, &available);
     let serve_path = match chosen {
-        Some(enc) => &twins.iter().find(|(e, _)| *e == enc).expect("chosen twin").1,
+        Some(enc) => {
+            &twins
+                .iter()
+                .find(|(e, _)| *e == enc)
+                .expect("chosen twin")
+                .1
+        }
         None => &path,
     };
     let file = File::open(serve_path)?;
@@ -198,7 +204,10 @@ fn hidden(components: &[Vec<u8>], allow: &[String]) -> bool {
     !allow.iter().any(|prefix| {
         let want: Vec<&[u8]> = prefix.split('/').map(str::as_bytes).collect();
         components.len() >= want.len()
-            && components.iter().zip(&want).all(|(c, w)| c.as_slice() == *w)
+            && components
+                .iter()
+                .zip(&want)
+                .all(|(c, w)| c.as_slice() == *w)
             && components[want.len()..]
                 .iter()
                 .all(|c| c.first() != Some(&b'.'))
@@ -274,10 +283,19 @@ mod tests {
 
     #[test]
     fn decodes_once_and_keeps_plain_components() {
-        assert_eq!(comps("/a/b%20c/d.txt"), vec![b"a".to_vec(), b"b c".to_vec(), b"d.txt".to_vec()]);
-        assert_eq!(comps("//etc/passwd"), vec![b"etc".to_vec(), b"passwd".to_vec()]);
+        assert_eq!(
+            comps("/a/b%20c/d.txt"),
+            vec![b"a".to_vec(), b"b c".to_vec(), b"d.txt".to_vec()]
+        );
+        assert_eq!(
+            comps("//etc/passwd"),
+            vec![b"etc".to_vec(), b"passwd".to_vec()]
+        );
         // Double-encoded dots stay literal names after one decode.
-        assert_eq!(comps("/%252e%252e/x"), vec![b"%2e%2e".to_vec(), b"x".to_vec()]);
+        assert_eq!(
+            comps("/%252e%252e/x"),
+            vec![b"%2e%2e".to_vec(), b"x".to_vec()]
+        );
     }
 
     #[test]

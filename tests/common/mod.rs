@@ -116,7 +116,10 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&st
         .await
         .unwrap();
     tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -225,7 +228,10 @@ impl Daemon {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
         let mut cmd = Command::new(binary());
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -235,7 +241,10 @@ impl Daemon {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log2 = log.clone();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 log2.lock().unwrap().push(line.clone());
                 let _ = tx.send(line);
             }
@@ -243,9 +252,11 @@ impl Daemon {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no ready line; log: {:?}", log.lock().unwrap()));
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no ready line; log: {:?}", log.lock().unwrap());
+            };
             if let Some(pos) = line.find("http://") {
                 if line.contains("ready") {
                     let rest = &line[pos + 7..];

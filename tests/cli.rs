@@ -1,0 +1,562 @@
+//! The real binary: `check`, `config`, every documented configuration error
+//! (file, key, line, exit 64), start-up failures, the access log, and the
+//! SIGTERM drain.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{binary, fixture, Daemon};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes `body` as a config file and runs `check` on it.
+fn check_file(body: &str) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, body).unwrap();
+    let out = run(&["check", "--config", path.to_str().unwrap()], &[]);
+    (out, path.display().to_string())
+}
+
+fn assert_config_error(body: &str, location: &str, key: &str, words: &str) {
+    let (out, path) = check_file(body);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains(&format!("{path}{location}")),
+        "location {location}: {err}"
+    );
+    assert!(err.contains(&format!("key `{key}`")), "key {key}: {err}");
+    assert!(err.contains(words), "{words}: {err}");
+    assert!(
+        err.contains("hint:") || location.matches(':').count() == 2,
+        "no hint: {err}"
+    );
+}
+
+#[test]
+fn check_accepts_the_shipped_reference_config() {
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ruchy-serve.toml");
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/demo");
+    // The reference names /srv/www; point it at the demo tree.
+    let out = run(&["check", "--config", reference, "--root", demo], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
+}
+
+#[test]
+fn check_with_no_arguments_validates_the_demo_defaults() {
+    let out = run(&["check"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("built-in defaults is valid"), "{stdout}");
+    assert!(stdout.contains("/demo"), "{stdout}");
+}
+
+#[test]
+fn unknown_key_names_file_line_and_the_valid_keys() {
+    assert_config_error(
+        "root = \"/tmp\"\n\n[files]\ndirectory_listin = true\n",
+        ":4",
+        "files.directory_listin",
+        "expected one of: index, follow_symlinks",
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    assert_config_error(
+        "root = \"/tmp\"\nport = 80\n",
+        ":2",
+        "port",
+        "unknown key `port`",
+    );
+}
+
+#[test]
+fn wrong_type_names_expected_type() {
+    assert_config_error(
+        "root = \"/tmp\"\n[files]\nmax_ranges = \"many\"\n",
+        ":3",
+        "files.max_ranges",
+        "expected usize",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    assert_config_error(
+        "root = \"/tmp\"\n[limits]\n\nheader_read_timeout = \"soon\"\n",
+        ":4",
+        "limits.header_read_timeout",
+        "is not a duration",
+    );
+}
+
+#[test]
+fn bad_size() {
+    assert_config_error(
+        "root = \"/tmp\"\n[files]\netag_hash_limit = \"lots\"\n",
+        ":3",
+        "files.etag_hash_limit",
+        "is not a size",
+    );
+}
+
+#[test]
+fn header_size_below_minimum() {
+    assert_config_error(
+        "root = \"/tmp\"\n[limits]\nmax_header_size = \"1KiB\"\n",
+        ":3",
+        "limits.max_header_size",
+        "below the 8KiB minimum",
+    );
+}
+
+#[test]
+fn glob_that_does_not_compile_names_the_rule_index() {
+    assert_config_error(
+        "root = \"/tmp\"\n[[cache.rules]]\nglob = \"*.html\"\nvalue = \"no-cache\"\n\n[[cache.rules]]\nglob = \"assets/[**\"\nvalue = \"x\"\n",
+        ":7",
+        "cache.rules[1].glob",
+        "does not compile",
+    );
+}
+
+#[test]
+fn bad_header_rule_name() {
+    assert_config_error(
+        "root = \"/tmp\"\n[[headers.rules]]\nglob = \"*\"\nset = { \"Bad Name\" = \"v\" }\n",
+        ":4",
+        "headers.rules[0].set.Bad Name",
+        "not a valid header name",
+    );
+}
+
+#[test]
+fn bad_cache_control_value() {
+    assert_config_error(
+        "root = \"/tmp\"\n[cache]\ndefault = \"bad\\nvalue\"\n",
+        ":3",
+        "cache.default",
+        "not a valid header value",
+    );
+}
+
+#[test]
+fn bad_listen_address() {
+    assert_config_error(
+        "root = \"/tmp\"\n[[listen]]\naddress = \"localhost\"\n",
+        ":3",
+        "listen[0].address",
+        "is not an IP:PORT address",
+    );
+}
+
+#[test]
+fn duplicate_listen_address() {
+    assert_config_error(
+        "root = \"/tmp\"\n[[listen]]\naddress = \"127.0.0.1:1\"\n[[listen]]\naddress = \"127.0.0.1:1\"\n",
+        ":5",
+        "listen[1].address",
+        "listed twice",
+    );
+}
+
+#[test]
+fn unknown_enum_values() {
+    assert_config_error(
+        "root = \"/tmp\"\n[files]\nfollow_symlinks = \"sometimes\"\n",
+        ":3",
+        "files.follow_symlinks",
+        "unknown policy",
+    );
+    assert_config_error(
+        "root = \"/tmp\"\n[files]\nprecompressed = [\"br\", \"lzma\"]\n",
+        ":3",
+        "files.precompressed[1]",
+        "unknown encoding `lzma`",
+    );
+    assert_config_error(
+        "root = \"/tmp\"\n[log]\naccess_log = \"apache\"\n",
+        ":3",
+        "log.access_log",
+        "unknown access log format",
+    );
+    assert_config_error(
+        "root = \"/tmp\"\n[log]\nformat = \"xml\"\n",
+        ":3",
+        "log.format",
+        "unknown format",
+    );
+    assert_config_error(
+        "root = \"/tmp\"\n[log]\nlevel = \"loud=[\"\n",
+        ":3",
+        "log.level",
+        "not a log filter",
+    );
+}
+
+#[test]
+fn fallback_must_stay_inside_root() {
+    assert_config_error(
+        "root = \"/tmp\"\n[files]\nfallback = \"/../etc/passwd\"\n",
+        ":3",
+        "files.fallback",
+        "plain path inside the root",
+    );
+}
+
+#[test]
+fn missing_root_points_at_the_file() {
+    assert_config_error("[files]\n", "", "root", "no root directory is set");
+}
+
+#[test]
+fn root_that_does_not_exist() {
+    assert_config_error(
+        "root = \"/nonexistent/ruchy\"\n",
+        ":1",
+        "root",
+        "cannot open /nonexistent/ruchy",
+    );
+}
+
+#[test]
+fn root_that_is_a_file() {
+    assert_config_error(
+        "root = \"/etc/hostname\"\n",
+        ":1",
+        "root",
+        "is not a directory",
+    );
+}
+
+#[test]
+fn toml_syntax_error_names_line_and_column() {
+    let (out, path) = check_file("root = \"/tmp\"\n[files\nindex = []\n");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(err.contains(&format!("{path}:2:")), "{err}");
+    assert!(err.contains("TOML syntax error"), "{err}");
+}
+
+#[test]
+fn unreadable_config_file() {
+    let out = run(&["check", "--config", "/nonexistent/ruchy.toml"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        err.contains("cannot read config file /nonexistent/ruchy.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_environment_value_names_the_variable() {
+    let out = run(
+        &["check"],
+        &[("RUCHY_SERVE_LIMITS__KEEP_ALIVE_TIMEOUT", "forever")],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        err.contains("environment variable RUCHY_SERVE_LIMITS__KEEP_ALIVE_TIMEOUT"),
+        "{err}"
+    );
+    assert!(err.contains("key `limits.keep_alive_timeout`"), "{err}");
+}
+
+#[test]
+fn bad_command_line_root_names_the_flag() {
+    let out = run(&["check", "--root", "/nonexistent/dir"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(err.contains("command line --root"), "{err}");
+}
+
+#[test]
+fn config_prints_each_value_with_its_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "root = \"/tmp\"\n\n[files]\ndirectory_listing = true\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "config",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:9999",
+        ],
+        &[("RUCHY_SERVE_LOG__LEVEL", "debug")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key} missing:\n{text}"))
+            .to_string()
+    };
+    let p = path.display().to_string();
+    assert!(line("root").contains(&format!("# {p}:1")), "{text}");
+    assert!(line("files.directory_listing").contains(&format!("# {p}:4")));
+    assert!(line("files.directory_listing").contains("= true"));
+    assert!(line("log.level").contains("environment variable RUCHY_SERVE_LOG__LEVEL"));
+    assert!(line("log.level").contains("\"debug\""));
+    assert!(line("listen[0].address").contains("command line --listen"));
+    assert!(line("shutdown_timeout").contains("built-in default"));
+}
+
+#[test]
+fn port_in_use_is_one_clear_line_and_nonzero_exit() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&["--listen", &addr], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn quick_use_with_root_and_listen_flags() {
+    let dir = fixture();
+    let d = Daemon::spawn(
+        &[
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"));
+    assert!(reply.ends_with("hello world\n"));
+    // --root alone is not the demo: no isolation headers.
+    assert!(!reply
+        .to_ascii_lowercase()
+        .contains("cross-origin-opener-policy"));
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str, ua: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: {ua}\r\nReferer: http://ref/\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+fn wait_for_line(d: &Daemon, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Some(l) = d.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no log line containing {needle:?}; log:\n{}", d.log_text());
+}
+
+#[test]
+fn combined_access_log_line() {
+    let dir = fixture();
+    let d = Daemon::spawn(
+        &[
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    http_get(d.addr, "/hello.txt?q=1", "test-agent/1.0 \"quoted\"");
+    let line = wait_for_line(&d, "/hello.txt?q=1");
+    // 127.0.0.1 - - [27/Nov/2026:06:31:31 +0000] "GET /hello.txt?q=1 HTTP/1.1" 200 12 "http://ref/" "test-agent/1.0 \x22quoted\x22" 123us
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(
+        line.contains("+0000] \"GET /hello.txt?q=1 HTTP/1.1\" 200 12 \"http://ref/\""),
+        "{line}"
+    );
+    assert!(
+        line.contains("\"test-agent/1.0 \\x22quoted\\x22\""),
+        "{line}"
+    );
+    assert!(line.ends_with("us"), "{line}");
+}
+
+#[test]
+fn json_access_log_line_has_every_field() {
+    let dir = fixture();
+    let d = Daemon::spawn(
+        &[
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("RUCHY_SERVE_LOG__ACCESS_LOG", "json")],
+    );
+    http_get(d.addr, "/missing", "json-agent");
+    let line = wait_for_line(&d, "json-agent");
+    for field in [
+        "\"remote_addr\":\"127.0.0.1\"",
+        "\"method\":\"GET\"",
+        "\"path\":\"/missing\"",
+        "\"status\":404",
+        "\"bytes\":14",
+        "\"duration_us\":",
+        "\"user_agent\":\"json-agent\"",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+}
+
+#[test]
+fn access_log_can_be_turned_off() {
+    let dir = fixture();
+    let d = Daemon::spawn(
+        &[
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("RUCHY_SERVE_LOG__ACCESS_LOG", "off")],
+    );
+    http_get(d.addr, "/hello.txt", "silent-agent");
+    http_get(d.addr, "/hello.txt", "silent-agent");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!d.log_text().contains("/hello.txt"), "{}", d.log_text());
+}
+
+#[test]
+fn sigterm_drains_in_flight_download_then_exits_zero() {
+    let dir = fixture();
+    let data: Vec<u8> = (0..16_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.path().join("large.bin"), &data).unwrap();
+    let mut d = Daemon::spawn(
+        &[
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    s.write_all(b"GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // Read a little so the response is under way, then stop the server.
+    let mut first = vec![0u8; 4096];
+    let n = s.read(&mut first).unwrap();
+    assert!(n > 0);
+    d.signal("TERM");
+    wait_for_line(&d, "draining");
+    // New connections are refused once the listener is closed.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        std::net::TcpStream::connect(d.addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+    let mut rest = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.read_to_end(&mut rest).unwrap();
+    let mut all = first[..n].to_vec();
+    all.extend_from_slice(&rest);
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    // read_to_end returned: after the last byte the server closed the
+    // keep-alive connection instead of waiting for another request.
+    assert!(
+        all[split..] == data[..],
+        "body differs: {} bytes of {}",
+        all.len() - split,
+        data.len()
+    );
+    let status = d.wait_exit(20).expect("exited");
+    assert_eq!(status.code(), Some(0));
+    assert!(d.log_text().contains("drained"), "{}", d.log_text());
+}
+
+#[test]
+fn shutdown_timeout_bounds_the_drain() {
+    let dir = fixture();
+    let data = vec![1u8; 64_000_000];
+    std::fs::write(dir.path().join("large.bin"), &data).unwrap();
+    let mut d = Daemon::spawn(
+        &[
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("RUCHY_SERVE_SHUTDOWN_TIMEOUT", "1s")],
+    );
+    // A client that never reads: the download cannot finish.
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    s.write_all(b"GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    d.signal("TERM");
+    let status = d.wait_exit(15).expect("exited within the timeout");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        d.log_text().contains("shutdown_timeout"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn second_signal_exits_at_once() {
+    let dir = fixture();
+    std::fs::write(dir.path().join("large.bin"), vec![1u8; 64_000_000]).unwrap();
+    let mut d = Daemon::spawn(
+        &[
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("RUCHY_SERVE_SHUTDOWN_TIMEOUT", "60s")],
+    );
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    s.write_all(b"GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    d.signal("TERM");
+    wait_for_line(&d, "draining");
+    d.signal("INT");
+    assert!(
+        d.wait_exit(5).is_some(),
+        "still running after the second signal"
+    );
+    assert!(d.log_text().contains("second signal"));
+}
