@@ -560,3 +560,32 @@ fn second_signal_exits_at_once() {
     );
     assert!(d.log_text().contains("second signal"));
 }
+
+#[test]
+fn serves_ipv4_and_ipv6_listeners_at_once() {
+    let dir = fixture();
+    let d = Daemon::spawn(
+        &[
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+        ],
+        &[],
+    );
+    let ready = wait_for_line(&d, "ready");
+    let addrs: Vec<std::net::SocketAddr> = ready
+        .split("http://")
+        .skip(1)
+        .map(|s| s.split('/').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(addrs.len(), 2, "{ready}");
+    assert!(addrs[0].is_ipv4() && addrs[1].is_ipv6(), "{ready}");
+    for addr in addrs {
+        let reply = http_get(addr, "/hello.txt", "dual-stack");
+        assert!(reply.starts_with("HTTP/1.1 200"), "{addr}: {reply}");
+        assert!(reply.ends_with("hello world\n"));
+    }
+}
