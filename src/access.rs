@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::{Request, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::config::AccessLog;
 use crate::listen::Peer;
 use crate::serve::body::Body;
 
@@ -98,42 +97,33 @@ impl Record {
         }
     }
 
-    fn emit(&self, format: AccessLog, bytes: u64) {
+    /// One event: structured fields for the journal and JSON, and nginx's
+    /// combined line (plus the duration) as the message.
+    fn emit(&self, bytes: u64) {
         let duration_us = self.start.elapsed().as_micros() as u64;
-        match format {
-            AccessLog::Off => {}
-            AccessLog::Combined => {
-                tracing::info!(
-                    target: TARGET,
-                    "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {}us",
-                    self.peer,
-                    clf_time(SystemTime::now()),
-                    escape(&self.method),
-                    escape(&self.target),
-                    self.version,
-                    self.status,
-                    bytes,
-                    escape(&self.referer),
-                    escape(&self.user_agent),
-                    duration_us,
-                );
-            }
-            AccessLog::Json => {
-                tracing::info!(
-                    target: TARGET,
-                    remote_addr = %self.peer,
-                    method = %self.method,
-                    path = %self.target,
-                    protocol = ?self.version,
-                    status = self.status,
-                    bytes,
-                    duration_us,
-                    referer = %self.referer,
-                    user_agent = %self.user_agent,
-                    "request"
-                );
-            }
-        }
+        tracing::info!(
+            target: TARGET,
+            remote_addr = %self.peer,
+            http_method = %self.method,
+            request_path = %self.target,
+            http_protocol = ?self.version,
+            http_status = self.status,
+            bytes,
+            duration_us,
+            http_referer = %self.referer,
+            http_user_agent = %self.user_agent,
+            "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {}us",
+            self.peer,
+            clf_time(SystemTime::now()),
+            escape(&self.method),
+            escape(&self.target),
+            self.version,
+            self.status,
+            bytes,
+            escape(&self.referer),
+            escape(&self.user_agent),
+            duration_us,
+        );
     }
 }
 
@@ -142,18 +132,12 @@ pub struct LoggedBody {
     inner: Body,
     bytes: u64,
     record: Option<Record>,
-    format: AccessLog,
     activity: Arc<Activity>,
 }
 
 impl LoggedBody {
-    pub fn new(
-        inner: Body,
-        status: u16,
-        record: Option<Record>,
-        format: AccessLog,
-        activity: Arc<Activity>,
-    ) -> Self {
+    /// `record` is `None` when the access log is off.
+    pub fn new(inner: Body, status: u16, record: Option<Record>, activity: Arc<Activity>) -> Self {
         activity.begin();
         let record = record.map(|mut r| {
             r.status = status;
@@ -163,7 +147,6 @@ impl LoggedBody {
             inner,
             bytes: 0,
             record,
-            format,
             activity,
         }
     }
@@ -172,7 +155,7 @@ impl LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(r) = &self.record {
-            r.emit(self.format, self.bytes);
+            r.emit(self.bytes);
         }
         self.activity.end();
     }

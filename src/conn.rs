@@ -66,6 +66,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 async fn serve_connection(stream: Stream, peer: Peer, shared: Arc<Shared>, watcher: Watcher) {
+    tracing::debug!(%peer, "connection accepted");
     // Connection-level settings come from the generation current at accept;
     // each request then reads the newest generation.
     let site = shared.site();
@@ -83,11 +84,11 @@ async fn serve_connection(stream: Stream, peer: Peer, shared: Arc<Shared>, watch
         async move {
             let start = Instant::now();
             let site = shared.site();
-            let format = site.config.log.access_log;
-            let record = (format != AccessLog::Off).then(|| Record::new(&req, peer, start));
+            let logged = site.config.log.access_log != AccessLog::Off;
+            let record = logged.then(|| Record::new(&req, peer, start));
             let resp = serve::respond(site, &req).await;
             let status = resp.status().as_u16();
-            Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, status, record, format, activity)))
+            Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, status, record, activity)))
         }
     });
     let builder = builder(&limits);

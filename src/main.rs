@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ruchy_serve::config::{self, Layered, Sources};
+use ruchy_serve::listen::Inherited;
 use ruchy_serve::{lifecycle, logging};
 
 const EX_USAGE: u8 = 64;
@@ -106,6 +107,14 @@ fn serve(sources: &Sources) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail_config(e),
     };
+    // Before any thread exists: this edits the environment.
+    let inherited = match Inherited::from_env() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("ruchy-serve: cannot take the sockets systemd passed (LISTEN_FDS): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     logging::init(&cfg.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -118,7 +127,7 @@ fn serve(sources: &Sources) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let server = match lifecycle::Server::bind(cfg) {
+        let server = match lifecycle::Server::bind(cfg, sources.clone(), inherited) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("{e}");
@@ -126,7 +135,9 @@ fn serve(sources: &Sources) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        server.run(lifecycle::shutdown_signal()).await;
+        let (events, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(lifecycle::signals(events));
+        server.run(rx).await;
         ExitCode::SUCCESS
     })
 }

@@ -163,7 +163,7 @@ fn bad_listen_address() {
         "root = \"/tmp\"\n[[listen]]\naddress = \"localhost\"\n",
         ":3",
         "listen[0].address",
-        "is not an IP:PORT address",
+        "is not a listen address",
     );
 }
 
@@ -428,12 +428,12 @@ fn json_access_log_line_has_every_field() {
     let line = wait_for_line(&d, "json-agent");
     for field in [
         "\"remote_addr\":\"127.0.0.1\"",
-        "\"method\":\"GET\"",
-        "\"path\":\"/missing\"",
-        "\"status\":404",
+        "\"http_method\":\"GET\"",
+        "\"request_path\":\"/missing\"",
+        "\"http_status\":404",
         "\"bytes\":14",
         "\"duration_us\":",
-        "\"user_agent\":\"json-agent\"",
+        "\"http_user_agent\":\"json-agent\"",
     ] {
         assert!(line.contains(field), "{field} in {line}");
     }

@@ -130,7 +130,10 @@ impl Layered {
             let listen: Vec<RawListen> = sources
                 .listen
                 .iter()
-                .map(|a| RawListen { address: a.clone() })
+                .map(|a| RawListen {
+                    address: a.clone(),
+                    mode: None,
+                })
                 .collect();
             figment = figment.merge(Named {
                 name: CLI_NAME,

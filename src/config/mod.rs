@@ -36,17 +36,33 @@ pub struct Config {
     pub log: Log,
 }
 
-/// Where to accept connections. The systemd issue adds unix sockets and
-/// inherited file descriptors as further variants.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where to accept connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ListenAddr {
     Tcp(SocketAddr),
+    /// A unix stream socket we create (a stale socket file is replaced).
+    Unix { path: PathBuf, mode: Option<u32> },
+    /// A socket inherited from systemd, by its FileDescriptorName.
+    Systemd(String),
 }
 
 impl std::fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+            ListenAddr::Systemd(name) => write!(f, "systemd:{name}"),
+        }
+    }
+}
+
+impl ListenAddr {
+    /// The same socket, ignoring options such as a unix socket's mode: what
+    /// reload compares to decide whether a listener is kept.
+    pub fn same_socket(&self, other: &ListenAddr) -> bool {
+        match (self, other) {
+            (ListenAddr::Unix { path: a, .. }, ListenAddr::Unix { path: b, .. }) => a == b,
+            (a, b) => a == b,
         }
     }
 }
@@ -149,6 +165,15 @@ pub struct Log {
     pub level: String,
     pub format: LogFormat,
     pub access_log: AccessLog,
+    pub target: LogTarget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// The journal when stderr is connected to it (JOURNAL_STREAM), else stderr.
+    Auto,
+    Stderr,
+    Journald,
 }
 
 /// Reads and validates the configuration; touches no socket.
@@ -203,15 +228,55 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
     let mut listen = Vec::new();
     for (i, l) in raw.listen.iter().enumerate() {
         let idx = i.to_string();
-        let addr: SocketAddr = l.address.parse().map_err(|_| {
-            bad(
-                &["listen", &idx, "address"],
-                format!("`{}` is not an IP:PORT address", l.address),
-                "write e.g. \"127.0.0.1:8080\", \"0.0.0.0:80\" or \"[::]:80\"",
-            )
-        })?;
-        let addr = ListenAddr::Tcp(addr);
-        if listen.contains(&addr) {
+        let key = ["listen", idx.as_str(), "address"];
+        let addr = if let Some(path) = l.address.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(bad(
+                    &key,
+                    format!("`{}` needs an absolute socket path", l.address),
+                    "write e.g. \"unix:/run/ruchy-serve/http.sock\"",
+                ));
+            }
+            let mode = match &l.mode {
+                None => None,
+                Some(m) => Some(u32::from_str_radix(m.trim_start_matches("0o"), 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| {
+                    bad(
+                        &["listen", &idx, "mode"],
+                        format!("`{m}` is not an octal permission mode"),
+                        "write e.g. \"0660\"",
+                    )
+                })?),
+            };
+            ListenAddr::Unix {
+                path: PathBuf::from(path),
+                mode,
+            }
+        } else if let Some(name) = l.address.strip_prefix("systemd:") {
+            if name.is_empty() || name.len() > 255 || name.contains(':') {
+                return Err(bad(
+                    &key,
+                    format!("`{}` needs a FileDescriptorName", l.address),
+                    "write e.g. \"systemd:http\" to match FileDescriptorName=http in the .socket unit",
+                ));
+            }
+            ListenAddr::Systemd(name.to_string())
+        } else {
+            ListenAddr::Tcp(l.address.parse().map_err(|_| {
+                bad(
+                    &key,
+                    format!("`{}` is not a listen address", l.address),
+                    "write e.g. \"127.0.0.1:8080\", \"[::]:80\", \"unix:/run/ruchy-serve/http.sock\" or \"systemd:http\"",
+                )
+            })?)
+        };
+        if l.mode.is_some() && !matches!(addr, ListenAddr::Unix { .. }) {
+            return Err(bad(
+                &["listen", &idx, "mode"],
+                "mode applies to unix sockets only".into(),
+                "remove mode, or use address = \"unix:/path\"",
+            ));
+        }
+        if listen.iter().any(|a: &ListenAddr| a.same_socket(&addr)) {
             return Err(bad(
                 &["listen", &idx, "address"],
                 format!("{addr} is listed twice"),
@@ -425,6 +490,19 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         }
     };
 
+    let target = match raw.log.target.as_str() {
+        "auto" => LogTarget::Auto,
+        "stderr" => LogTarget::Stderr,
+        "journald" => LogTarget::Journald,
+        other => {
+            return Err(bad(
+                &["log", "target"],
+                format!("unknown log target `{other}`"),
+                "use \"auto\", \"stderr\" or \"journald\"",
+            ))
+        }
+    };
+
     Ok(Config {
         source: layered.config_file().map(|p| p.to_path_buf()),
         root,
@@ -437,6 +515,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
             level,
             format,
             access_log,
+            target,
         },
     })
 }

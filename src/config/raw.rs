@@ -33,6 +33,7 @@ impl Default for RawConfig {
             shutdown_timeout: "30s".into(),
             listen: vec![RawListen {
                 address: "127.0.0.1:8080".into(),
+                mode: None,
             }],
             files: RawFiles::default(),
             headers: RawHeaders::default(),
@@ -46,8 +47,11 @@ impl Default for RawConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListen {
-    /// `IP:PORT`, `[IPv6]:PORT` (later issues add `unix:` and `systemd:`).
+    /// `IP:PORT`, `[IPv6]:PORT`, `unix:/path` or `systemd:NAME`.
     pub address: String,
+    /// Permission bits of a unix socket file, octal (e.g. "0660").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,6 +183,8 @@ pub struct RawLog {
     pub format: String,
     /// `combined`, `json` or `off`.
     pub access_log: String,
+    /// `auto` (the journal when stderr is connected to it), `stderr` or `journald`.
+    pub target: String,
 }
 
 impl Default for RawLog {
@@ -187,6 +193,7 @@ impl Default for RawLog {
             level: "info".into(),
             format: "text".into(),
             access_log: "combined".into(),
+            target: "auto".into(),
         }
     }
 }

@@ -1,23 +1,27 @@
-//! The server's life as explicit phases: bind everything (Starting), serve
-//! (Ready), stop accepting and let in-flight requests finish within
-//! `shutdown_timeout` (Draining), done (Stopped). The systemd issue maps these
-//! one-to-one onto sd_notify messages and adds Reloading.
+//! The server's life as explicit phases, one-to-one with sd_notify messages:
+//! bind everything (Starting), serve (Ready), re-read the configuration on
+//! SIGHUP (Reloading, back to Ready whether it worked or not), stop accepting
+//! and let in-flight requests finish within `shutdown_timeout` (Draining),
+//! done (Stopped).
 //!
-//! Shutdown is driven by a future, not by signals directly, so tests can stop
-//! an in-process server without raising a real signal.
+//! The server is driven by [`Event`]s on a channel, not by signals directly:
+//! [`signals`] turns SIGHUP/SIGTERM/SIGINT into events in production, and
+//! tests send events without raising real signals.
 
-use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
+pub mod notify;
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-use crate::config::{Config, ListenAddr};
+use crate::config::{self, Config, ListenAddr, Sources};
 use crate::conn;
-use crate::listen::{ListenError, Listener};
+use crate::listen::{Inherited, ListenError, Listener};
 use crate::serve::Site;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,117 +29,200 @@ use crate::serve::Site;
 pub enum Phase {
     Starting = 0,
     Ready = 1,
-    Draining = 2,
-    Stopped = 3,
+    Reloading = 2,
+    Draining = 3,
+    Stopped = 4,
+}
+
+/// What the outside world asks of a running server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Re-read and validate the configuration, then swap it in (SIGHUP).
+    Reload,
+    /// Stop accepting and drain (SIGTERM, SIGINT).
+    Shutdown,
+}
+
+/// Reload bookkeeping, for logs, STATUS and the metrics issue.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    /// Configuration generation: 1 at start, +1 per successful reload.
+    pub generation: AtomicU64,
+    /// Unix time of the last successful load (start-up counts).
+    pub last_success_unix: AtomicU64,
 }
 
 /// State shared by every connection: the current configuration generation
-/// (swapped whole on reload; requests load it once and keep it) and the phase.
+/// (swapped whole on reload; each request loads it once and keeps it, so
+/// in-flight requests finish under the generation they started with) and the
+/// phase.
 #[derive(Debug)]
 pub struct Shared {
     site: ArcSwap<Site>,
     phase: AtomicU8,
+    pub reloads: ReloadStats,
 }
 
 impl Shared {
     pub fn new(config: Arc<Config>) -> Shared {
+        let reloads = ReloadStats::default();
+        reloads.generation.store(1, Ordering::Relaxed);
+        reloads.last_success_unix.store(unix_now(), Ordering::Relaxed);
         Shared {
             site: ArcSwap::from_pointee(Site::new(config)),
             phase: AtomicU8::new(Phase::Starting as u8),
+            reloads,
         }
     }
     /// The current generation; cheap (one atomic load and a refcount).
     pub fn site(&self) -> Arc<Site> {
         self.site.load_full()
     }
-    /// Swaps in a new configuration; in-flight requests keep the old one.
-    pub fn replace(&self, config: Arc<Config>) {
+    /// Swaps in a new configuration with fresh caches.
+    fn replace(&self, config: Arc<Config>) {
         self.site.store(Arc::new(Site::new(config)));
+        self.reloads.generation.fetch_add(1, Ordering::Relaxed);
+        self.reloads.last_success_unix.store(unix_now(), Ordering::Relaxed);
     }
     pub fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Acquire) {
             0 => Phase::Starting,
             1 => Phase::Ready,
-            2 => Phase::Draining,
+            2 => Phase::Reloading,
+            3 => Phase::Draining,
             _ => Phase::Stopped,
         }
     }
-    fn set_phase(&self, phase: Phase) {
+    fn set_phase(&self, phase: Phase, status: &str) {
         self.phase.store(phase as u8, Ordering::Release);
+        notify::phase(phase, status);
     }
+    pub fn generation(&self) -> u64 {
+        self.reloads.generation.load(Ordering::Relaxed)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The sockets opened for one `[[listen]]` entry.
+struct Bound {
+    addr: ListenAddr,
+    listeners: Vec<Listener>,
+}
+
+/// A `[[listen]]` entry being served: its accept loops and their stop switch.
+struct Serving {
+    addr: ListenAddr,
+    local: Vec<ListenAddr>,
+    stop: watch::Sender<bool>,
+    loops: Vec<JoinHandle<()>>,
 }
 
 /// A server whose sockets are bound but which does not accept yet.
 pub struct Server {
-    listeners: Vec<Listener>,
-    addrs: Vec<ListenAddr>,
+    sources: Sources,
+    inherited: Inherited,
+    bound: Vec<Bound>,
     shared: Arc<Shared>,
+}
+
+fn open_all(config: &Config, inherited: &Inherited) -> Result<Vec<Bound>, ListenError> {
+    let mut bound = Vec::new();
+    for addr in &config.listen {
+        bound.push(Bound {
+            addr: addr.clone(),
+            listeners: Listener::open(addr, inherited)?,
+        });
+    }
+    Ok(bound)
 }
 
 impl Server {
     /// Binds every listener or none: the first failure is returned and the
-    /// sockets bound so far are closed.
-    pub fn bind(config: Config) -> Result<Server, ListenError> {
-        let mut listeners = Vec::new();
-        let mut addrs = Vec::new();
-        for addr in &config.listen {
-            let l = Listener::bind(addr)?;
-            addrs.push(l.local_addr().unwrap_or_else(|_| addr.clone()));
-            listeners.push(l);
-        }
+    /// sockets opened so far are closed. `sources` is kept for reloads.
+    pub fn bind(config: Config, sources: Sources, inherited: Inherited) -> Result<Server, ListenError> {
+        let bound = open_all(&config, &inherited)?;
         Ok(Server {
-            listeners,
-            addrs,
+            sources,
+            inherited,
+            bound,
             shared: Arc::new(Shared::new(Arc::new(config))),
         })
     }
 
-    /// The addresses actually bound (port 0 resolved).
-    pub fn local_addrs(&self) -> &[ListenAddr] {
-        &self.addrs
+    /// The addresses actually bound (port 0 resolved), in config order.
+    pub fn local_addrs(&self) -> Vec<ListenAddr> {
+        self.bound
+            .iter()
+            .flat_map(|b| b.listeners.iter().filter_map(|l| l.local_addr().ok()))
+            .collect()
     }
 
     pub fn shared(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)
     }
 
-    /// Serves until `shutdown` resolves, then drains. Returns once every
-    /// connection has finished or `shutdown_timeout` has passed.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// Serves until a Shutdown event (or the sender is dropped), handling
+    /// reloads meanwhile; then drains. Returns once every connection has
+    /// finished or `shutdown_timeout` has passed.
+    pub async fn run(self, mut events: mpsc::Receiver<Event>) {
         let Server {
-            listeners,
-            addrs,
+            sources,
+            inherited,
+            bound,
             shared,
         } = self;
         let graceful = Arc::new(GracefulShutdown::new());
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut loops = JoinSet::new();
-        for l in listeners {
-            loops.spawn(conn::accept_loop(
-                l,
-                Arc::clone(&shared),
-                Arc::clone(&graceful),
-                stop_rx.clone(),
-            ));
+        let mut serving: Vec<Serving> = bound
+            .into_iter()
+            .map(|b| serve(b, &shared, &graceful))
+            .collect();
+        let status = status_line(&shared, &serving);
+        tracing::info!("ready: {status}");
+        shared.set_phase(Phase::Ready, &status);
+
+        // The watchdog keep-alive is sent from this loop, only after the
+        // accept loops and the blocking pool have been seen alive, so a wedged
+        // process stops sending and systemd restarts it.
+        let watchdog = notify::watchdog_interval();
+        let mut tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(Event::Reload) => {
+                        reload(&sources, &inherited, &shared, &graceful, &mut serving).await;
+                    }
+                    Some(Event::Shutdown) | None => break,
+                },
+                _ = tick.tick(), if watchdog.is_some() => {
+                    if alive(&serving).await {
+                        notify::watchdog();
+                    } else {
+                        tracing::error!("liveness check failed; withholding the watchdog keep-alive");
+                    }
+                }
+            }
         }
-        shared.set_phase(Phase::Ready);
-        let config = shared.site().config.clone();
-        let listening: Vec<String> = addrs.iter().map(|a| format!("http://{a}/")).collect();
-        tracing::info!(
-            "ready: serving {} on {}",
-            config.root.display(),
-            listening.join(" ")
-        );
 
-        shutdown.await;
-
-        shared.set_phase(Phase::Draining);
         let timeout = shared.site().config.shutdown_timeout;
-        let _ = stop_tx.send(true);
-        while loops.join_next().await.is_some() {}
-        let open = graceful.count();
+        shared.set_phase(Phase::Draining, "draining: finishing in-flight requests");
+        for s in &serving {
+            let _ = s.stop.send(true);
+        }
+        for s in serving {
+            for l in s.loops {
+                let _ = l.await;
+            }
+        }
         tracing::info!(
-            connections = open,
+            connections = graceful.count(),
             timeout_s = timeout.as_secs_f64(),
             "draining: stopped accepting, waiting for in-flight requests"
         );
@@ -150,35 +237,177 @@ impl Server {
             },
             Err(_) => tracing::warn!("accept loops still hold the drain token; not waiting"),
         }
-        shared.set_phase(Phase::Stopped);
+        shared.set_phase(Phase::Stopped, "stopped");
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM. A second one exits the process at
-/// once, for an operator who does not want to wait for the drain.
-pub async fn shutdown_signal() {
+fn serve(bound: Bound, shared: &Arc<Shared>, graceful: &Arc<GracefulShutdown>) -> Serving {
+    let (stop, stop_rx) = watch::channel(false);
+    let local = bound
+        .listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let loops = bound
+        .listeners
+        .into_iter()
+        .map(|l| {
+            tokio::spawn(conn::accept_loop(
+                l,
+                Arc::clone(shared),
+                Arc::clone(graceful),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    Serving {
+        addr: bound.addr,
+        local,
+        stop,
+        loops,
+    }
+}
+
+fn status_line(shared: &Shared, serving: &[Serving]) -> String {
+    let listening: Vec<String> = serving
+        .iter()
+        .flat_map(|s| s.local.iter())
+        .map(|a| match a {
+            ListenAddr::Tcp(a) => format!("http://{a}/"),
+            other => other.to_string(),
+        })
+        .collect();
+    format!(
+        "serving {} on {} (generation {})",
+        shared.site().config.root.display(),
+        listening.join(" "),
+        shared.generation()
+    )
+}
+
+/// Liveness: every accept loop still running, and the blocking pool (all file
+/// I/O goes through it) answering within a second.
+async fn alive(serving: &[Serving]) -> bool {
+    if serving.iter().flat_map(|s| &s.loops).any(|l| l.is_finished()) {
+        return false;
+    }
+    let probe = tokio::task::spawn_blocking(|| ());
+    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Ok(())))
+}
+
+/// Reload: read and validate the whole configuration off the runtime, open
+/// the listeners it adds, then swap. Any failure leaves the old configuration
+/// and listeners serving. Either way systemd hears READY=1 at the end.
+async fn reload(
+    sources: &Sources,
+    inherited: &Inherited,
+    shared: &Arc<Shared>,
+    graceful: &Arc<GracefulShutdown>,
+    serving: &mut Vec<Serving>,
+) {
+    shared.set_phase(Phase::Reloading, "reloading configuration");
+    let src = sources.clone();
+    let loaded = tokio::task::spawn_blocking(move || config::load(&src))
+        .await
+        .unwrap_or_else(|e| panic!("config loader panicked: {e}"));
+    let result = match loaded {
+        Err(e) => Err(e.to_string()),
+        Ok(cfg) => {
+            // Open what is new before touching anything: a port in use must
+            // not leave us half reloaded.
+            let mut added = Vec::new();
+            let mut failure = None;
+            for addr in &cfg.listen {
+                if serving.iter().any(|s| s.addr.same_socket(addr)) {
+                    continue;
+                }
+                match Listener::open(addr, inherited) {
+                    Ok(listeners) => added.push(Bound {
+                        addr: addr.clone(),
+                        listeners,
+                    }),
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            match failure {
+                Some(e) => Err(e),
+                None => {
+                    let (keep, removed): (Vec<Serving>, Vec<Serving>) = std::mem::take(serving)
+                        .into_iter()
+                        .partition(|s| cfg.listen.iter().any(|a| a.same_socket(&s.addr)));
+                    *serving = keep;
+                    for s in removed {
+                        tracing::info!(listen = %s.addr, "closing listener removed from the configuration");
+                        let _ = s.stop.send(true);
+                    }
+                    crate::logging::apply(&cfg.log);
+                    shared.replace(Arc::new(cfg));
+                    for b in added {
+                        tracing::info!(listen = %b.addr, "opening listener added to the configuration");
+                        serving.push(serve(b, shared, graceful));
+                    }
+                    Ok(())
+                }
+            }
+        }
+    };
+    let status = match result {
+        Ok(()) => {
+            shared.reloads.succeeded.fetch_add(1, Ordering::Relaxed);
+            let status = status_line(shared, serving);
+            tracing::info!("reloaded: {status}");
+            status
+        }
+        Err(e) => {
+            shared.reloads.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                "reload failed, still serving generation {}: {e}",
+                shared.generation()
+            );
+            format!(
+                "reload failed: {e}; still serving generation {}",
+                shared.generation()
+            )
+        }
+    };
+    shared.set_phase(Phase::Ready, &status);
+}
+
+/// Turns signals into events: SIGHUP reloads; the first SIGTERM or SIGINT
+/// shuts down gracefully; a second one exits at once, for an operator who does
+/// not want to wait for the drain.
+pub async fn signals(events: mpsc::Sender<Event>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
+        return;
     };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutdown requested");
-    tokio::spawn(async move {
+    let mut stopping = false;
+    loop {
         let name = tokio::select! {
+            _ = hup.recv() => {
+                if !stopping {
+                    tracing::info!(signal = "SIGHUP", "reload requested");
+                    let _ = events.send(Event::Reload).await;
+                }
+                continue;
+            }
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::warn!(
-            signal = name,
-            "second signal: exiting without waiting for the drain"
-        );
-        std::process::exit(0);
-    });
+        if stopping {
+            tracing::warn!(signal = name, "second signal: exiting without waiting for the drain");
+            std::process::exit(0);
+        }
+        stopping = true;
+        tracing::info!(signal = name, "shutdown requested");
+        let _ = events.send(Event::Shutdown).await;
+    }
 }

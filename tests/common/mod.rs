@@ -13,16 +13,17 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ruchy_serve::config::{self, ListenAddr, Sources};
-use ruchy_serve::lifecycle::Server;
+use ruchy_serve::lifecycle::{Event, Server};
+use ruchy_serve::listen::Inherited;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 /// An in-process server; stopped (and drained) when dropped or `stop`ped.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub root: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<mpsc::Sender<Event>>,
     done: Option<tokio::task::JoinHandle<()>>,
     _config_dir: tempfile::TempDir,
 }
@@ -46,12 +47,12 @@ impl TestServer {
             ..Default::default()
         })
         .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let server = Server::bind(cfg).expect("bind");
-        let ListenAddr::Tcp(addr) = server.local_addrs()[0].clone();
-        let (tx, rx) = oneshot::channel();
-        let done = tokio::spawn(server.run(async {
-            let _ = rx.await;
-        }));
+        let server = Server::bind(cfg, Sources::default(), Inherited::default()).expect("bind");
+        let ListenAddr::Tcp(addr) = server.local_addrs()[0].clone() else {
+            panic!("not a TCP listener");
+        };
+        let (tx, rx) = mpsc::channel(1);
+        let done = tokio::spawn(server.run(rx));
         TestServer {
             addr,
             root: root.to_path_buf(),
@@ -64,7 +65,7 @@ impl TestServer {
     /// Begins the drain and waits until the server has finished.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            let _ = tx.send(Event::Shutdown).await;
         }
         if let Some(done) = self.done.take() {
             done.await.unwrap();
@@ -82,9 +83,8 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        // Dropping the sender ends the server's event loop: it drains.
+        self.stop.take();
     }
 }
 
