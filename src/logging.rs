@@ -123,13 +123,15 @@ pub fn init(log: &Log) {
             .without_time()
             .with_level(false)
             .with_target(false)
-            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-                if field.name() == "message" {
-                    write!(w, "{value:?}")
-                } else {
-                    Ok(())
-                }
-            }))
+            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
+                |w, field, value| {
+                    if field.name() == "message" {
+                        write!(w, "{value:?}")
+                    } else {
+                        Ok(())
+                    }
+                },
+            ))
             .with_filter(filter_fn(|meta| {
                 meta.target() == TARGET && ACCESS.load(Ordering::Relaxed) == 1
             }))

@@ -41,7 +41,10 @@ pub struct Config {
 pub enum ListenAddr {
     Tcp(SocketAddr),
     /// A unix stream socket we create (a stale socket file is replaced).
-    Unix { path: PathBuf, mode: Option<u32> },
+    Unix {
+        path: PathBuf,
+        mode: Option<u32>,
+    },
     /// A socket inherited from systemd, by its FileDescriptorName.
     Systemd(String),
 }
@@ -239,13 +242,18 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
             }
             let mode = match &l.mode {
                 None => None,
-                Some(m) => Some(u32::from_str_radix(m.trim_start_matches("0o"), 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| {
-                    bad(
-                        &["listen", &idx, "mode"],
-                        format!("`{m}` is not an octal permission mode"),
-                        "write e.g. \"0660\"",
-                    )
-                })?),
+                Some(m) => Some(
+                    u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                        .ok()
+                        .filter(|m| *m <= 0o777)
+                        .ok_or_else(|| {
+                            bad(
+                                &["listen", &idx, "mode"],
+                                format!("`{m}` is not an octal permission mode"),
+                                "write e.g. \"0660\"",
+                            )
+                        })?,
+                ),
             };
             ListenAddr::Unix {
                 path: PathBuf::from(path),

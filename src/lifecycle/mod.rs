@@ -69,7 +69,9 @@ impl Shared {
     pub fn new(config: Arc<Config>) -> Shared {
         let reloads = ReloadStats::default();
         reloads.generation.store(1, Ordering::Relaxed);
-        reloads.last_success_unix.store(unix_now(), Ordering::Relaxed);
+        reloads
+            .last_success_unix
+            .store(unix_now(), Ordering::Relaxed);
         Shared {
             site: ArcSwap::from_pointee(Site::new(config)),
             phase: AtomicU8::new(Phase::Starting as u8),
@@ -84,7 +86,9 @@ impl Shared {
     fn replace(&self, config: Arc<Config>) {
         self.site.store(Arc::new(Site::new(config)));
         self.reloads.generation.fetch_add(1, Ordering::Relaxed);
-        self.reloads.last_success_unix.store(unix_now(), Ordering::Relaxed);
+        self.reloads
+            .last_success_unix
+            .store(unix_now(), Ordering::Relaxed);
     }
     pub fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Acquire) {
@@ -147,7 +151,11 @@ fn open_all(config: &Config, inherited: &Inherited) -> Result<Vec<Bound>, Listen
 impl Server {
     /// Binds every listener or none: the first failure is returned and the
     /// sockets opened so far are closed. `sources` is kept for reloads.
-    pub fn bind(config: Config, sources: Sources, inherited: Inherited) -> Result<Server, ListenError> {
+    pub fn bind(
+        config: Config,
+        sources: Sources,
+        inherited: Inherited,
+    ) -> Result<Server, ListenError> {
         let bound = open_all(&config, &inherited)?;
         Ok(Server {
             sources,
@@ -288,11 +296,18 @@ fn status_line(shared: &Shared, serving: &[Serving]) -> String {
 /// Liveness: every accept loop still running, and the blocking pool (all file
 /// I/O goes through it) answering within a second.
 async fn alive(serving: &[Serving]) -> bool {
-    if serving.iter().flat_map(|s| &s.loops).any(|l| l.is_finished()) {
+    if serving
+        .iter()
+        .flat_map(|s| &s.loops)
+        .any(|l| l.is_finished())
+    {
         return false;
     }
     let probe = tokio::task::spawn_blocking(|| ());
-    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Reload: read and validate the whole configuration off the runtime, open
@@ -403,7 +418,10 @@ pub async fn signals(events: mpsc::Sender<Event>) {
             _ = int.recv() => "SIGINT",
         };
         if stopping {
-            tracing::warn!(signal = name, "second signal: exiting without waiting for the drain");
+            tracing::warn!(
+                signal = name,
+                "second signal: exiting without waiting for the drain"
+            );
             std::process::exit(0);
         }
         stopping = true;

@@ -15,16 +15,12 @@ pub fn phase(phase: Phase, status: &str) {
     let result = match phase {
         Phase::Ready => sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(status)]),
         Phase::Reloading => match NotifyState::monotonic_usec_now() {
-            Ok(now) => sd_notify::notify(&[
-                NotifyState::Reloading,
-                now,
-                NotifyState::Status(status),
-            ]),
+            Ok(now) => {
+                sd_notify::notify(&[NotifyState::Reloading, now, NotifyState::Status(status)])
+            }
             Err(e) => Err(e),
         },
-        Phase::Draining => {
-            sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status(status)])
-        }
+        Phase::Draining => sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status(status)]),
         Phase::Starting | Phase::Stopped => sd_notify::notify(&[NotifyState::Status(status)]),
     };
     if let Err(e) = result {

@@ -35,7 +35,9 @@ pub enum ListenError {
     UnixPath { path: PathBuf, reason: String },
     #[error("listen address systemd:{name}: systemd passed no socket named `{name}` (passed: {passed}) (hint: set FileDescriptorName={name} in the .socket unit and list that unit in the service's Sockets=)")]
     MissingSystemd { name: String, passed: String },
-    #[error("listen address systemd:{name}: inherited descriptor {fd} is not a listening stream socket")]
+    #[error(
+        "listen address systemd:{name}: inherited descriptor {fd} is not a listening stream socket"
+    )]
     BadSystemd { name: String, fd: i32 },
 }
 
@@ -172,7 +174,10 @@ impl Listener {
             Listener::Unix(u) => {
                 let addr = u.listener.local_addr()?;
                 Ok(ListenAddr::Unix {
-                    path: addr.as_pathname().map(Path::to_path_buf).unwrap_or_default(),
+                    path: addr
+                        .as_pathname()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
                     mode: None,
                 })
             }
@@ -266,7 +271,8 @@ fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, ListenError> {
         }
         Ok(_) => {
             return Err(fail(
-                "a file that is not a socket is in the way (hint: remove it or pick another path)".into(),
+                "a file that is not a socket is in the way (hint: remove it or pick another path)"
+                    .into(),
             ))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -274,7 +280,9 @@ fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, ListenError> {
     }
     let listener = UnixListener::bind(path).map_err(|e| {
         fail(match e.kind() {
-            io::ErrorKind::NotFound => format!("{e} (hint: create the directory, e.g. RuntimeDirectory= in the unit)"),
+            io::ErrorKind::NotFound => {
+                format!("{e} (hint: create the directory, e.g. RuntimeDirectory= in the unit)")
+            }
             _ => e.to_string(),
         })
     })?;
@@ -282,7 +290,9 @@ fn bind_unix(path: &Path, mode: Option<u32>) -> Result<Listener, ListenError> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| fail(format!("cannot set mode {mode:o}: {e}")))?;
     }
-    let ino = std::fs::symlink_metadata(path).map(|m| m.ino()).unwrap_or(0);
+    let ino = std::fs::symlink_metadata(path)
+        .map(|m| m.ino())
+        .unwrap_or(0);
     Ok(Listener::Unix(UnixSocket {
         listener,
         owned: Some((path.to_path_buf(), ino)),
