@@ -128,7 +128,9 @@ pub enum Peer {
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Peer::Tcp(a) => write!(f, "{}", a.ip()),
+            // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d;
+            // operators and log tools expect a.b.c.d.
+            Peer::Tcp(a) => write!(f, "{}", a.ip().to_canonical()),
             // nginx logs "unix:" for connections on a unix socket.
             Peer::Unix => write!(f, "unix:"),
         }
