@@ -1,7 +1,8 @@
-//! The one accept loop: any [`Listener`] -> hyper-util's auto builder
-//! (HTTP/1.1 and h2c with prior knowledge on the same port), each connection in
-//! its own task and watched by the graceful-shutdown token so a drain waits for
-//! it. TLS (its own issue) wraps the stream between accept and hyper.
+//! The one accept loop: any [`Listener`] -> optional TLS handshake (inside the
+//! connection's task, under a timeout, so a stalled client cannot hold the
+//! loop) -> hyper-util's builder: HTTP/1.1 and h2c with prior knowledge on
+//! plain sockets, the ALPN-negotiated protocol on TLS. Each connection is
+//! watched by the graceful-shutdown token so a drain waits for it.
 
 use std::convert::Infallible;
 use std::io;
@@ -20,15 +21,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use crate::access::{Activity, LoggedBody, Record};
-use crate::config::{AccessLog, Limits};
+use crate::config::{AccessLog, Limits, ListenAddr};
 use crate::lifecycle::Shared;
 use crate::listen::{Listener, Peer, Stream};
 use crate::serve;
 
 /// Accepts until `stop` turns true, then returns (dropping the listener, so
-/// the port closes while connections already accepted drain).
+/// the port closes while connections already accepted drain). `addr` is the
+/// configured address, used to look up the listener's current flags (TLS,
+/// redirect) in the newest configuration for each connection.
 pub async fn accept_loop(
     listener: Listener,
+    addr: ListenAddr,
     shared: Arc<Shared>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
@@ -42,13 +46,24 @@ pub async fn accept_loop(
         tokio::spawn(serve_connection(
             stream,
             peer,
+            addr.clone(),
             Arc::clone(&shared),
             graceful.watcher(),
         ));
     }
 }
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+/// Which HTTP versions to speak on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Plain TCP or unix: HTTP/1.1, or HTTP/2 when the client opens with the
+    /// HTTP/2 preface (h2c prior knowledge).
+    Auto,
+    Http1,
+    Http2,
+}
+
+fn builder(limits: &Limits, protocol: Protocol) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         // Without a timer hyper silently ignores header_read_timeout and a
@@ -62,21 +77,79 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.max_header_size as u32);
-    b
+    match protocol {
+        Protocol::Auto => b,
+        Protocol::Http1 => b.http1_only(),
+        Protocol::Http2 => b.http2_only(),
+    }
 }
 
-async fn serve_connection(stream: Stream, peer: Peer, shared: Arc<Shared>, watcher: Watcher) {
+/// Per-connection facts the request handler needs.
+#[derive(Debug, Clone, Copy)]
+struct ConnInfo {
+    peer: Peer,
+    tls: bool,
+    redirect_https: bool,
+}
+
+async fn serve_connection(
+    stream: Stream,
+    peer: Peer,
+    addr: ListenAddr,
+    shared: Arc<Shared>,
+    watcher: Watcher,
+) {
     tracing::debug!(%peer, "connection accepted");
     // Connection-level settings come from the generation current at accept;
     // each request then reads the newest generation.
     let site = shared.site();
     let limits = site.config.limits.clone();
+    let handshake_timeout = site.config.tls.handshake_timeout;
+    let (tls, redirect_https) = site
+        .config
+        .listen
+        .iter()
+        .find(|l| l.addr.same_socket(&addr))
+        .map_or((false, false), |l| (l.tls, l.redirect_https));
     drop(site);
     let activity = Arc::new(Activity::default());
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         inner: stream,
         activity: Arc::clone(&activity),
-    });
+    };
+    let info = ConnInfo {
+        peer,
+        tls,
+        redirect_https,
+    };
+    if !tls {
+        return serve_http(tracked, Protocol::Auto, info, limits, shared, activity, watcher).await;
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&shared.tls_config));
+    match tokio::time::timeout(handshake_timeout, acceptor.accept(tracked)).await {
+        Ok(Ok(stream)) => {
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            serve_http(stream, protocol, info, limits, shared, activity, watcher).await
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    protocol: Protocol,
+    info: ConnInfo,
+    limits: Limits,
+    shared: Arc<Shared>,
+    activity: Arc<Activity>,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc_activity = Arc::clone(&activity);
     let svc = service_fn(move |req: Request<Incoming>| {
         let shared = Arc::clone(&shared);
@@ -85,15 +158,26 @@ async fn serve_connection(stream: Stream, peer: Peer, shared: Arc<Shared>, watch
             let start = Instant::now();
             let site = shared.site();
             let logged = site.config.log.access_log != AccessLog::Off;
-            let record = logged.then(|| Record::new(&req, peer, start));
-            let resp = serve::respond(site, &req).await;
+            let record = logged.then(|| Record::new(&req, info.peer, start));
+            let mut resp = if info.redirect_https {
+                serve::redirect_https(&site.config, &req)
+            } else {
+                serve::respond(Arc::clone(&site), &req).await
+            };
+            if info.tls {
+                if let Some(hsts) = &site.config.tls.hsts {
+                    resp.headers_mut()
+                        .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+                }
+            }
             let status = resp.status().as_u16();
             Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, status, record, activity)))
         }
     });
-    let builder = builder(&limits);
-    let conn = builder.serve_connection(io, svc).into_owned();
+    let builder = builder(&limits, protocol);
+    let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
     let conn = watcher.watch(conn);
+    let peer = info.peer;
     tokio::select! {
         result = conn => {
             if let Err(e) = result {

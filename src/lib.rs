@@ -18,6 +18,8 @@
 //! - [`lifecycle`]: phases (Starting, Ready, Draining, Stopped), the shared
 //!   configuration snapshot behind an `ArcSwap`, bind-then-serve-then-drain.
 //! - [`logging`]: the tracing subscriber, set up once by `main`.
+//! - [`tls`]: PEM files -> validated certificates chosen by SNI behind a
+//!   swappable resolver; the process-wide rustls configuration.
 
 pub mod access;
 pub mod config;
@@ -26,3 +28,4 @@ pub mod lifecycle;
 pub mod listen;
 pub mod logging;
 pub mod serve;
+pub mod tls;

@@ -68,12 +68,37 @@ fn check(sources: &Sources) -> ExitCode {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "built-in defaults".into());
-            let listen: Vec<String> = cfg.listen.iter().map(|a| a.to_string()).collect();
+            let listen: Vec<String> = cfg
+                .listen
+                .iter()
+                .map(|l| match (l.tls, l.redirect_https) {
+                    (true, _) => format!("{} (TLS)", l.addr),
+                    (_, true) => format!("{} (redirect to https)", l.addr),
+                    _ => l.addr.to_string(),
+                })
+                .collect();
             println!(
                 "ruchy-serve: configuration {what} is valid: root {}, listen {}",
                 cfg.root.display(),
                 listen.join(", ")
             );
+            for c in &cfg.tls.store.certs {
+                println!(
+                    "ruchy-serve: certificate {} for {}: serial {}, expires {} ({} days)",
+                    c.spec.cert.display(),
+                    c.names.join(", "),
+                    c.serial,
+                    c.not_after_text(),
+                    c.days_left()
+                );
+                if c.days_left() < 14 {
+                    eprintln!(
+                        "ruchy-serve: warning: certificate {} expires in {} days (hint: renew it; ruchy-serve picks up new files without a restart)",
+                        c.spec.cert.display(),
+                        c.days_left()
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail_config(e),

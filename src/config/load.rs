@@ -133,6 +133,8 @@ impl Layered {
                 .map(|a| RawListen {
                     address: a.clone(),
                     mode: None,
+                    tls: false,
+                    redirect_https: false,
                 })
                 .collect();
             figment = figment.merge(Named {

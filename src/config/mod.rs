@@ -28,12 +28,33 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Canonical root; every served path must stay below it.
     pub root: PathBuf,
-    pub listen: Vec<ListenAddr>,
+    pub listen: Vec<Listen>,
     pub shutdown_timeout: Duration,
     pub files: Files,
     pub headers: Headers,
     pub limits: Limits,
     pub log: Log,
+    pub tls: Tls,
+}
+
+/// One `[[listen]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: ListenAddr,
+    pub tls: bool,
+    pub redirect_https: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Loaded and validated at configuration time, so `check` and reload
+    /// refuse a bad certificate before anything is swapped.
+    pub store: std::sync::Arc<crate::tls::CertStore>,
+    pub handshake_timeout: Duration,
+    /// Zero: no file watch.
+    pub watch_interval: Duration,
+    pub hsts: Option<HeaderValue>,
+    pub https_port: u16,
 }
 
 /// Where to accept connections.
@@ -284,14 +305,25 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
                 "remove mode, or use address = \"unix:/path\"",
             ));
         }
-        if listen.iter().any(|a: &ListenAddr| a.same_socket(&addr)) {
+        if listen.iter().any(|a: &Listen| a.addr.same_socket(&addr)) {
             return Err(bad(
                 &["listen", &idx, "address"],
                 format!("{addr} is listed twice"),
                 "remove the duplicate [[listen]] entry",
             ));
         }
-        listen.push(addr);
+        if l.tls && l.redirect_https {
+            return Err(bad(
+                &["listen", &idx, "redirect_https"],
+                "a listener cannot both serve TLS and redirect to it".into(),
+                "set redirect_https on the plain-HTTP listener only",
+            ));
+        }
+        listen.push(Listen {
+            addr,
+            tls: l.tls,
+            redirect_https: l.redirect_https,
+        });
     }
 
     let duration = |path: &[&str], s: &str| {
@@ -498,6 +530,62 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         }
     };
 
+    let mut specs = Vec::new();
+    for c in &raw.tls.certificates {
+        specs.push(crate::tls::CertSpec {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+            names: c.names.clone(),
+        });
+    }
+    let store = crate::tls::CertStore::load(&specs).map_err(|e| {
+        use crate::tls::TlsError;
+        // Point at the entry and the file the error is about.
+        let failed = match &e {
+            TlsError::Read { path, .. }
+            | TlsError::NoCertificate { path }
+            | TlsError::BadCertificate { path, .. }
+            | TlsError::Expired { path, .. }
+            | TlsError::NoNames { path }
+            | TlsError::NoKey { path }
+            | TlsError::BadKey { path, .. } => path.clone(),
+            TlsError::KeyMismatch { key, .. } => key.clone(),
+        };
+        let index = specs
+            .iter()
+            .position(|s| s.cert == failed || s.key == failed)
+            .unwrap_or(0);
+        let field = if specs.get(index).is_some_and(|s| s.key == failed && s.cert != failed) {
+            "key"
+        } else {
+            "cert"
+        };
+        bad(
+            &["tls", "certificates", &index.to_string(), field],
+            e.to_string(),
+            "",
+        )
+    })?;
+    if listen.iter().any(|l| l.tls) && store.certs.is_empty() {
+        let idx = listen.iter().position(|l| l.tls).unwrap_or(0).to_string();
+        return Err(bad(
+            &["listen", &idx, "tls"],
+            "a TLS listener needs a certificate".into(),
+            "add [[tls.certificates]] with cert = \"/path/fullchain.pem\" and key = \"/path/key.pem\"",
+        ));
+    }
+    let tls = Tls {
+        store: std::sync::Arc::new(store),
+        handshake_timeout: duration(&["tls", "handshake_timeout"], &raw.tls.handshake_timeout)?,
+        watch_interval: duration(&["tls", "watch_interval"], &raw.tls.watch_interval)?,
+        hsts: if raw.tls.hsts.is_empty() {
+            None
+        } else {
+            Some(header_value(&["tls", "hsts"], &raw.tls.hsts)?)
+        },
+        https_port: raw.tls.https_port,
+    };
+
     let target = match raw.log.target.as_str() {
         "auto" => LogTarget::Auto,
         "stderr" => LogTarget::Stderr,
@@ -525,6 +613,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
             access_log,
             target,
         },
+        tls,
     })
 }
 

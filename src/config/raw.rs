@@ -24,6 +24,7 @@ pub struct RawConfig {
     pub cache: RawCache,
     pub limits: RawLimits,
     pub log: RawLog,
+    pub tls: RawTls,
 }
 
 impl Default for RawConfig {
@@ -34,12 +35,15 @@ impl Default for RawConfig {
             listen: vec![RawListen {
                 address: "127.0.0.1:8080".into(),
                 mode: None,
+                tls: false,
+                redirect_https: false,
             }],
             files: RawFiles::default(),
             headers: RawHeaders::default(),
             cache: RawCache::default(),
             limits: RawLimits::default(),
             log: RawLog::default(),
+            tls: RawTls::default(),
         }
     }
 }
@@ -52,6 +56,12 @@ pub struct RawListen {
     /// Permission bits of a unix socket file, octal (e.g. "0660").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Serve HTTPS on this socket with the certificates of `[tls]`.
+    #[serde(default)]
+    pub tls: bool,
+    /// Answer every request with a 308 to the same host and path over https.
+    #[serde(default)]
+    pub redirect_https: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,4 +206,43 @@ impl Default for RawLog {
             target: "auto".into(),
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub certificates: Vec<RawCertificate>,
+    /// A client must finish its handshake within this time.
+    pub handshake_timeout: String,
+    /// How often certificate and key files are checked for changes; "0s" off.
+    pub watch_interval: String,
+    /// Strict-Transport-Security value on TLS responses; empty sends none.
+    pub hsts: String,
+    /// The port named in `redirect_https` Locations (omitted when 443).
+    pub https_port: u16,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            certificates: Vec::new(),
+            handshake_timeout: "10s".into(),
+            watch_interval: "10s".into(),
+            hsts: String::new(),
+            https_port: 443,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM: the certificate followed by its chain.
+    pub cert: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Server names (SNI) this certificate answers, `*.example.com` allowed.
+    /// Empty: the certificate's own DNS names.
+    #[serde(default)]
+    pub names: Vec<String>,
 }

@@ -23,6 +23,7 @@ use crate::config::{self, Config, ListenAddr, Sources};
 use crate::conn;
 use crate::listen::{Inherited, ListenError, Listener};
 use crate::serve::Site;
+use crate::tls::{self, Resolver};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -63,6 +64,11 @@ pub struct Shared {
     site: ArcSwap<Site>,
     phase: AtomicU8,
     pub reloads: ReloadStats,
+    /// Certificates by SNI; swapped on reload and by the file watch.
+    pub tls_resolver: Arc<Resolver>,
+    /// One rustls configuration for the process, so session tickets survive
+    /// certificate rotation.
+    pub tls_config: Arc<rustls::ServerConfig>,
 }
 
 impl Shared {
@@ -72,10 +78,15 @@ impl Shared {
         reloads
             .last_success_unix
             .store(unix_now(), Ordering::Relaxed);
+        let tls_resolver = Arc::new(Resolver::default());
+        tls_resolver.replace(Arc::clone(&config.tls.store));
+        let tls_config = tls::server_config(Arc::clone(&tls_resolver));
         Shared {
             site: ArcSwap::from_pointee(Site::new(config)),
             phase: AtomicU8::new(Phase::Starting as u8),
             reloads,
+            tls_resolver,
+            tls_config,
         }
     }
     /// The current generation; cheap (one atomic load and a refcount).
@@ -84,6 +95,7 @@ impl Shared {
     }
     /// Swaps in a new configuration with fresh caches.
     fn replace(&self, config: Arc<Config>) {
+        self.tls_resolver.replace(Arc::clone(&config.tls.store));
         self.site.store(Arc::new(Site::new(config)));
         self.reloads.generation.fetch_add(1, Ordering::Relaxed);
         self.reloads
@@ -139,10 +151,10 @@ pub struct Server {
 
 fn open_all(config: &Config, inherited: &Inherited) -> Result<Vec<Bound>, ListenError> {
     let mut bound = Vec::new();
-    for addr in &config.listen {
+    for l in &config.listen {
         bound.push(Bound {
-            addr: addr.clone(),
-            listeners: Listener::open(addr, inherited)?,
+            addr: l.addr.clone(),
+            listeners: Listener::open(&l.addr, inherited)?,
         });
     }
     Ok(bound)
@@ -196,6 +208,8 @@ impl Server {
         tracing::info!("ready: {status}");
         shared.set_phase(Phase::Ready, &status);
 
+        let cert_watch = tokio::spawn(watch_certificates(Arc::clone(&shared)));
+
         // The watchdog keep-alive is sent from this loop, only after the
         // accept loops and the blocking pool have been seen alive, so a wedged
         // process stops sending and systemd restarts it.
@@ -219,6 +233,7 @@ impl Server {
             }
         }
 
+        cert_watch.abort();
         let timeout = shared.site().config.shutdown_timeout;
         shared.set_phase(Phase::Draining, "draining: finishing in-flight requests");
         for s in &serving {
@@ -249,6 +264,27 @@ impl Server {
     }
 }
 
+/// Checks certificate and key files for changes every `tls.watch_interval`
+/// (read from the current configuration each round, so reload can change it).
+async fn watch_certificates(shared: Arc<Shared>) {
+    let mut last_error = None;
+    loop {
+        let interval = shared.site().config.tls.watch_interval;
+        if interval.is_zero() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        tokio::time::sleep(interval).await;
+        let resolver = Arc::clone(&shared.tls_resolver);
+        last_error = tokio::task::spawn_blocking(move || {
+            resolver.refresh_if_changed(&mut last_error);
+            last_error
+        })
+        .await
+        .unwrap_or(None);
+    }
+}
+
 fn serve(bound: Bound, shared: &Arc<Shared>, graceful: &Arc<GracefulShutdown>) -> Serving {
     let (stop, stop_rx) = watch::channel(false);
     let local = bound
@@ -262,6 +298,7 @@ fn serve(bound: Bound, shared: &Arc<Shared>, graceful: &Arc<GracefulShutdown>) -
         .map(|l| {
             tokio::spawn(conn::accept_loop(
                 l,
+                bound.addr.clone(),
                 Arc::clone(shared),
                 Arc::clone(graceful),
                 stop_rx.clone(),
@@ -332,7 +369,7 @@ async fn reload(
             // not leave us half reloaded.
             let mut added = Vec::new();
             let mut failure = None;
-            for addr in &cfg.listen {
+            for addr in cfg.listen.iter().map(|l| &l.addr) {
                 if serving.iter().any(|s| s.addr.same_socket(addr)) {
                     continue;
                 }
@@ -352,7 +389,7 @@ async fn reload(
                 None => {
                     let (keep, removed): (Vec<Serving>, Vec<Serving>) = std::mem::take(serving)
                         .into_iter()
-                        .partition(|s| cfg.listen.iter().any(|a| a.same_socket(&s.addr)));
+                        .partition(|s| cfg.listen.iter().any(|l| l.addr.same_socket(&s.addr)));
                     *serving = keep;
                     for s in removed {
                         tracing::info!(listen = %s.addr, "closing listener removed from the configuration");

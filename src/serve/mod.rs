@@ -424,3 +424,44 @@ fn multipart(
     segments.push(Segment::Bytes(Bytes::from(end)));
     (segments, total, boundary)
 }
+
+/// A plain-HTTP listener with `redirect_https`: 308 to the same host and
+/// path over https (the method and body are kept by 308, unlike 301). The
+/// host comes from the request and is checked, so a hostile Host header
+/// cannot make us redirect to a crafted URL.
+pub fn redirect_https<B>(cfg: &Config, req: &Request<B>) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| header_str(req, header::HOST).map(str::to_string))
+        .unwrap_or_default();
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => {
+            if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() {
+                name
+            } else {
+                host.as_str()
+            }
+        }
+        _ => host.as_str(),
+    };
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+    if !valid {
+        return simple(cfg, StatusCode::BAD_REQUEST, Some(head));
+    }
+    let port = match cfg.tls.https_port {
+        443 => String::new(),
+        p => format!(":{p}"),
+    };
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let mut r = simple(cfg, StatusCode::PERMANENT_REDIRECT, Some(head));
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{name}{port}{target}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}

@@ -1,0 +1,363 @@
+//! TLS material: PEM files -> validated certificates selected by SNI, behind
+//! a resolver whose certificate set is swapped atomically. Never touches a
+//! socket; [`crate::conn`] runs the handshake.
+//!
+//! One rustls `ServerConfig` lives for the whole process (so session tickets
+//! stay valid across rotations); rotation replaces only the [`CertStore`]
+//! inside the [`Resolver`]. New handshakes see the new certificate at once,
+//! open connections are untouched.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::crypto::ring;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+/// One `[[tls.certificates]]` entry, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSpec {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Explicit SNI names; empty means "the certificate's DNS names".
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no PEM certificate found (hint: the file should start with -----BEGIN CERTIFICATE-----)", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: no PEM private key found (PKCS#8, PKCS#1 or SEC1)", path.display())]
+    NoKey { path: PathBuf },
+    #[error("{}: unusable private key: {reason}", path.display())]
+    BadKey { path: PathBuf, reason: String },
+    #[error("{}: certificate does not parse: {reason}", path.display())]
+    BadCertificate { path: PathBuf, reason: String },
+    #[error("{} does not match the certificate in {} (hint: pair each certificate with its own key)", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{}: certificate expired on {not_after}", path.display())]
+    Expired { path: PathBuf, not_after: String },
+    #[error("{}: the certificate names no DNS name; list the SNI names in `names`", path.display())]
+    NoNames { path: PathBuf },
+}
+
+/// What identifies a version of a file cheaply: rotation tools rewrite or
+/// rename, and either changes one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    std::fs::metadata(path).ok().map(|m| Stamp {
+        len: m.len(),
+        modified: m.modified().ok(),
+    })
+}
+
+/// A loaded, validated certificate.
+#[derive(Debug)]
+pub struct LoadedCert {
+    pub spec: CertSpec,
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+    /// Expiry of the leaf, Unix seconds (exported for monitoring).
+    pub not_after: i64,
+    /// Leaf serial number in hex, for logs.
+    pub serial: String,
+    stamps: [Option<Stamp>; 2],
+}
+
+impl LoadedCert {
+    /// Loads and validates one certificate and key: the chain parses, the key
+    /// matches the leaf, the leaf has not expired.
+    pub fn load(spec: &CertSpec) -> Result<LoadedCert, TlsError> {
+        let stamps = [stamp(&spec.cert), stamp(&spec.key)];
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let cert_pem = read(&spec.cert)?;
+        let key_pem = read(&spec.key)?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError::BadCertificate {
+                path: spec.cert.clone(),
+                reason: e.to_string(),
+            })?;
+        let Some(leaf) = chain.first() else {
+            return Err(TlsError::NoCertificate {
+                path: spec.cert.clone(),
+            });
+        };
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
+            path: spec.key.clone(),
+        })?;
+        let signing = ring::sign::any_supported_type(&key).map_err(|e| TlsError::BadKey {
+            path: spec.key.clone(),
+            reason: e.to_string(),
+        })?;
+        let (_, x509) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
+            TlsError::BadCertificate {
+                path: spec.cert.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let not_after = x509.validity().not_after.timestamp();
+        if not_after < unix_now() {
+            return Err(TlsError::Expired {
+                path: spec.cert.clone(),
+                not_after: x509.validity().not_after.to_string(),
+            });
+        }
+        let serial = x509.raw_serial_as_string().replace(':', "");
+        let names = if spec.names.is_empty() {
+            dns_names(&x509)
+        } else {
+            spec.names.clone()
+        };
+        if names.is_empty() {
+            return Err(TlsError::NoNames {
+                path: spec.cert.clone(),
+            });
+        }
+        let certified = CertifiedKey::new(chain.clone(), signing);
+        if certified.keys_match().is_err() {
+            return Err(TlsError::KeyMismatch {
+                cert: spec.cert.clone(),
+                key: spec.key.clone(),
+            });
+        }
+        Ok(LoadedCert {
+            spec: spec.clone(),
+            names: names.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
+            key: Arc::new(certified),
+            not_after,
+            serial,
+            stamps,
+        })
+    }
+
+    /// Days until expiry (negative once expired).
+    pub fn days_left(&self) -> i64 {
+        (self.not_after - unix_now()).div_euclid(86_400)
+    }
+
+    /// The expiry date, for `check` and logs.
+    pub fn not_after_text(&self) -> String {
+        httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(self.not_after.max(0) as u64))
+    }
+
+    fn changed_on_disk(&self) -> bool {
+        [stamp(&self.spec.cert), stamp(&self.spec.key)] != self.stamps
+    }
+}
+
+fn dns_names(x509: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = x509.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(n) = name {
+                names.push(n.to_string());
+            }
+        }
+    }
+    names
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Every configured certificate, indexed by name. The first is the default
+/// for clients that send no SNI (or an unknown name).
+#[derive(Debug, Default)]
+pub struct CertStore {
+    pub certs: Vec<LoadedCert>,
+    exact: HashMap<String, usize>,
+    /// `*.example.com` stored as `example.com`.
+    wildcard: HashMap<String, usize>,
+}
+
+impl CertStore {
+    pub fn load(specs: &[CertSpec]) -> Result<CertStore, TlsError> {
+        let certs = specs
+            .iter()
+            .map(LoadedCert::load)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CertStore::from_certs(certs))
+    }
+
+    fn from_certs(certs: Vec<LoadedCert>) -> CertStore {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for (i, c) in certs.iter().enumerate() {
+            for name in &c.names {
+                // The first certificate to claim a name keeps it.
+                match name.strip_prefix("*.") {
+                    Some(parent) => wildcard.entry(parent.to_string()).or_insert(i),
+                    None => exact.entry(name.clone()).or_insert(i),
+                };
+            }
+        }
+        CertStore {
+            certs,
+            exact,
+            wildcard,
+        }
+    }
+
+    /// Exact name first, then a wildcard one label up, then the default.
+    pub fn select(&self, sni: Option<&str>) -> Option<&LoadedCert> {
+        let index = sni.and_then(|name| {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            self.exact.get(&name).copied().or_else(|| {
+                name.split_once('.')
+                    .and_then(|(_, parent)| self.wildcard.get(parent).copied())
+            })
+        });
+        self.certs.get(index.unwrap_or(0))
+    }
+
+    fn changed_on_disk(&self) -> bool {
+        self.certs.iter().any(LoadedCert::changed_on_disk)
+    }
+
+    fn specs(&self) -> Vec<CertSpec> {
+        self.certs.iter().map(|c| c.spec.clone()).collect()
+    }
+}
+
+/// rustls asks this for a certificate on every handshake.
+#[derive(Debug, Default)]
+pub struct Resolver {
+    store: ArcSwap<CertStore>,
+}
+
+impl Resolver {
+    pub fn store(&self) -> Arc<CertStore> {
+        self.store.load_full()
+    }
+    /// Swaps in a new set; handshakes already past certificate selection
+    /// keep the one they got.
+    pub fn replace(&self, store: Arc<CertStore>) {
+        self.store.store(store);
+    }
+
+    /// The file watch: if any certificate or key file changed since it was
+    /// loaded, load the whole set again and swap it in. A broken new file
+    /// keeps the old set serving and is reported once per version of the file.
+    pub fn refresh_if_changed(&self, last_error: &mut Option<String>) {
+        let current = self.store();
+        if !current.changed_on_disk() {
+            return;
+        }
+        match CertStore::load(&current.specs()) {
+            Ok(store) => {
+                for c in &store.certs {
+                    tracing::info!(
+                        cert = %c.spec.cert.display(),
+                        serial = %c.serial,
+                        not_after = %c.not_after_text(),
+                        "certificate reloaded from disk"
+                    );
+                }
+                self.replace(Arc::new(store));
+                *last_error = None;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if last_error.as_deref() != Some(msg.as_str()) {
+                    tracing::error!("certificate change not applied, old certificate kept: {msg}");
+                    *last_error = Some(msg);
+                }
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let store = self.store.load();
+        store.select(hello.server_name()).map(|c| Arc::clone(&c.key))
+    }
+}
+
+/// The process-wide server configuration: TLS 1.3 and 1.2 only (rustls has
+/// nothing older), ALPN `h2` then `http/1.1`, stateless session tickets plus
+/// the in-memory session cache for resumption. The ring provider builds with
+/// only a C compiler, which every CI machine here has.
+pub fn server_config(resolver: Arc<Resolver>) -> Arc<ServerConfig> {
+    let provider = Arc::new(ring::default_provider());
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    match ring::Ticketer::new() {
+        Ok(t) => cfg.ticketer = t,
+        Err(e) => tracing::warn!(error = %e, "session tickets unavailable"),
+    }
+    Arc::new(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(names: &[&str]) -> LoadedCert {
+        let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(ck.signing_key.serialize_pem().as_bytes()).unwrap();
+        let signing = ring::sign::any_supported_type(&key).unwrap();
+        LoadedCert {
+            spec: CertSpec {
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+                names: vec![],
+            },
+            names: names.iter().map(|s| s.to_string()).collect(),
+            key: Arc::new(CertifiedKey::new(vec![ck.cert.der().clone()], signing)),
+            not_after: 0,
+            serial: names[0].to_string(),
+            stamps: [None, None],
+        }
+    }
+
+    #[test]
+    fn sni_selects_exact_then_wildcard_then_default() {
+        let store = CertStore::from_certs(vec![
+            cert(&["default.test"]),
+            cert(&["a.example.com"]),
+            cert(&["*.example.com"]),
+        ]);
+        let pick = |sni: Option<&str>| store.select(sni).unwrap().serial.clone();
+        assert_eq!(pick(Some("a.example.com")), "a.example.com");
+        assert_eq!(pick(Some("A.Example.COM.")), "a.example.com");
+        assert_eq!(pick(Some("b.example.com")), "*.example.com");
+        // A wildcard covers one label only.
+        assert_eq!(pick(Some("x.b.example.com")), "default.test");
+        assert_eq!(pick(Some("example.com")), "default.test");
+        assert_eq!(pick(None), "default.test");
+    }
+}
