@@ -123,7 +123,16 @@ async fn serve_connection(
         redirect_https,
     };
     if !tls {
-        return serve_http(tracked, Protocol::Auto, info, limits, shared, activity, watcher).await;
+        return serve_http(
+            tracked,
+            Protocol::Auto,
+            info,
+            limits,
+            shared,
+            activity,
+            watcher,
+        )
+        .await;
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&shared.tls_config));
     match tokio::time::timeout(handshake_timeout, acceptor.accept(tracked)).await {

@@ -112,12 +112,11 @@ impl LoadedCert {
             path: spec.key.clone(),
             reason: e.to_string(),
         })?;
-        let (_, x509) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
-            TlsError::BadCertificate {
+        let (_, x509) =
+            x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::BadCertificate {
                 path: spec.cert.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let not_after = x509.validity().not_after.timestamp();
         if not_after < unix_now() {
             return Err(TlsError::Expired {
@@ -160,7 +159,9 @@ impl LoadedCert {
 
     /// The expiry date, for `check` and logs.
     pub fn not_after_text(&self) -> String {
-        httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(self.not_after.max(0) as u64))
+        httpdate::fmt_http_date(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(self.not_after.max(0) as u64),
+        )
     }
 
     fn changed_on_disk(&self) -> bool {
@@ -298,7 +299,9 @@ impl Resolver {
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let store = self.store.load();
-        store.select(hello.server_name()).map(|c| Arc::clone(&c.key))
+        store
+            .select(hello.server_name())
+            .map(|c| Arc::clone(&c.key))
     }
 }
 
@@ -326,8 +329,10 @@ mod tests {
     use super::*;
 
     fn cert(names: &[&str]) -> LoadedCert {
-        let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
         let key = PrivateKeyDer::from_pem_slice(ck.signing_key.serialize_pem().as_bytes()).unwrap();
         let signing = ring::sign::any_supported_type(&key).unwrap();
         LoadedCert {

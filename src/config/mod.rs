@@ -555,7 +555,10 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
             .iter()
             .position(|s| s.cert == failed || s.key == failed)
             .unwrap_or(0);
-        let field = if specs.get(index).is_some_and(|s| s.key == failed && s.cert != failed) {
+        let field = if specs
+            .get(index)
+            .is_some_and(|s| s.key == failed && s.cert != failed)
+        {
             "key"
         } else {
             "cert"

@@ -3,6 +3,8 @@
 //! TCP for byte-exact requests.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,8 +15,9 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ruchy_serve::config::{self, ListenAddr, Sources};
-use ruchy_serve::lifecycle::{Event, Server};
+use ruchy_serve::lifecycle::{Event, Server, Shared};
 use ruchy_serve::listen::Inherited;
+use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -22,7 +25,10 @@ use tokio::sync::mpsc;
 /// An in-process server; stopped (and drained) when dropped or `stop`ped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
     pub root: PathBuf,
+    pub config_file: PathBuf,
+    pub shared: std::sync::Arc<Shared>,
     stop: Option<mpsc::Sender<Event>>,
     done: Option<tokio::task::JoinHandle<()>>,
     _config_dir: tempfile::TempDir,
@@ -32,33 +38,76 @@ impl TestServer {
     /// Starts a server for `root` with `extra` TOML appended to a config file
     /// that sets `root` and an ephemeral listen port.
     pub async fn start(root: &Path, extra: &str) -> TestServer {
+        TestServer::start_raw(
+            root,
+            &format!("{extra}\n[[listen]]\naddress = \"127.0.0.1:0\"\n"),
+        )
+        .await
+    }
+
+    /// Starts a server whose config file is `root = ...` followed by `body`,
+    /// which must list its own `[[listen]]` tables. `addrs` are the bound
+    /// addresses in order; `reload` re-reads the same file.
+    pub async fn start_raw(root: &Path, body: &str) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ruchy-serve.toml");
         std::fs::write(
             &file,
-            format!(
-                "root = {:?}\n{extra}\n[[listen]]\naddress = \"127.0.0.1:0\"\n",
-                root.display().to_string()
-            ),
+            format!("root = {:?}\n{body}\n", root.display().to_string()),
         )
         .unwrap();
-        let cfg = config::load(&Sources {
-            config_file: Some(file),
+        let sources = Sources {
+            config_file: Some(file.clone()),
             ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let server = Server::bind(cfg, Sources::default(), Inherited::default()).expect("bind");
-        let ListenAddr::Tcp(addr) = server.local_addrs()[0].clone() else {
-            panic!("not a TCP listener");
         };
+        let cfg = config::load(&sources).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let server = Server::bind(cfg, sources, Inherited::default()).expect("bind");
+        let addrs: Vec<SocketAddr> = server
+            .local_addrs()
+            .into_iter()
+            .filter_map(|a| match a {
+                ListenAddr::Tcp(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        let shared = server.shared();
         let (tx, rx) = mpsc::channel(1);
         let done = tokio::spawn(server.run(rx));
         TestServer {
-            addr,
+            shared,
+            addr: addrs[0],
+            addrs,
             root: root.to_path_buf(),
+            config_file: file,
             stop: Some(tx),
             done: Some(done),
             _config_dir: dir,
+        }
+    }
+
+    /// Rewrites the config body (as for `start_raw`) and reloads, as SIGHUP does.
+    pub async fn reload(&self, body: Option<&str>) {
+        if let Some(body) = body {
+            std::fs::write(
+                &self.config_file,
+                format!("root = {:?}\n{body}\n", self.root.display().to_string()),
+            )
+            .unwrap();
+        }
+        let attempts = |s: &Shared| {
+            s.reloads.succeeded.load(Ordering::Relaxed) + s.reloads.failed.load(Ordering::Relaxed)
+        };
+        let before = attempts(&self.shared);
+        self.stop
+            .as_ref()
+            .unwrap()
+            .send(Event::Reload)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while attempts(&self.shared) == before {
+            assert!(std::time::Instant::now() < deadline, "reload not handled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

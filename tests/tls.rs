@@ -1,0 +1,493 @@
+//! TLS with real handshakes: a rustls client (and the openssl command line for
+//! the versions rustls cannot speak), certificates from a CA made at test
+//! time, ALPN, SNI, rotation on reload and by file watch, the handshake
+//! timeout, the https redirect and HSTS.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::pki::{peer_serial, server_name, write_atomic, TestCa};
+use common::{fixture, raw, raw_status, TestServer};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// TLS config body: one TLS listener plus `extra`, with the given leaves.
+fn body(leaves: &[&common::pki::Leaf], extra: &str) -> String {
+    let mut s = String::from("[[listen]]\naddress = \"127.0.0.1:0\"\ntls = true\n");
+    s.push_str(extra);
+    for l in leaves {
+        s.push_str(&format!(
+            "\n[[tls.certificates]]\ncert = {:?}\nkey = {:?}\n",
+            l.cert.display().to_string(),
+            l.key.display().to_string()
+        ));
+    }
+    s
+}
+
+async fn connect(ca: &TestCa, addr: std::net::SocketAddr, sni: &str, alpn: &[&str]) -> Tls {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    ca.client(alpn, &[])
+        .connect(server_name(sni), tcp)
+        .await
+        .unwrap()
+}
+
+/// GET over an HTTP/1.1 connection on `tls`; returns status, body, headers.
+async fn h1_get(tls: Tls, path: &str) -> (u16, Bytes, http::HeaderMap) {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(path)
+        .header("host", "a.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status.as_u16(),
+        body.collect().await.unwrap().to_bytes(),
+        parts.headers,
+    )
+}
+
+struct Pki {
+    ca: TestCa,
+    dir: tempfile::TempDir,
+}
+
+fn pki() -> Pki {
+    Pki {
+        ca: TestCa::new(),
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn tls13_and_tls12_handshakes_both_serve() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let root = fixture();
+    let s = TestServer::start_raw(root.path(), &body(&[&leaf], "")).await;
+    for (version, expect) in [
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+    ] {
+        let tcp = TcpStream::connect(s.addr).await.unwrap();
+        let tls =
+            p.ca.client(&["http/1.1"], &[version])
+                .connect(server_name("a.test"), tcp)
+                .await
+                .unwrap();
+        assert_eq!(tls.get_ref().1.protocol_version(), Some(expect));
+        let (status, body, _) = h1_get(tls, "/hello.txt").await;
+        assert_eq!(status, 200);
+        assert_eq!(body.as_ref(), b"hello world\n");
+    }
+}
+
+#[tokio::test]
+async fn alpn_selects_h2_or_http11_and_both_serve() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let root = fixture();
+    let s = TestServer::start_raw(root.path(), &body(&[&leaf], "")).await;
+
+    let tls = connect(&p.ca, s.addr, "a.test", &["h2", "http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("https://a.test/hello.txt")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .as_ref(),
+        b"hello world\n"
+    );
+
+    // An HTTP/1.1-only client keeps working while h2 is offered.
+    let tls = connect(&p.ca, s.addr, "a.test", &["http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(h1_get(tls, "/hello.txt").await.0, 200);
+    // No ALPN at all: HTTP/1.1.
+    let tls = connect(&p.ca, s.addr, "a.test", &[]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    assert_eq!(h1_get(tls, "/hello.txt").await.0, 200);
+}
+
+#[tokio::test]
+async fn sni_picks_exact_then_wildcard_and_no_sni_gets_default() {
+    let p = pki();
+    let default =
+        p.ca.issue(p.dir.path(), "default", &["default.test"], 10, 30);
+    let exact = p.ca.issue(p.dir.path(), "exact", &["a.test"], 20, 30);
+    let wild = p.ca.issue(p.dir.path(), "wild", &["*.wild.test"], 30, 30);
+    let root = fixture();
+    let s = TestServer::start_raw(root.path(), &body(&[&default, &exact, &wild], "")).await;
+    assert_eq!(
+        peer_serial(&connect(&p.ca, s.addr, "a.test", &[]).await),
+        20
+    );
+    assert_eq!(
+        peer_serial(&connect(&p.ca, s.addr, "x.wild.test", &[]).await),
+        30
+    );
+    assert_eq!(
+        peer_serial(&connect(&p.ca, s.addr, "default.test", &[]).await),
+        10
+    );
+    // An IP address as server name: rustls sends no SNI; the default answers.
+    // (The client would reject the name mismatch, so accept any certificate.)
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let tls = insecure_client()
+        .connect(server_name("127.0.0.1"), tcp)
+        .await
+        .unwrap();
+    assert_eq!(peer_serial(&tls), 10);
+}
+
+/// A client that accepts any certificate: only for looking at which one the
+/// server picked when the name cannot match.
+fn insecure_client() -> tokio_rustls::TlsConnector {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    #[derive(Debug)]
+    struct AnyCert;
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert))
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+}
+
+/// `openssl s_client` with one protocol version; true if the handshake worked.
+fn openssl_handshake(addr: std::net::SocketAddr, version_flag: &str) -> bool {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "a.test",
+            version_flag,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed by tests/run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success() && text.contains("Cipher is") && !text.contains("Cipher is (NONE)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_sees_tls13_and_tls12_accepted_and_tls11_tls10_refused() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let root = fixture();
+    let s = TestServer::start_raw(root.path(), &body(&[&leaf], "")).await;
+    let addr = s.addr;
+    let results = tokio::task::spawn_blocking(move || {
+        ["-tls1_3", "-tls1_2", "-tls1_1", "-tls1"].map(|v| (v, openssl_handshake(addr, v)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        results,
+        [
+            ("-tls1_3", true),
+            ("-tls1_2", true),
+            ("-tls1_1", false),
+            ("-tls1", false)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reload_rotates_certificate_while_open_connections_continue() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let root = fixture();
+    let s = TestServer::start_raw(
+        root.path(),
+        &body(&[&leaf], "\n[tls]\nwatch_interval = \"0s\"\n"),
+    )
+    .await;
+    // A keep-alive connection opened before the rotation.
+    let old = connect(&p.ca, s.addr, "a.test", &["http/1.1"]).await;
+    assert_eq!(peer_serial(&old), 1);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(old))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+
+    p.ca.issue(p.dir.path(), "a", &["a.test"], 2, 30);
+    s.reload(None).await;
+    assert_eq!(peer_serial(&connect(&p.ca, s.addr, "a.test", &[]).await), 2);
+    for _ in 0..3 {
+        let req = http::Request::builder()
+            .uri("/hello.txt")
+            .header("host", "a.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender
+            .send_request(req)
+            .await
+            .expect("old connection still serves");
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+    }
+}
+
+async fn wait_for_serial(ca: &TestCa, addr: std::net::SocketAddr, serial: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if peer_serial(&connect(ca, addr, "a.test", &[]).await) == serial {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn file_watch_rotates_without_a_signal_and_keeps_old_on_corrupt_files() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let root = fixture();
+    let s = TestServer::start_raw(
+        root.path(),
+        &body(&[&leaf], "\n[tls]\nwatch_interval = \"100ms\"\n"),
+    )
+    .await;
+    assert_eq!(peer_serial(&connect(&p.ca, s.addr, "a.test", &[]).await), 1);
+    p.ca.issue(p.dir.path(), "a", &["a.test"], 2, 30);
+    assert!(
+        wait_for_serial(&p.ca, s.addr, 2).await,
+        "file change not picked up"
+    );
+
+    // A corrupt certificate: the old one (serial 2) keeps serving.
+    write_atomic(
+        &leaf.cert,
+        b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(peer_serial(&connect(&p.ca, s.addr, "a.test", &[]).await), 2);
+    // A key that belongs to another certificate: still serial 2.
+    let other = p.ca.issue(p.dir.path(), "other", &["a.test"], 9, 30);
+    p.ca.issue(p.dir.path(), "a", &["a.test"], 3, 30);
+    std::fs::copy(&other.key, &leaf.key).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(peer_serial(&connect(&p.ca, s.addr, "a.test", &[]).await), 2);
+    // Repaired: picked up.
+    p.ca.issue(p.dir.path(), "a", &["a.test"], 4, 30);
+    assert!(wait_for_serial(&p.ca, s.addr, 4).await);
+}
+
+#[tokio::test]
+async fn reload_with_broken_certificate_keeps_the_old_one() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let root = fixture();
+    let s = TestServer::start_raw(
+        root.path(),
+        &body(&[&leaf], "\n[tls]\nwatch_interval = \"0s\"\n"),
+    )
+    .await;
+    std::fs::write(&leaf.key, b"garbage").unwrap();
+    s.reload(None).await;
+    assert_eq!(
+        s.shared
+            .reloads
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(peer_serial(&connect(&p.ca, s.addr, "a.test", &[]).await), 1);
+}
+
+#[tokio::test]
+async fn silent_client_is_dropped_at_handshake_timeout_while_others_are_served() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let root = fixture();
+    let s = TestServer::start_raw(
+        root.path(),
+        &body(&[&leaf], "\n[tls]\nhandshake_timeout = \"1s\"\n"),
+    )
+    .await;
+    let mut silent = TcpStream::connect(s.addr).await.unwrap();
+    // Others are served while the silent one waits.
+    let tls = connect(&p.ca, s.addr, "a.test", &[]).await;
+    assert_eq!(h1_get(tls, "/hello.txt").await.0, 200);
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "silent client not dropped: {closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn plain_listener_redirects_to_https_and_tls_responses_carry_hsts() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let root = fixture();
+    let extra = "\n[[listen]]\naddress = \"127.0.0.2:0\"\nredirect_https = true\n\n[tls]\nhsts = \"max-age=63072000\"\nhttps_port = 8443\n";
+    let s = TestServer::start_raw(root.path(), &body(&[&leaf], extra)).await;
+    let (tls_addr, plain) = (s.addrs[0], s.addrs[1]);
+    let reply = raw(
+        plain,
+        b"GET /docs/page.html?x=1 HTTP/1.1\r\nHost: example.test:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&reply), 308, "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("location: https://example.test:8443/docs/page.html?x=1"),
+        "{reply}"
+    );
+    assert!(!reply
+        .to_ascii_lowercase()
+        .contains("strict-transport-security"));
+    // A hostile Host is refused, not echoed into a Location.
+    let reply = raw(
+        plain,
+        b"GET / HTTP/1.1\r\nHost: evil.test/@x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&reply), 400, "{reply}");
+
+    let (status, _, headers) =
+        h1_get(connect(&p.ca, tls_addr, "a.test", &[]).await, "/hello.txt").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get("strict-transport-security").unwrap(),
+        "max-age=63072000"
+    );
+}
+
+fn check(dir: &Path, body: &str) -> std::process::Output {
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, body).unwrap();
+    std::process::Command::new(common::binary())
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_reports_expiry_warns_under_14_days_and_names_bad_files() {
+    let p = pki();
+    let root = fixture();
+    let head = format!("root = {:?}\n", root.path().display().to_string());
+    let fresh = p.ca.issue(p.dir.path(), "fresh", &["a.test"], 1, 90);
+    let out = check(p.dir.path(), &(head.clone() + &body(&[&fresh], "")));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("certificate {} for a.test", fresh.cert.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(89 days)") || stdout.contains("(90 days)"),
+        "{stdout}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+
+    let soon = p.ca.issue(p.dir.path(), "soon", &["a.test"], 2, 10);
+    let out = check(p.dir.path(), &(head.clone() + &body(&[&soon], "")));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: certificate") && stderr.contains("expires in"),
+        "{stderr}"
+    );
+
+    let expired = p.ca.issue(p.dir.path(), "expired", &["a.test"], 3, -1);
+    let out = check(p.dir.path(), &(head.clone() + &body(&[&expired], "")));
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("key `tls.certificates[0].cert`") && stderr.contains("expired"),
+        "{stderr}"
+    );
+
+    let other = p.ca.issue(p.dir.path(), "other", &["a.test"], 4, 30);
+    std::fs::copy(&other.key, &fresh.key).unwrap();
+    let out = check(p.dir.path(), &(head.clone() + &body(&[&fresh], "")));
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("key `tls.certificates[0].key`") && stderr.contains("does not match"),
+        "{stderr}"
+    );
+
+    let out = check(
+        p.dir.path(),
+        &(head + "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = true\n"),
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a TLS listener needs a certificate"));
+}
