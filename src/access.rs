@@ -15,6 +15,7 @@ use http::{Request, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::listen::Peer;
+use crate::metrics::Metrics;
 use crate::serve::body::Body;
 
 /// The tracing target of access-log events.
@@ -64,6 +65,11 @@ impl Activity {
 #[derive(Debug)]
 pub struct Record {
     peer: Peer,
+    /// The configured listener address: the `listener` metric label.
+    listener: Arc<str>,
+    method_label: &'static str,
+    /// Write the access-log line (the metrics are recorded either way).
+    log: bool,
     method: String,
     target: String,
     version: Version,
@@ -74,7 +80,13 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new<B>(req: &Request<B>, peer: Peer, start: Instant) -> Record {
+    pub fn new<B>(
+        req: &Request<B>,
+        peer: Peer,
+        listener: Arc<str>,
+        log: bool,
+        start: Instant,
+    ) -> Record {
         let header = |name: http::header::HeaderName| {
             req.headers()
                 .get(name)
@@ -83,6 +95,9 @@ impl Record {
         };
         Record {
             peer,
+            listener,
+            method_label: crate::metrics::method_label(req.method()),
+            log,
             method: req.method().as_str().to_string(),
             target: req
                 .uri()
@@ -131,30 +146,49 @@ impl Record {
 pub struct LoggedBody {
     inner: Body,
     bytes: u64,
-    record: Option<Record>,
+    record: Record,
     activity: Arc<Activity>,
+    metrics: Arc<Metrics>,
 }
 
 impl LoggedBody {
-    /// `record` is `None` when the access log is off.
-    pub fn new(inner: Body, status: u16, record: Option<Record>, activity: Arc<Activity>) -> Self {
+    pub fn new(
+        inner: Body,
+        status: u16,
+        mut record: Record,
+        activity: Arc<Activity>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         activity.begin();
-        let record = record.map(|mut r| {
-            r.status = status;
-            r
-        });
+        record.status = status;
         LoggedBody {
             inner,
             bytes: 0,
             record,
             activity,
+            metrics,
         }
     }
 }
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        if let Some(r) = &self.record {
+        let r = &self.record;
+        let m = &self.metrics;
+        // as_str reads a static table: no allocation per request.
+        let status =
+            http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let code = status.as_str();
+        m.requests
+            .with_label_values(&[&*r.listener, r.method_label, code])
+            .inc();
+        m.duration
+            .with_label_values(&[&*r.listener])
+            .observe(r.start.elapsed().as_secs_f64());
+        m.body_bytes
+            .with_label_values(&[&*r.listener])
+            .inc_by(self.bytes);
+        if r.log {
             r.emit(self.bytes);
         }
         self.activity.end();

@@ -37,6 +37,8 @@ pub async fn accept_loop(
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The metric label, fixed by the configuration: a bounded set.
+    let label: Arc<str> = Arc::from(addr.to_string());
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -47,6 +49,7 @@ pub async fn accept_loop(
             stream,
             peer,
             addr.clone(),
+            Arc::clone(&label),
             Arc::clone(&shared),
             graceful.watcher(),
         ));
@@ -85,21 +88,35 @@ fn builder(limits: &Limits, protocol: Protocol) -> auto::Builder<TokioExecutor> 
 }
 
 /// Per-connection facts the request handler needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ConnInfo {
     peer: Peer,
+    listener: Arc<str>,
     tls: bool,
     redirect_https: bool,
+}
+
+/// Keeps `http_connections_open` right however the connection ends.
+struct OpenGuard(prometheus::IntGauge);
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn serve_connection(
     stream: Stream,
     peer: Peer,
     addr: ListenAddr,
+    listener: Arc<str>,
     shared: Arc<Shared>,
     watcher: Watcher,
 ) {
     tracing::debug!(%peer, "connection accepted");
+    let metrics = &shared.metrics;
+    let open = metrics.conns_open.with_label_values(&[&*listener]);
+    open.inc();
+    let _open = OpenGuard(open);
     // Connection-level settings come from the generation current at accept;
     // each request then reads the newest generation.
     let site = shared.site();
@@ -119,9 +136,15 @@ async fn serve_connection(
     };
     let info = ConnInfo {
         peer,
+        listener: Arc::clone(&listener),
         tls,
         redirect_https,
     };
+    let scheme = if tls { "https" } else { "http" };
+    metrics
+        .conns_accepted
+        .with_label_values(&[&*listener, scheme])
+        .inc();
     if !tls {
         return serve_http(
             tracked,
@@ -135,16 +158,44 @@ async fn serve_connection(
         .await;
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&shared.tls_config));
-    match tokio::time::timeout(handshake_timeout, acceptor.accept(tracked)).await {
+    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tracked)).await;
+    let rejected = |reason: &str| {
+        metrics
+            .tls_handshakes
+            .with_label_values(&[&*listener, "failure", "unknown"])
+            .inc();
+        metrics
+            .conns_rejected
+            .with_label_values(&[&*listener, reason])
+            .inc();
+    };
+    match handshake {
         Ok(Ok(stream)) => {
-            let protocol = match stream.get_ref().1.alpn_protocol() {
+            let conn = stream.get_ref().1;
+            let version = match conn.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "unknown",
+            };
+            metrics
+                .tls_handshakes
+                .with_label_values(&[&*listener, "success", version])
+                .inc();
+            let protocol = match conn.alpn_protocol() {
                 Some(b"h2") => Protocol::Http2,
                 _ => Protocol::Http1,
             };
+            let shared = Arc::clone(&shared);
             serve_http(stream, protocol, info, limits, shared, activity, watcher).await
         }
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        Ok(Err(e)) => {
+            rejected("tls_handshake_failed");
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            rejected("tls_handshake_timeout");
+            tracing::debug!(%peer, "TLS handshake timed out");
+        }
     }
 }
 
@@ -160,18 +211,21 @@ async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc_activity = Arc::clone(&activity);
+    let peer = info.peer;
     let svc = service_fn(move |req: Request<Incoming>| {
         let shared = Arc::clone(&shared);
         let activity = Arc::clone(&svc_activity);
+        let info = info.clone();
         async move {
             let start = Instant::now();
             let site = shared.site();
             let logged = site.config.log.access_log != AccessLog::Off;
-            let record = logged.then(|| Record::new(&req, info.peer, start));
-            let mut resp = if info.redirect_https {
-                serve::redirect_https(&site.config, &req)
-            } else {
-                serve::respond(Arc::clone(&site), &req).await
+            let record = Record::new(&req, info.peer, Arc::clone(&info.listener), logged, start);
+            let health = site.config.metrics.main_health_paths;
+            let mut resp = match crate::admin::health(&shared, req.uri().path()) {
+                Some(r) if health => r,
+                _ if info.redirect_https => serve::redirect_https(&site.config, &req),
+                _ => serve::respond(Arc::clone(&site), &req).await,
             };
             if info.tls {
                 if let Some(hsts) = &site.config.tls.hsts {
@@ -180,13 +234,13 @@ async fn serve_http<I>(
                 }
             }
             let status = resp.status().as_u16();
-            Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, status, record, activity)))
+            let metrics = Arc::clone(&shared.metrics);
+            Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, status, record, activity, metrics)))
         }
     });
     let builder = builder(&limits, protocol);
     let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
     let conn = watcher.watch(conn);
-    let peer = info.peer;
     tokio::select! {
         result = conn => {
             if let Err(e) = result {

@@ -18,14 +18,18 @@
 //! - [`lifecycle`]: phases (Starting, Ready, Draining, Stopped), the shared
 //!   configuration snapshot behind an `ArcSwap`, bind-then-serve-then-drain.
 //! - [`logging`]: the tracing subscriber, set up once by `main`.
+//! - [`metrics`]: the Prometheus registry and typed handles, bounded labels.
+//! - [`admin`]: the metrics listener: `/metrics`, `/healthz`, `/readyz`.
 //! - [`tls`]: PEM files -> validated certificates chosen by SNI behind a
 //!   swappable resolver; the process-wide rustls configuration.
 
 pub mod access;
+pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod lifecycle;
 pub mod listen;
 pub mod logging;
+pub mod metrics;
 pub mod serve;
 pub mod tls;

@@ -5,13 +5,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use common::{binary, fixture, Daemon};
+use common::{fixture, Daemon};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(binary());
+    let mut cmd = common::command();
     cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);

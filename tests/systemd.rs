@@ -203,7 +203,7 @@ fn notify_sequence_ready_reloading_ready_stopping() {
     let cfg = cfg_dir.path().join("c.toml");
     write_config(&cfg, dir.path(), "[[listen]]\naddress = \"127.0.0.1:0\"\n");
     let notify = NotifySocket::new();
-    let mut child = Command::new(binary())
+    let mut child = common::command()
         .args(["--config", cfg.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &notify.path)
         .stderr(std::process::Stdio::null())
@@ -253,7 +253,7 @@ fn notify_sequence_ready_reloading_ready_stopping() {
 fn watchdog_keepalives_arrive_at_half_the_interval() {
     let dir = fixture();
     let notify = NotifySocket::new();
-    let child = Command::new(binary())
+    let child = common::command()
         .args([
             "--root",
             dir.path().to_str().unwrap(),
@@ -288,7 +288,7 @@ fn watchdog_keepalives_arrive_at_half_the_interval() {
 fn no_watchdog_messages_without_watchdog_usec() {
     let dir = fixture();
     let notify = NotifySocket::new();
-    let child = Command::new(binary())
+    let child = common::command()
         .args([
             "--root",
             dir.path().to_str().unwrap(),
@@ -371,7 +371,7 @@ fn fifty_reloads_under_load_fail_no_request() {
     };
     write_config(&cfg, dir.path(), &body("a"));
     let notify = NotifySocket::new();
-    let mut child = Command::new(binary())
+    let mut child = common::command()
         .args(["--config", cfg.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &notify.path)
         .env("RUCHY_SERVE_LOG__ACCESS_LOG", "off")
@@ -482,7 +482,7 @@ fn reload_opens_added_listeners_and_closes_removed_ones() {
     };
     write_config(&cfg, dir.path(), &listen(&[a]));
     let notify = NotifySocket::new();
-    let child = Command::new(binary())
+    let child = common::command()
         .args(["--config", cfg.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &notify.path)
         .stderr(std::process::Stdio::null())
@@ -537,7 +537,7 @@ fn log_level_changes_on_reload() {
     };
     write_config(&cfg, dir.path(), &body("info"));
     let notify = NotifySocket::new();
-    let mut child = Command::new(binary())
+    let mut child = common::command()
         .args(["--config", cfg.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &notify.path)
         .stderr(std::process::Stdio::piped())
@@ -604,7 +604,7 @@ fn unix_socket_listener_with_mode_and_stale_file_replacement() {
         ),
     );
     let notify = NotifySocket::new();
-    let mut child = Command::new(binary())
+    let mut child = common::command()
         .args(["--config", cfg.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &notify.path)
         .stderr(std::process::Stdio::null())
@@ -621,7 +621,7 @@ fn unix_socket_listener_with_mode_and_stale_file_replacement() {
     );
 
     // A second instance must not steal a live socket.
-    let out = Command::new(binary())
+    let out = common::command()
         .args(["--config", cfg.to_str().unwrap()])
         .output()
         .unwrap();
@@ -635,7 +635,7 @@ fn unix_socket_listener_with_mode_and_stale_file_replacement() {
 
     // A regular file in the way is never deleted.
     std::fs::write(&path, b"precious").unwrap();
-    let out = Command::new(binary())
+    let out = common::command()
         .args(["--config", cfg.to_str().unwrap()])
         .output()
         .unwrap();

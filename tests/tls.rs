@@ -427,7 +427,7 @@ async fn plain_listener_redirects_to_https_and_tls_responses_carry_hsts() {
 fn check(dir: &Path, body: &str) -> std::process::Output {
     let cfg = dir.join("c.toml");
     std::fs::write(&cfg, body).unwrap();
-    std::process::Command::new(common::binary())
+    common::command()
         .args(["check", "--config", cfg.to_str().unwrap()])
         .output()
         .unwrap()

@@ -35,6 +35,14 @@ pub struct Config {
     pub limits: Limits,
     pub log: Log,
     pub tls: Tls,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// None: no metrics listener.
+    pub address: Option<ListenAddr>,
+    pub main_health_paths: bool,
 }
 
 /// One `[[listen]]` entry.
@@ -88,6 +96,13 @@ impl ListenAddr {
             (ListenAddr::Unix { path: a, .. }, ListenAddr::Unix { path: b, .. }) => a == b,
             (a, b) => a == b,
         }
+    }
+
+    /// Two entries that would bind the same socket. Port 0 asks the kernel
+    /// for a fresh port each time, so it never conflicts.
+    pub fn conflicts(&self, other: &ListenAddr) -> bool {
+        let ephemeral = matches!(self, ListenAddr::Tcp(a) if a.port() == 0);
+        !ephemeral && self.same_socket(other)
     }
 }
 
@@ -253,51 +268,23 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
     for (i, l) in raw.listen.iter().enumerate() {
         let idx = i.to_string();
         let key = ["listen", idx.as_str(), "address"];
-        let addr = if let Some(path) = l.address.strip_prefix("unix:") {
-            if !path.starts_with('/') {
-                return Err(bad(
-                    &key,
-                    format!("`{}` needs an absolute socket path", l.address),
-                    "write e.g. \"unix:/run/ruchy-serve/http.sock\"",
-                ));
-            }
-            let mode = match &l.mode {
-                None => None,
-                Some(m) => Some(
-                    u32::from_str_radix(m.trim_start_matches("0o"), 8)
-                        .ok()
-                        .filter(|m| *m <= 0o777)
-                        .ok_or_else(|| {
-                            bad(
-                                &["listen", &idx, "mode"],
-                                format!("`{m}` is not an octal permission mode"),
-                                "write e.g. \"0660\"",
-                            )
-                        })?,
-                ),
-            };
-            ListenAddr::Unix {
-                path: PathBuf::from(path),
-                mode,
-            }
-        } else if let Some(name) = l.address.strip_prefix("systemd:") {
-            if name.is_empty() || name.len() > 255 || name.contains(':') {
-                return Err(bad(
-                    &key,
-                    format!("`{}` needs a FileDescriptorName", l.address),
-                    "write e.g. \"systemd:http\" to match FileDescriptorName=http in the .socket unit",
-                ));
-            }
-            ListenAddr::Systemd(name.to_string())
-        } else {
-            ListenAddr::Tcp(l.address.parse().map_err(|_| {
-                bad(
-                    &key,
-                    format!("`{}` is not a listen address", l.address),
-                    "write e.g. \"127.0.0.1:8080\", \"[::]:80\", \"unix:/run/ruchy-serve/http.sock\" or \"systemd:http\"",
-                )
-            })?)
+        let mode = match &l.mode {
+            None => None,
+            Some(m) => Some(
+                u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| {
+                        bad(
+                            &["listen", &idx, "mode"],
+                            format!("`{m}` is not an octal permission mode"),
+                            "write e.g. \"0660\"",
+                        )
+                    })?,
+            ),
         };
+        let addr =
+            parse_listen_addr(&l.address, mode).map_err(|(msg, hint)| bad(&key, msg, hint))?;
         if l.mode.is_some() && !matches!(addr, ListenAddr::Unix { .. }) {
             return Err(bad(
                 &["listen", &idx, "mode"],
@@ -305,7 +292,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
                 "remove mode, or use address = \"unix:/path\"",
             ));
         }
-        if listen.iter().any(|a: &Listen| a.addr.same_socket(&addr)) {
+        if listen.iter().any(|a: &Listen| a.addr.conflicts(&addr)) {
             return Err(bad(
                 &["listen", &idx, "address"],
                 format!("{addr} is listed twice"),
@@ -530,6 +517,26 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         }
     };
 
+    let metrics = MetricsConfig {
+        address: match raw.metrics.address.as_str() {
+            "" => None,
+            a => Some(
+                parse_listen_addr(a, None)
+                    .map_err(|(msg, hint)| bad(&["metrics", "address"], msg, hint))?,
+            ),
+        },
+        main_health_paths: raw.metrics.main_health_paths,
+    };
+    if let Some(m) = &metrics.address {
+        if let Some(i) = listen.iter().position(|l| l.addr.conflicts(m)) {
+            return Err(bad(
+                &["metrics", "address"],
+                format!("{m} is also listen[{i}]"),
+                "give the metrics listener its own address, or set main_health_paths = true",
+            ));
+        }
+    }
+
     let mut specs = Vec::new();
     for c in &raw.tls.certificates {
         specs.push(crate::tls::CertSpec {
@@ -617,7 +624,42 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
             target,
         },
         tls,
+        metrics,
     })
+}
+
+/// `IP:PORT`, `unix:/path` or `systemd:NAME`; errors as (message, hint).
+fn parse_listen_addr(
+    address: &str,
+    mode: Option<u32>,
+) -> Result<ListenAddr, (String, &'static str)> {
+    if let Some(path) = address.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err((
+                format!("`{address}` needs an absolute socket path"),
+                "write e.g. \"unix:/run/ruchy-serve/http.sock\"",
+            ));
+        }
+        Ok(ListenAddr::Unix {
+            path: PathBuf::from(path),
+            mode,
+        })
+    } else if let Some(name) = address.strip_prefix("systemd:") {
+        if name.is_empty() || name.len() > 255 || name.contains(':') {
+            return Err((
+                format!("`{address}` needs a FileDescriptorName"),
+                "write e.g. \"systemd:http\" to match FileDescriptorName=http in the .socket unit",
+            ));
+        }
+        Ok(ListenAddr::Systemd(name.to_string()))
+    } else {
+        address.parse().map(ListenAddr::Tcp).map_err(|_| {
+            (
+                format!("`{address}` is not a listen address"),
+                "write e.g. \"127.0.0.1:8080\", \"[::]:80\", \"unix:/run/ruchy-serve/http.sock\" or \"systemd:http\"",
+            )
+        })
+    }
 }
 
 /// "64KiB", "8 MiB", "1MB", "512" -> bytes. Binary (KiB) and decimal (KB)

@@ -25,6 +25,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub log: RawLog,
     pub tls: RawTls,
+    pub metrics: RawMetrics,
 }
 
 impl Default for RawConfig {
@@ -44,6 +45,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             log: RawLog::default(),
             tls: RawTls::default(),
+            metrics: RawMetrics::default(),
         }
     }
 }
@@ -245,4 +247,22 @@ pub struct RawCertificate {
     /// Empty: the certificate's own DNS names.
     #[serde(default)]
     pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Listener for /metrics, /healthz and /readyz; "" turns it off.
+    pub address: String,
+    /// Also answer /healthz and /readyz on the main listeners.
+    pub main_health_paths: bool,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            address: "127.0.0.1:9898".into(),
+            main_health_paths: false,
+        }
+    }
 }

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::config::{self, Config, ListenAddr, Sources};
 use crate::conn;
 use crate::listen::{Inherited, ListenError, Listener};
+use crate::metrics::Metrics;
 use crate::serve::Site;
 use crate::tls::{self, Resolver};
 
@@ -69,6 +70,7 @@ pub struct Shared {
     /// One rustls configuration for the process, so session tickets survive
     /// certificate rotation.
     pub tls_config: Arc<rustls::ServerConfig>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -81,12 +83,17 @@ impl Shared {
         let tls_resolver = Arc::new(Resolver::default());
         tls_resolver.replace(Arc::clone(&config.tls.store));
         let tls_config = tls::server_config(Arc::clone(&tls_resolver));
+        let metrics = Arc::new(Metrics::new());
+        metrics.generation.set(1);
+        metrics.last_reload_success.set(unix_now() as f64);
+        metrics.set_certificates(&config.tls.store);
         Shared {
             site: ArcSwap::from_pointee(Site::new(config)),
             phase: AtomicU8::new(Phase::Starting as u8),
             reloads,
             tls_resolver,
             tls_config,
+            metrics,
         }
     }
     /// The current generation; cheap (one atomic load and a refcount).
@@ -97,10 +104,13 @@ impl Shared {
     fn replace(&self, config: Arc<Config>) {
         self.tls_resolver.replace(Arc::clone(&config.tls.store));
         self.site.store(Arc::new(Site::new(config)));
-        self.reloads.generation.fetch_add(1, Ordering::Relaxed);
+        let generation = self.reloads.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.reloads
             .last_success_unix
             .store(unix_now(), Ordering::Relaxed);
+        self.metrics.generation.set(generation as i64);
+        self.metrics.last_reload_success.set(unix_now() as f64);
+        self.metrics.set_certificates(&self.tls_resolver.store());
     }
     pub fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Acquire) {
@@ -146,6 +156,8 @@ pub struct Server {
     sources: Sources,
     inherited: Inherited,
     bound: Vec<Bound>,
+    /// The metrics listener, if configured.
+    admin: Option<Bound>,
     shared: Arc<Shared>,
 }
 
@@ -169,10 +181,12 @@ impl Server {
         inherited: Inherited,
     ) -> Result<Server, ListenError> {
         let bound = open_all(&config, &inherited)?;
+        let admin = open_admin(&config, &inherited)?;
         Ok(Server {
             sources,
             inherited,
             bound,
+            admin,
             shared: Arc::new(Shared::new(Arc::new(config))),
         })
     }
@@ -189,6 +203,14 @@ impl Server {
         Arc::clone(&self.shared)
     }
 
+    /// The metrics listener's bound address, if any.
+    pub fn metrics_addr(&self) -> Option<ListenAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|b| b.listeners.first())
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until a Shutdown event (or the sender is dropped), handling
     /// reloads meanwhile; then drains. Returns once every connection has
     /// finished or `shutdown_timeout` has passed.
@@ -197,8 +219,11 @@ impl Server {
             sources,
             inherited,
             bound,
+            admin,
             shared,
         } = self;
+        // Probes first: /readyz answers 503 until the main listeners serve.
+        let mut admin = admin.map(|b| serve_admin(b, &shared));
         let graceful = Arc::new(GracefulShutdown::new());
         let mut serving: Vec<Serving> = bound
             .into_iter()
@@ -219,7 +244,7 @@ impl Server {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(Event::Reload) => {
-                        reload(&sources, &inherited, &shared, &graceful, &mut serving).await;
+                        reload(&sources, &inherited, &shared, &graceful, &mut serving, &mut admin).await;
                     }
                     Some(Event::Shutdown) | None => break,
                 },
@@ -261,6 +286,43 @@ impl Server {
             Err(_) => tracing::warn!("accept loops still hold the drain token; not waiting"),
         }
         shared.set_phase(Phase::Stopped, "stopped");
+        if let Some(a) = admin {
+            let _ = a.stop.send(true);
+        }
+    }
+}
+
+fn open_admin(config: &Config, inherited: &Inherited) -> Result<Option<Bound>, ListenError> {
+    config
+        .metrics
+        .address
+        .as_ref()
+        .map(|addr| {
+            Ok(Bound {
+                addr: addr.clone(),
+                listeners: Listener::open(addr, inherited)?,
+            })
+        })
+        .transpose()
+}
+
+fn serve_admin(bound: Bound, shared: &Arc<Shared>) -> Serving {
+    let (stop, stop_rx) = watch::channel(false);
+    let local = bound
+        .listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let loops = bound
+        .listeners
+        .into_iter()
+        .map(|l| tokio::spawn(crate::admin::serve(l, Arc::clone(shared), stop_rx.clone())))
+        .collect();
+    Serving {
+        addr: bound.addr,
+        local,
+        stop,
+        loops,
     }
 }
 
@@ -282,6 +344,9 @@ async fn watch_certificates(shared: Arc<Shared>) {
         })
         .await
         .unwrap_or(None);
+        shared
+            .metrics
+            .set_certificates(&shared.tls_resolver.store());
     }
 }
 
@@ -356,6 +421,7 @@ async fn reload(
     shared: &Arc<Shared>,
     graceful: &Arc<GracefulShutdown>,
     serving: &mut Vec<Serving>,
+    admin: &mut Option<Serving>,
 ) {
     shared.set_phase(Phase::Reloading, "reloading configuration");
     let src = sources.clone();
@@ -384,9 +450,28 @@ async fn reload(
                     }
                 }
             }
+            // The metrics listener: reopened only when its address changed.
+            let same_admin = match (&*admin, &cfg.metrics.address) {
+                (Some(a), Some(b)) => a.addr.same_socket(b),
+                (None, None) => true,
+                _ => false,
+            };
+            let mut new_admin = None;
+            if failure.is_none() && !same_admin {
+                match open_admin(&cfg, inherited) {
+                    Ok(b) => new_admin = Some(b),
+                    Err(e) => failure = Some(e.to_string()),
+                }
+            }
             match failure {
                 Some(e) => Err(e),
                 None => {
+                    if !same_admin {
+                        if let Some(old) = admin.take() {
+                            let _ = old.stop.send(true);
+                        }
+                        *admin = new_admin.flatten().map(|b| serve_admin(b, shared));
+                    }
                     let (keep, removed): (Vec<Serving>, Vec<Serving>) = std::mem::take(serving)
                         .into_iter()
                         .partition(|s| cfg.listen.iter().any(|l| l.addr.same_socket(&s.addr)));
@@ -409,12 +494,14 @@ async fn reload(
     let status = match result {
         Ok(()) => {
             shared.reloads.succeeded.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.reloads.with_label_values(&["success"]).inc();
             let status = status_line(shared, serving);
             tracing::info!("reloaded: {status}");
             status
         }
         Err(e) => {
             shared.reloads.failed.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.reloads.with_label_values(&["failure"]).inc();
             tracing::error!(
                 "reload failed, still serving generation {}: {e}",
                 shared.generation()

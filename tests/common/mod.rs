@@ -53,7 +53,11 @@ impl TestServer {
         let file = dir.path().join("ruchy-serve.toml");
         std::fs::write(
             &file,
-            format!("root = {:?}\n{body}\n", root.display().to_string()),
+            format!(
+                "root = {:?}\n{}{body}\n",
+                root.display().to_string(),
+                metrics_default(body)
+            ),
         )
         .unwrap();
         let sources = Sources {
@@ -90,7 +94,11 @@ impl TestServer {
         if let Some(body) = body {
             std::fs::write(
                 &self.config_file,
-                format!("root = {:?}\n{body}\n", self.root.display().to_string()),
+                format!(
+                    "root = {:?}\n{}{body}\n",
+                    self.root.display().to_string(),
+                    metrics_default(body)
+                ),
             )
             .unwrap();
         }
@@ -134,6 +142,15 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         // Dropping the sender ends the server's event loop: it drains.
         self.stop.take();
+    }
+}
+
+/// Tests get an ephemeral metrics port unless they configure one.
+fn metrics_default(body: &str) -> &'static str {
+    if body.contains("[metrics]") {
+        ""
+    } else {
+        "[metrics]\naddress = \"127.0.0.1:0\"\n"
     }
 }
 
@@ -263,6 +280,14 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ruchy-serve"))
 }
 
+/// The binary as a command whose metrics listener takes an ephemeral port,
+/// so parallel tests never fight over the default 127.0.0.1:9898.
+pub fn command() -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.env("RUCHY_SERVE_METRICS__ADDRESS", "127.0.0.1:0");
+    cmd
+}
+
 /// A running `ruchy-serve` process whose stderr is read line by line.
 pub struct Daemon {
     pub child: Child,
@@ -276,7 +301,7 @@ impl Daemon {
     /// 127.0.0.1:0) and waits for its "ready" line to learn the port.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
-        let mut cmd = Command::new(binary());
+        let mut cmd = command();
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -414,6 +439,7 @@ pub fn spawn_activated(
         .args(args)
         .env("LISTEN_FDS", fds.len().to_string())
         .env("LISTEN_FDNAMES", names.join(":"))
+        .env("RUCHY_SERVE_METRICS__ADDRESS", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -1,0 +1,224 @@
+//! Prometheus metrics: one [`Metrics`] value (its own `Registry`, no globals)
+//! shared through [`crate::lifecycle::Shared`], typed handles, and labels from
+//! fixed sets only: the configured listener address, a normalized method, a
+//! 3-digit status code. Never the raw path, host or user agent, which would
+//! let any client grow the series count without bound.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// Request-duration buckets for static serving: cached small files answer in
+/// tens of microseconds, disk reads in milliseconds, big downloads to slow
+/// clients in seconds. From 50 µs to 10 s, roughly x2.5 per step.
+const DURATION_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub body_bytes: IntCounterVec,
+    pub conns_accepted: IntCounterVec,
+    pub conns_open: IntGaugeVec,
+    pub conns_rejected: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub cert_expiry: GaugeVec,
+    pub reloads: IntCounterVec,
+    pub last_reload_success: Gauge,
+    pub generation: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The methods counted by name; anything else is `other`.
+pub fn method_label(m: &http::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("valid metric definition");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("unique metric");
+                m
+            }};
+        }
+        let requests = reg!(IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by listener, method and status code."
+            ),
+            &["listener", "method", "code"]
+        ));
+        let duration = reg!(HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from request head to the last body byte handed to the socket."
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["listener"]
+        ));
+        let body_bytes = reg!(IntCounterVec::new(
+            Opts::new(
+                "http_response_body_bytes_total",
+                "Response body bytes sent."
+            ),
+            &["listener"]
+        ));
+        let conns_accepted = reg!(IntCounterVec::new(
+            Opts::new("http_connections_accepted_total", "Connections accepted."),
+            &["listener", "protocol"]
+        ));
+        let conns_open = reg!(IntGaugeVec::new(
+            Opts::new("http_connections_open", "Connections open now."),
+            &["listener"]
+        ));
+        let conns_rejected = reg!(IntCounterVec::new(
+            Opts::new(
+                "http_connections_rejected_total",
+                "Connections closed before any request, by reason."
+            ),
+            &["listener", "reason"]
+        ));
+        let tls_handshakes = reg!(IntCounterVec::new(
+            Opts::new(
+                "tls_handshakes_total",
+                "TLS handshakes by result and protocol version."
+            ),
+            &["listener", "result", "version"]
+        ));
+        let cert_expiry = reg!(GaugeVec::new(
+            Opts::new(
+                "tls_certificate_expiry_timestamp_seconds",
+                "Certificate notAfter, Unix time."
+            ),
+            &["name"]
+        ));
+        let reloads = reg!(IntCounterVec::new(
+            Opts::new("config_reloads_total", "Configuration reloads by result."),
+            &["result"]
+        ));
+        let last_reload_success = reg!(Gauge::new(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load."
+        ));
+        let generation = reg!(IntGauge::new(
+            "config_generation",
+            "Configuration generation in use."
+        ));
+        let build_info = reg!(IntGaugeVec::new(
+            Opts::new("ruchy_serve_build_info", "Build information; always 1."),
+            &["version", "commit"]
+        ));
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("RUCHY_SERVE_COMMIT").unwrap_or("unknown"),
+            ])
+            .set(1);
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            registry
+                .register(Box::new(process))
+                .expect("process collector");
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            body_bytes,
+            conns_accepted,
+            conns_open,
+            conns_rejected,
+            tls_handshakes,
+            cert_expiry,
+            reloads,
+            last_reload_success,
+            generation,
+        }
+    }
+
+    /// Replaces the certificate expiry series with the current set.
+    pub fn set_certificates(&self, store: &crate::tls::CertStore) {
+        self.cert_expiry.reset();
+        for c in &store.certs {
+            for name in &c.names {
+                self.cert_expiry
+                    .with_label_values(&[name])
+                    .set(c.not_after as f64);
+            }
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&http::Method::GET), "GET");
+        assert_eq!(
+            method_label(&http::Method::from_bytes(b"BREW").unwrap()),
+            "other"
+        );
+        assert_eq!(
+            method_label(&http::Method::from_bytes(b"get").unwrap()),
+            "other"
+        );
+    }
+
+    #[test]
+    fn exposition_names_follow_conventions() {
+        let m = Metrics::new();
+        m.requests.with_label_values(&["a", "GET", "200"]).inc();
+        m.duration.with_label_values(&["a"]).observe(0.001);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("http_requests_total{code=\"200\",listener=\"a\",method=\"GET\"} 1"));
+        assert!(
+            text.contains("http_request_duration_seconds_bucket{listener=\"a\",le=\"0.00005\"} 0")
+        );
+        assert!(text.contains("ruchy_serve_build_info{"));
+        assert!(text.contains("config_reloads_total{result=\"failure\"} 0"));
+    }
+}
