@@ -55,7 +55,7 @@ build_rootfs() {
 
 # Install what a package would: binary, units, config, a served tree.
 install -m 0755 "$bin" "$rootfs/usr/bin/ruchy-serve"
-cp "$root/deploy/ruchy-serve.service" "$root/deploy/ruchy-serve.socket" "$rootfs/etc/systemd/system/"
+cp "$root/deploy/ruchy-serve.service" "$root/deploy/ruchy-serve.socket" "$root/deploy/ruchy-serve-metrics.socket" "$rootfs/etc/systemd/system/"
 mkdir -p "$rootfs/etc/systemd/system/ruchy-serve.service.d" "$rootfs/etc/ruchy-serve" "$rootfs/srv/www"
 # A short watchdog so the SIGSTOP check takes seconds, not minutes.
 printf '[Service]\nWatchdogSec=2s\n' >"$rootfs/etc/systemd/system/ruchy-serve.service.d/test.conf"
@@ -93,11 +93,17 @@ prop() { inside systemctl show -P "$2" "$1"; }
 echo "run-container: booted $(inside systemctl --version | head -1) in $machine (PID 1 is $pid1 on the host)"
 
 # 1. Socket activation: the first connection starts the service.
-inside systemctl start ruchy-serve.socket
+inside systemctl start ruchy-serve.socket ruchy-serve-metrics.socket
 if [ "$(prop ruchy-serve.service ActiveState)" = inactive ]; then ok "service idle until the first connection"; else bad "service started before any connection"; fi
 body=$(inside curl -sS --max-time 10 http://127.0.0.1/ || true)
 if [ "$body" = "hello from the container" ]; then ok "first connection served"; else bad "first connection: '$body'"; fi
 if [ "$(prop ruchy-serve.service ActiveState)" = active ]; then ok "service active after the first connection"; else bad "service state $(prop ruchy-serve.service ActiveState)"; fi
+
+# Metrics through the third socket.
+metrics=$(inside curl -sS --max-time 10 http://127.0.0.1:9898/metrics || true)
+if grep -q '^http_requests_total{code="200",listener="systemd:http",method="GET"} 1$' <<<"$metrics"; then ok "metrics socket serves /metrics"; else bad "metrics: $(head -c 300 <<<"$metrics")"; fi
+ready=$(inside curl -s --max-time 10 -o /dev/null -w '%{http_code}' http://127.0.0.1:9898/readyz || true)
+if [ "$ready" = 200 ]; then ok "/readyz is 200 when serving"; else bad "/readyz $ready"; fi
 
 # 2. The journal has the access log's structured fields at PRIORITY 6.
 inside curl -sS -o /dev/null http://127.0.0.1/index.html?journal-check
