@@ -30,6 +30,7 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub last_reload_success: Gauge,
     pub generation: IntGauge,
+    pub file_cache: crate::serve::cache::Stats,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -135,6 +136,24 @@ impl Metrics {
             "config_generation",
             "Configuration generation in use."
         ));
+        let file_cache = crate::serve::cache::Stats {
+            hits: reg!(prometheus::IntCounter::new(
+                "file_cache_hits_total",
+                "Requests answered from the in-memory file cache."
+            )),
+            misses: reg!(prometheus::IntCounter::new(
+                "file_cache_misses_total",
+                "File requests that had to go to the file system."
+            )),
+            evictions: reg!(prometheus::IntCounter::new(
+                "file_cache_evictions_total",
+                "Cache entries dropped to stay within cache_max_bytes."
+            )),
+            bytes: reg!(IntGauge::new(
+                "file_cache_bytes",
+                "Body bytes held by the file cache."
+            )),
+        };
         let build_info = reg!(IntGaugeVec::new(
             Opts::new("ruchy_serve_build_info", "Build information; always 1."),
             &["version", "commit"]
@@ -168,6 +187,7 @@ impl Metrics {
             reloads,
             last_reload_success,
             generation,
+            file_cache,
         }
     }
 

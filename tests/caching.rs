@@ -30,9 +30,9 @@ async fn etag_is_strong_content_hash_and_equal_across_servers() {
 }
 
 #[tokio::test]
-async fn etag_changes_when_the_file_changes() {
+async fn etag_changes_when_the_file_changes_with_the_cache_off() {
     let dir = fixture();
-    let s = TestServer::start(dir.path(), "").await;
+    let s = TestServer::start(dir.path(), "[files]\ncache_max_bytes = \"0\"").await;
     let before = s
         .get("/hello.txt")
         .await
@@ -43,6 +43,70 @@ async fn etag_changes_when_the_file_changes() {
     let r = s.get("/hello.txt").await;
     assert_eq!(r.body.as_ref(), b"hello again\n");
     assert_ne!(r.header("etag").unwrap(), before);
+}
+
+#[tokio::test]
+async fn cached_file_is_served_fresh_within_the_revalidate_interval() {
+    let dir = fixture();
+    let s = TestServer::start(dir.path(), "[files]\ncache_revalidate = \"300ms\"").await;
+    let before = s.get("/hello.txt").await;
+    // Now cached: the next request is a hit.
+    assert_eq!(
+        s.get("/hello.txt").await.header("etag"),
+        before.header("etag")
+    );
+    std::fs::write(dir.path().join("hello.txt"), b"hello again\n").unwrap();
+    let changed = std::time::Instant::now();
+    loop {
+        let r = s.get("/hello.txt").await;
+        if r.body.as_ref() == b"hello again\n" {
+            assert_ne!(r.header("etag"), before.header("etag"));
+            assert_eq!(r.header("content-length"), Some("12"));
+            break;
+        }
+        // Until then the old bytes, whole and consistent with the old ETag.
+        assert_eq!(r.body.as_ref(), b"hello world\n");
+        assert_eq!(r.header("etag"), before.header("etag"));
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "stale for more than the interval"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn cache_hits_serve_ranges_conditionals_and_twins_like_the_file_path() {
+    let dir = fixture();
+    let cached = TestServer::start(dir.path(), "").await;
+    let uncached = TestServer::start(dir.path(), "[files]\ncache_max_bytes = \"0\"").await;
+    let cases: &[&[(&str, &str)]] = &[
+        &[],
+        &[("range", "bytes=0-2, 10-12")],
+        &[("range", "bytes=-3")],
+        &[("accept-encoding", "gzip")],
+        &[("accept-encoding", "br"), ("range", "bytes=1-3")],
+    ];
+    for path in ["/digits.txt", "/assets/app.js"] {
+        for headers in cases {
+            // Twice on the cached server: a fill, then a hit.
+            for _ in 0..2 {
+                let a = cached.get_with(path, headers).await;
+                let b = uncached.get_with(path, headers).await;
+                assert_eq!(a.status, b.status, "{path} {headers:?}");
+                assert_eq!(a.header("etag"), b.header("etag"), "{path} {headers:?}");
+                assert_eq!(a.header("content-range"), b.header("content-range"));
+                assert_eq!(a.header("content-encoding"), b.header("content-encoding"));
+                if a.header("content-type")
+                    .is_some_and(|c| c.starts_with("multipart/"))
+                {
+                    assert_eq!(a.body.len(), b.body.len());
+                } else {
+                    assert_eq!(a.body, b.body, "{path} {headers:?}");
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -128,6 +128,10 @@ async fn known_traffic_gives_exact_counters() {
         "process metrics missing"
     );
     assert!(text.contains("ruchy_serve_build_info{commit="));
+    // hello.txt: one miss fills the cache, the other nine GET/HEAD are hits.
+    assert_eq!(value(&text, "file_cache_misses_total"), 1.0);
+    assert_eq!(value(&text, "file_cache_hits_total"), 9.0);
+    assert_eq!(value(&text, "file_cache_bytes"), 12.0);
 }
 
 #[tokio::test]

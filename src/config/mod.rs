@@ -30,6 +30,8 @@ pub struct Config {
     pub root: PathBuf,
     pub listen: Vec<Listen>,
     pub shutdown_timeout: Duration,
+    /// Runtime worker threads (0: one per core).
+    pub workers: usize,
     pub files: Files,
     pub headers: Headers,
     pub limits: Limits,
@@ -156,6 +158,9 @@ pub struct Files {
     pub etag_hash_limit: u64,
     pub max_ranges: usize,
     pub mime_types: HashMap<String, HeaderValue>,
+    pub cache_max_bytes: u64,
+    pub cache_max_file_size: u64,
+    pub cache_revalidate: Duration,
 }
 
 /// A compiled glob rule, matched against the path relative to the root.
@@ -424,6 +429,9 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         etag_hash_limit: size(&["files", "etag_hash_limit"], &f.etag_hash_limit)?,
         max_ranges: f.max_ranges.max(1),
         mime_types,
+        cache_max_bytes: size(&["files", "cache_max_bytes"], &f.cache_max_bytes)?,
+        cache_max_file_size: size(&["files", "cache_max_file_size"], &f.cache_max_file_size)?,
+        cache_revalidate: duration(&["files", "cache_revalidate"], &f.cache_revalidate)?,
     };
 
     let mut cache_rules = Vec::new();
@@ -614,6 +622,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         root,
         listen,
         shutdown_timeout: duration(&["shutdown_timeout"], &raw.shutdown_timeout)?,
+        workers: raw.workers,
         files,
         headers,
         limits,

@@ -18,6 +18,8 @@ pub struct RawConfig {
     pub root: Option<PathBuf>,
     /// How long in-flight requests may run after SIGTERM before we exit anyway.
     pub shutdown_timeout: String,
+    /// Runtime worker threads; 0 means one per CPU core. Read at start only.
+    pub workers: usize,
     pub listen: Vec<RawListen>,
     pub files: RawFiles,
     pub headers: RawHeaders,
@@ -33,6 +35,7 @@ impl Default for RawConfig {
         RawConfig {
             root: None,
             shutdown_timeout: "30s".into(),
+            workers: 0,
             listen: vec![RawListen {
                 address: "127.0.0.1:8080".into(),
                 mode: None,
@@ -92,6 +95,12 @@ pub struct RawFiles {
     pub max_ranges: usize,
     /// Extension (without the dot) -> Content-Type, overriding the built-in table.
     pub mime_types: BTreeMap<String, String>,
+    /// In-memory cache of small files: total body bytes ("0" turns it off).
+    pub cache_max_bytes: String,
+    /// Largest file kept in the cache.
+    pub cache_max_file_size: String,
+    /// How long a cached file is trusted before the file system is asked again.
+    pub cache_revalidate: String,
 }
 
 impl Default for RawFiles {
@@ -109,6 +118,9 @@ impl Default for RawFiles {
             etag_hash_limit: "64MiB".into(),
             max_ranges: 16,
             mime_types: BTreeMap::new(),
+            cache_max_bytes: "64MiB".into(),
+            cache_max_file_size: "1MiB".into(),
+            cache_revalidate: "1s".into(),
         }
     }
 }

@@ -88,7 +88,7 @@ impl Shared {
         metrics.last_reload_success.set(unix_now() as f64);
         metrics.set_certificates(&config.tls.store);
         Shared {
-            site: ArcSwap::from_pointee(Site::new(config)),
+            site: ArcSwap::from_pointee(Site::new(config, metrics.file_cache.clone())),
             phase: AtomicU8::new(Phase::Starting as u8),
             reloads,
             tls_resolver,
@@ -103,7 +103,8 @@ impl Shared {
     /// Swaps in a new configuration with fresh caches.
     fn replace(&self, config: Arc<Config>) {
         self.tls_resolver.replace(Arc::clone(&config.tls.store));
-        self.site.store(Arc::new(Site::new(config)));
+        self.site
+            .store(Arc::new(Site::new(config, self.metrics.file_cache.clone())));
         let generation = self.reloads.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.reloads
             .last_success_unix

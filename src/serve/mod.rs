@@ -2,9 +2,12 @@
 //!
 //! 1. Method: GET and HEAD serve, OPTIONS answers 204, anything else 405.
 //! 2. URI length: past `limits.max_uri_length`, 414.
-//! 3. Resolve ([`resolve`]): decoded path -> contained, policy-checked file,
+//! 3. Cache ([`cache`]): a fresh entry for this path answers from memory,
+//!    with no file-system call at all.
+//!    Resolve ([`resolve`]): decoded path -> contained, policy-checked file,
 //!    index, listing or redirect; twin chosen by [`encoding`]; file opened and
-//!    its strong ETag taken from [`etag`]. One blocking-pool trip.
+//!    its strong ETag taken from [`etag`]; small files read whole for the
+//!    cache. One blocking-pool trip.
 //! 4. Not found: the single-page-app fallback, else the 404 page.
 //! 5. Preconditions ([`conditional`], RFC 9110 section 13.2.2): 304 or 412.
 //! 6. Range ([`range`], section 14) with If-Range: 206, multipart or 416.
@@ -12,6 +15,7 @@
 //! 8. Body ([`body`]): streamed from the open file; none for HEAD.
 
 pub mod body;
+pub mod cache;
 pub mod conditional;
 pub mod encoding;
 pub mod etag;
@@ -40,15 +44,59 @@ const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
 pub struct Site {
     pub config: Arc<Config>,
     pub etags: etag::EtagCache,
+    pub cache: cache::FileCache,
 }
 
 impl Site {
-    pub fn new(config: Arc<Config>) -> Site {
+    pub fn new(config: Arc<Config>, stats: cache::Stats) -> Site {
         Site {
+            cache: cache::FileCache::new(&config, stats),
             config,
             etags: etag::EtagCache::default(),
         }
     }
+}
+
+/// Where a representation's bytes come from.
+enum Source {
+    File(std::fs::File),
+    Memory(Bytes),
+}
+
+impl Source {
+    fn body(self, segments: Vec<Segment>) -> Body {
+        match self {
+            Source::File(f) => body::file(f, segments),
+            Source::Memory(bytes) => {
+                let slice =
+                    |offset: u64, len: u64| bytes.slice(offset as usize..(offset + len) as usize);
+                match segments.as_slice() {
+                    [Segment::File { offset, len }] => body::full(slice(*offset, *len)),
+                    parts => {
+                        let mut out = bytes::BytesMut::new();
+                        for p in parts {
+                            match p {
+                                Segment::Bytes(b) => out.extend_from_slice(b),
+                                Segment::File { offset, len } => {
+                                    out.extend_from_slice(&slice(*offset, *len))
+                                }
+                            }
+                        }
+                        body::full(out.freeze())
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads a whole small file for the cache; `None` if it is not the length
+/// its metadata promised (changed under us), so nothing wrong is cached.
+fn read_whole(file: &std::fs::File, len: u64) -> Option<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, 0).ok()?;
+    Some(Bytes::from(buf))
 }
 
 /// Answers one request. Never fails: every I/O error becomes a status code
@@ -74,6 +122,15 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
         return simple(cfg, StatusCode::URI_TOO_LONG, Some(head));
     }
 
+    if let Some(entry) = site.cache.lookup(req.uri().path()) {
+        let chosen =
+            encoding::negotiate(header_str(req, header::ACCEPT_ENCODING), &entry.available);
+        if let Some(v) = entry.variant(chosen) {
+            site.cache.hit();
+            return represent(req, &v.prepared, Source::Memory(v.body.clone()));
+        }
+    }
+
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let accept = req
@@ -82,31 +139,79 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let outcome = blocking(&site, move |site| {
-        resolve::resolve(
+        let outcome = resolve::resolve(
             &site.config,
             &site.etags,
             &path,
             query.as_deref(),
             accept.as_deref(),
-        )
+        )?;
+        let bytes = match &outcome {
+            Outcome::File(f) if site.cache.accepts(f.len) => read_whole(&f.file, f.len),
+            _ => None,
+        };
+        Ok((outcome, bytes))
     })
     .await;
 
     match outcome {
-        Ok(Outcome::File(found)) => file_response(cfg, req, *found),
-        Ok(Outcome::Redirect(location)) => {
+        Ok((Outcome::File(found), Some(bytes))) => {
+            site.cache.miss();
+            let found = *found;
+            let prepared = prepare(cfg, &found);
+            let variant = site.cache.insert(
+                req.uri().path(),
+                &found.available,
+                cache::Variant {
+                    prepared,
+                    body: bytes,
+                },
+            );
+            represent(req, &variant.prepared, Source::Memory(variant.body.clone()))
+        }
+        Ok((outcome, _)) => respond_outcome(&site, req, outcome).await,
+        Err(e) => io_error(&site, req, e).await,
+    }
+}
+
+fn prepare(cfg: &Config, found: &Found) -> cache::Prepared {
+    cache::Prepared::new(
+        cfg,
+        &found.rel_path,
+        found.etag.clone(),
+        found.modified,
+        found.has_twins,
+        found.encoding,
+        found.len,
+    )
+}
+
+/// Everything resolution can answer besides a cached file.
+async fn respond_outcome<B>(
+    site: &Arc<Site>,
+    req: &Request<B>,
+    outcome: Outcome,
+) -> Response<Body> {
+    let cfg = &site.config;
+    let head = req.method() == Method::HEAD;
+    match outcome {
+        Outcome::File(found) => {
+            let prepared = prepare(cfg, &found);
+            represent(req, &prepared, Source::File(found.file))
+        }
+        Outcome::Redirect(location) => {
             let mut r = simple(cfg, StatusCode::PERMANENT_REDIRECT, Some(head));
             if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
             r
         }
-        Ok(Outcome::Listing(dir)) => {
+        Outcome::Listing(dir) => {
             let shown = percent_encoding::percent_decode_str(req.uri().path())
                 .decode_utf8_lossy()
                 .into_owned();
             let dotfiles = cfg.files.dotfiles;
-            match blocking(&site, move |_| listing::render(&dir, &shown, dotfiles)).await {
+            match blocking(site, move |_| listing::render(&dir, &shown, dotfiles)).await {
                 Ok(html) => {
                     let mut h = HeaderMap::new();
                     h.insert(
@@ -116,13 +221,12 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
                     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                     finish(cfg, StatusCode::OK, h, Bytes::from(html), head)
                 }
-                Err(e) => io_error(&site, req, e).await,
+                Err(e) => io_error(site, req, e).await,
             }
         }
-        Ok(Outcome::NotFound) => not_found(&site, req).await,
-        Ok(Outcome::Forbidden) => error_page(&site, StatusCode::FORBIDDEN, head).await,
-        Ok(Outcome::BadRequest) => simple(cfg, StatusCode::BAD_REQUEST, Some(head)),
-        Err(e) => io_error(&site, req, e).await,
+        Outcome::NotFound => not_found(site, req).await,
+        Outcome::Forbidden => error_page(site, StatusCode::FORBIDDEN, head).await,
+        Outcome::BadRequest => simple(cfg, StatusCode::BAD_REQUEST, Some(head)),
     }
 }
 
@@ -164,7 +268,10 @@ async fn not_found<B>(site: &Arc<Site>, req: &Request<B>) -> Response<Body> {
         })
         .await;
         match found {
-            Ok(Outcome::File(found)) => return file_response(&site.config, req, *found),
+            Ok(Outcome::File(found)) => {
+                let prepared = prepare(&site.config, &found);
+                return represent(req, &prepared, Source::File(found.file));
+            }
             _ => tracing::warn!(
                 fallback = site.config.files.fallback.as_deref(),
                 "fallback file is missing; answering 404"
@@ -269,32 +376,14 @@ fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Steps 5 to 8 for an opened file.
-fn file_response<B>(cfg: &Config, req: &Request<B>, found: Found) -> Response<Body> {
+/// Steps 5 to 8 for a representation, from a file or from memory.
+fn represent<B>(req: &Request<B>, prepared: &cache::Prepared, source: Source) -> Response<Body> {
     let head = req.method() == Method::HEAD;
-    let hc = &cfg.headers;
-    let mut h = HeaderMap::new();
-    let content_type = headers::content_type(&found.rel_path, &cfg.files.mime_types);
-
-    // Validators and caching metadata: sent on 200, 206 and 304 alike.
-    if let Ok(v) = HeaderValue::from_str(&found.etag) {
-        h.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(found.modified)) {
-        h.insert(header::LAST_MODIFIED, v);
-    }
-    if let Some(cc) = headers::cache_control(hc, &found.rel_path) {
-        h.insert(header::CACHE_CONTROL, cc.clone());
-    }
-    if found.has_twins {
-        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    }
-    headers::apply_rules(hc, &found.rel_path, &mut h);
-    headers::apply_common(hc, &mut h);
-
+    let mut h = prepared.headers.clone();
+    let content_type = prepared.content_type.clone();
     let validators = Validators {
-        etag: &found.etag,
-        last_modified: found.modified,
+        etag: &prepared.etag,
+        last_modified: prepared.modified,
     };
     let pre = Preconditions {
         if_match: header_str(req, header::IF_MATCH),
@@ -312,20 +401,20 @@ fn file_response<B>(cfg: &Config, req: &Request<B>, found: Found) -> Response<Bo
     }
 
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(enc) = found.encoding {
+    if let Some(enc) = prepared.encoding {
         h.insert(
             header::CONTENT_ENCODING,
             HeaderValue::from_static(enc.token()),
         );
     }
-    let len = found.len;
+    let len = prepared.len;
     // Range is defined for GET only (RFC 9110 section 14.2); HEAD ignores it.
     let range = match header_str(req, header::RANGE) {
         Some(r) if !head => {
             let applies = header_str(req, header::IF_RANGE)
                 .is_none_or(|ir| conditional::if_range_allows(ir, &validators));
             if applies {
-                range::evaluate(r, len, cfg.files.max_ranges)
+                range::evaluate(r, len, prepared.max_ranges)
             } else {
                 RangeOutcome::Full
             }
@@ -343,7 +432,7 @@ fn file_response<B>(cfg: &Config, req: &Request<B>, found: Found) -> Response<Bo
             let b = if head {
                 body::empty()
             } else {
-                body::file(found.file, vec![Segment::File { offset: 0, len }])
+                source.body(vec![Segment::File { offset: 0, len }])
             };
             build(StatusCode::OK, h, b)
         }
@@ -361,13 +450,10 @@ fn file_response<B>(cfg: &Config, req: &Request<B>, found: Found) -> Response<Bo
             if let Ok(v) = HeaderValue::from_str(&content_range(r, len)) {
                 h.insert(header::CONTENT_RANGE, v);
             }
-            let b = body::file(
-                found.file,
-                vec![Segment::File {
-                    offset: r.start,
-                    len: r.len(),
-                }],
-            );
+            let b = source.body(vec![Segment::File {
+                offset: r.start,
+                len: r.len(),
+            }]);
             build(StatusCode::PARTIAL_CONTENT, h, b)
         }
         RangeOutcome::Partial(ranges) => {
@@ -378,11 +464,7 @@ fn file_response<B>(cfg: &Config, req: &Request<B>, found: Found) -> Response<Bo
                 h.insert(header::CONTENT_TYPE, v);
             }
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
-            build(
-                StatusCode::PARTIAL_CONTENT,
-                h,
-                body::file(found.file, segments),
-            )
+            build(StatusCode::PARTIAL_CONTENT, h, source.body(segments))
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct Found {
     pub encoding: Option<Encoding>,
     /// Whether any twin exists: then every response varies on Accept-Encoding.
     pub has_twins: bool,
+    /// The twins that exist, in server preference order.
+    pub available: Vec<Encoding>,
     /// Path of the requested (not twin) file relative to the root, `/`-separated:
     /// what content type, cache and header rules match against.
     pub rel_path: String,
@@ -190,6 +192,7 @@ pub fn resolve(
         etag,
         encoding: chosen,
         has_twins: !twins.is_empty(),
+        available,
         rel_path,
     })))
 }

@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""ruchy-serve against nginx, lighttpd and python3 -m http.server, in one run.
+
+Method (the same for every server):
+  - each server on core 0 with one worker (ruchy-serve: workers = 1; nginx:
+    worker_processes 1; lighttpd: one process; python: one process), the load
+    generator on core 1 with one thread (taskset);
+  - REPS repetitions of DURATION seconds per workload, medians reported;
+  - before any load, every fixture is fetched from every server and compared
+    byte for byte: a wrong byte fails the run.
+
+Usage: benches/run.py [--duration S] [--reps N] [--only w1,w4] [--servers ruchy,nginx]
+Writes benches/results/latest.md (table + commands + configs) and prints it.
+Installs wrk, h2load (nghttp2-client), nginx, lighttpd and brotli from
+Debian's packages when missing.
+"""
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CORE = "0"
+LOAD_CORE = "1"
+
+WORKLOADS = {
+    # name: (description, tool, path, connections, extra)
+    "w1": ("1 KiB keep-alive, 100 connections", "wrk", "/1k.html", 100, []),
+    "w2": ("1 KiB, 1 connection (sequential)", "wrk", "/1k.html", 1, []),
+    "w3": ("1 KiB, Connection: close, 50 connections", "wrk", "/1k.html", 50, ["-H", "Connection: close"]),
+    "w4": ("1 MiB keep-alive, 10 connections", "wrk", "/1m.bin", 10, []),
+    "w5": ("32 MiB, 4 connections", "wrk", "/32m.bin", 4, []),
+    "w6": ("404, 100 connections", "wrk", "/missing.html", 100, []),
+    "w7": ("HTTP/2 1 KiB, h2load -c 10 -m 10", "h2load", "/1k.html", 10, []),
+    "w8": ("TLS 1 KiB keep-alive, 100 connections", "wrk-tls", "/1k.html", 100, []),
+}
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def ensure_tools():
+    need = []
+    for tool, pkg in [("wrk", "wrk"), ("h2load", "nghttp2-client"), ("nginx", "nginx"),
+                      ("lighttpd", "lighttpd"), ("brotli", "brotli"), ("openssl", "openssl")]:
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            need.append(pkg)
+    if need:
+        print(f"installing {' '.join(need)} from Debian's packages", file=sys.stderr)
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-qq"] + need, check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def fixtures(www: Path):
+    www.mkdir(parents=True)
+    rnd = lambda n: os.urandom(n)
+    head = b"<!DOCTYPE html><title>1k</title><p>"
+    (www / "1k.html").write_bytes(head + b"x" * (1024 - len(head)))
+    js = (b"console.log('ruchy-serve benchmark');\n" * 500)[: 16 * 1024]
+    (www / "16k.js").write_bytes(js)
+    sh(["gzip", "-9", "-k", "-n", str(www / "16k.js")])
+    sh(["brotli", "-k", "-q", "11", str(www / "16k.js")])
+    (www / "1m.bin").write_bytes(rnd(1 << 20))
+    (www / "32m.bin").write_bytes(rnd(32 << 20))
+    (www / "app.wasm").write_bytes(b"\0asm\x01\0\0\0" + rnd((2 << 20) - 8))
+    assert (www / "1k.html").stat().st_size == 1024
+
+
+def cert(dir: Path):
+    sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-days", "2",
+        "-keyout", str(dir / "key.pem"), "-out", str(dir / "cert.pem")])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, name, cmd, http, h2=None, tls=None, config_text="", cwd=None):
+        self.name, self.cmd, self.http, self.h2, self.tls = name, cmd, http, h2, tls
+        self.config_text, self.cwd, self.proc = config_text, cwd, None
+
+    def start(self):
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + self.cmd, cwd=self.cwd,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.http), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit(f"{self.name} did not start: {' '.join(self.cmd)}")
+
+    def pids(self):
+        """The server's processes (nginx forks a worker)."""
+        out = subprocess.run(["pgrep", "-s", str(self.proc.pid)], text=True, capture_output=True).stdout
+        return [int(p) for p in out.split()]
+
+    def cpu_seconds(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except (FileNotFoundError, IndexError):
+                pass
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except FileNotFoundError:
+                pass
+        return total
+
+    def stop(self):
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def servers(work: Path, www: Path, binary: Path, wanted, metrics_on=False):
+    out = []
+    certp, keyp = work / "cert.pem", work / "key.pem"
+    if "ruchy" in wanted:
+        http, tls = free_port(), free_port()
+        metrics = f'"127.0.0.1:{free_port()}"' if metrics_on else '""'
+        conf = f"""root = "{www}"
+workers = 1
+[[listen]]
+address = "127.0.0.1:{http}"
+[[listen]]
+address = "127.0.0.1:{tls}"
+tls = true
+[[tls.certificates]]
+cert = "{certp}"
+key = "{keyp}"
+[log]
+access_log = "off"
+level = "warn"
+[metrics]
+address = {metrics}
+"""
+        path = work / ("ruchy-metrics.toml" if metrics_on else "ruchy.toml")
+        path.write_text(conf)
+        name = "ruchy-serve+metrics" if metrics_on else "ruchy-serve"
+        out.append(Server(name, [str(binary), "--config", str(path)], http, h2=http, tls=tls, config_text=conf))
+    if "nginx" in wanted and not metrics_on:
+        http, h2, tls = free_port(), free_port(), free_port()
+        ndir = work / "nginx"
+        ndir.mkdir(exist_ok=True)
+        conf = f"""worker_processes 1;
+daemon off;
+pid {ndir}/nginx.pid;
+error_log {ndir}/error.log crit;
+events {{ worker_connections 20000; }}
+worker_rlimit_nofile 40000;
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    open_file_cache max=1000 inactive=60s;
+    keepalive_requests 1000000;
+    client_body_temp_path {ndir}; proxy_temp_path {ndir}; fastcgi_temp_path {ndir};
+    uwsgi_temp_path {ndir}; scgi_temp_path {ndir};
+    server {{ listen 127.0.0.1:{http}; root {www}; }}
+    server {{ listen 127.0.0.1:{h2} http2; root {www}; }}
+    server {{ listen 127.0.0.1:{tls} ssl; ssl_certificate {certp}; ssl_certificate_key {keyp};
+             ssl_protocols TLSv1.2 TLSv1.3; root {www}; }}
+}}
+"""
+        (ndir / "nginx.conf").write_text(conf)
+        out.append(Server("nginx", ["nginx", "-c", str(ndir / "nginx.conf"), "-p", str(ndir)], http, h2=h2,
+                          tls=tls, config_text=conf))
+    if "lighttpd" in wanted and not metrics_on:
+        http = free_port()
+        conf = f"""server.document-root = "{www}"
+server.port = {http}
+server.bind = "127.0.0.1"
+server.max-worker = 0
+server.max-keep-alive-requests = 1000000
+server.max-fds = 40000
+server.feature-flags += ("server.h2proto" => "enable", "server.h2c" => "enable")
+mimetype.assign = (".html" => "text/html", ".js" => "text/javascript", ".bin" => "application/octet-stream", ".wasm" => "application/wasm")
+"""
+        (work / "lighttpd.conf").write_text(conf)
+        out.append(Server("lighttpd", ["lighttpd", "-D", "-f", str(work / "lighttpd.conf")], http, h2=http,
+                          config_text=conf))
+    if "python" in wanted and not metrics_on:
+        http = free_port()
+        out.append(Server("python-http.server",
+                          [sys.executable, "-m", "http.server", str(http), "--bind", "127.0.0.1",
+                           "--directory", str(www)], http))
+    return out
+
+
+def verify(server, www):
+    """Every fixture, byte for byte, over a real request."""
+    for f in ["1k.html", "16k.js", "1m.bin", "32m.bin", "app.wasm"]:
+        got = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{server.http}/{f}"], capture_output=True).stdout
+        if hashlib.sha256(got).digest() != hashlib.sha256((www / f).read_bytes()).digest():
+            raise SystemExit(f"WRONG BYTES: {server.name} /{f} ({len(got)} bytes)")
+
+
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * UNIT[m.group(2)] if m else float("nan")
+
+
+def run_wrk(server, wl, duration):
+    desc, tool, path, conns, extra = WORKLOADS[wl]
+    if tool == "wrk-tls":
+        if not server.tls:
+            return None
+        url = f"https://localhost:{server.tls}{path}"
+    else:
+        url = f"http://127.0.0.1:{server.http}{path}"
+    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"] + extra + [url]
+    cpu0 = server.cpu_seconds()
+    out = subprocess.run(cmd, text=True, capture_output=True, timeout=duration + 60).stdout
+    cpu = server.cpu_seconds() - cpu0
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    tr = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
+    mult = {"B": 1e-6, "KB": 1024 / 1e6, "MB": 1024 ** 2 / 1e6, "GB": 1024 ** 3 / 1e6}
+    mbs = float(tr.group(1)) * mult.get(tr.group(2), 1)
+    p50 = ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = ms(re.search(r"99%\s+(\S+)", out).group(1))
+    errors = 0
+    se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if se:
+        errors += sum(int(x) for x in se.groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx and wl != "w6":
+        errors += int(non2xx.group(1))
+    return dict(rps=rps, mbs=mbs, p50=p50, p99=p99, errors=errors, cpu=cpu, cmd=" ".join(cmd[3:]))
+
+
+def run_h2load(server, wl, duration):
+    if not server.h2:
+        return None
+    desc, tool, path, conns, extra = WORKLOADS[wl]
+    cmd = ["taskset", "-c", LOAD_CORE, "h2load", "-c10", "-m10", "-t1", "-D", str(duration),
+           f"http://127.0.0.1:{server.h2}{path}"]
+    cpu0 = server.cpu_seconds()
+    out = subprocess.run(cmd, text=True, capture_output=True, timeout=duration + 60).stdout
+    cpu = server.cpu_seconds() - cpu0
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s, ([\d.]+)(\w+)/s", out)
+    if not m:
+        return dict(rps=0.0, mbs=0.0, p50=float("nan"), p99=float("nan"), errors=-1, cpu=cpu, cmd=" ".join(cmd[3:]))
+    mult = {"B": 1e-6, "KB": 1024 / 1e6, "MB": 1024 ** 2 / 1e6, "GB": 1024 ** 3 / 1e6}
+    st = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    errors = int(st.group(5)) + int(st.group(6)) if st else -1
+    lat = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
+    p50 = ms(lat.group(3)) if lat else float("nan")  # h2load prints min/max/mean: mean stands in for p50
+    return dict(rps=float(m.group(1)), mbs=float(m.group(2)) * mult.get(m.group(3), 1), p50=p50,
+                p99=float("nan"), errors=errors, cpu=cpu, cmd=" ".join(cmd[3:]))
+
+
+def idle_rss(server, count=10000):
+    """RSS with `count` idle keep-alive connections, each after one request."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count + 1000, count + 1000))
+    base = server.rss_kib()
+    socks = []
+    req = b"GET /1k.html HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", server.http), timeout=5)
+            s.sendall(req)
+            socks.append(s)
+        for s in socks:
+            s.recv(4096)
+        time.sleep(1)
+        loaded = server.rss_kib()
+    except OSError as e:
+        loaded = f"failed after {len(socks)}: {e}"
+    finally:
+        for s in socks:
+            s.close()
+    return base, loaded
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default=",".join(WORKLOADS))
+    ap.add_argument("--servers", default="ruchy,nginx,lighttpd,python")
+    ap.add_argument("--metrics-overhead", action="store_true", help="also run w1 with metrics on")
+    ap.add_argument("--idle", action="store_true", help="also measure RSS with 10,000 idle connections")
+    args = ap.parse_args()
+    ensure_tools()
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    binary = ROOT / "target/release/ruchy-serve"
+    wanted = args.servers.split(",")
+    work = Path(tempfile.mkdtemp(prefix="ruchy-bench-"))
+    work.chmod(0o755)  # nginx's workers run as www-data
+    www = work / "www"
+    fixtures(www)
+    cert(work)
+    srv = servers(work, www, binary, wanted)
+    if args.metrics_overhead:
+        srv += servers(work, www, binary, ["ruchy"], metrics_on=True)
+    results = {}
+    configs = {}
+    try:
+        for s in srv:
+            s.start()
+            verify(s, www)
+            configs[s.name] = s.config_text
+            idle = s.rss_kib()
+            for wl in args.only.split(","):
+                if s.name.endswith("+metrics") and wl != "w1":
+                    continue
+                if s.name.startswith("python") and wl in ("w7", "w8"):
+                    continue
+                runs = []
+                for _ in range(args.reps):
+                    r = run_h2load(s, wl, args.duration) if WORKLOADS[wl][1] == "h2load" else run_wrk(s, wl, args.duration)
+                    if r is None:
+                        break
+                    runs.append(r)
+                if not runs:
+                    continue
+                med = {k: statistics.median([r[k] for r in runs]) for k in ("rps", "mbs", "p50", "p99", "cpu")}
+                med["errors"] = sum(r["errors"] for r in runs)
+                med["rps_per_cpu"] = med["rps"] / (med["cpu"] / args.duration) if med["cpu"] > 0 else float("nan")
+                med["cmd"] = runs[0]["cmd"]
+                med["peak_rss"] = s.rss_kib()
+                results[(wl, s.name)] = med
+                print(f"{wl} {s.name:22} {med['rps']:>10.0f} req/s {med['mbs']:>9.1f} MB/s "
+                      f"p50 {med['p50']:.2f} ms p99 {med['p99']:.2f} ms errors {med['errors']}", flush=True)
+                if med["errors"] != 0 and not s.name.startswith("python"):
+                    print(f"ERRORS from {s.name} on {wl}", file=sys.stderr)
+            results[("idle", s.name)] = {"rss": idle}
+            if args.idle and not s.name.startswith("python"):
+                results[("idle10k", s.name)] = {"rss": idle_rss(s)}
+            s.stop()
+    finally:
+        for s in srv:
+            s.stop()
+    report(results, configs, args, work)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def report(results, configs, args, work):
+    names = []
+    for (_, n) in results:
+        if n not in names:
+            names.append(n)
+    lines = [f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+             f"Method: servers pinned to core {SERVER_CORE} with one worker, load generator pinned to core "
+             f"{LOAD_CORE} with one thread; {args.reps} runs of {args.duration} s each, medians. "
+             f"Machine: {os.cpu_count()} cores, `{os.uname().release}`. "
+             "req/core-s is requests per second of server CPU time (utime+stime from /proc).", "",
+             "| workload | server | req/s | MB/s | p50 ms | p99 ms | errors | req/core-s | vs nginx | vs python | RSS after KiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for wl in WORKLOADS:
+        ng = results.get((wl, "nginx"))
+        py = results.get((wl, "python-http.server"))
+        for n in names:
+            r = results.get((wl, n))
+            if not r:
+                continue
+            key = "mbs" if wl in ("w4", "w5") else "rps"
+            vs_ng = f"{r[key] / ng[key]:.2f}x" if ng and ng[key] else "-"
+            vs_py = f"{r[key] / py[key]:.1f}x" if py and py[key] else "-"
+            lines.append(f"| {wl} {WORKLOADS[wl][0]} | {n} | {r['rps']:.0f} | {r['mbs']:.1f} | {r['p50']:.2f} | "
+                         f"{r['p99']:.2f} | {r['errors']} | {r['rps_per_cpu']:.0f} | {vs_ng} | {vs_py} | {r['peak_rss']} |")
+    lines += ["", "Idle RSS (KiB) after start:", ""]
+    for n in names:
+        if ("idle", n) in results:
+            extra = ""
+            if ("idle10k", n) in results:
+                base, loaded = results[("idle10k", n)]["rss"]
+                extra = f"; with 10,000 idle keep-alive connections: {loaded}"
+            lines.append(f"- {n}: {results[('idle', n)]['rss']}{extra}")
+    lines += ["", "Load commands (URL ports vary per run):", ""]
+    seen = set()
+    for (wl, n), r in results.items():
+        if "cmd" in r and wl not in seen:
+            seen.add(wl)
+            lines.append(f"- {wl}: `taskset -c {LOAD_CORE} {r['cmd']}`")
+    lines += ["", "Server configurations:", ""]
+    for n, c in configs.items():
+        if c:
+            lines += [f"{n}:", "```", c.strip(), "```", ""]
+    text = "\n".join(lines) + "\n"
+    out = ROOT / "benches/results/latest.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+//! The in-memory cache for small hot files: body as `Bytes`, validators and
+//! the whole header block prepared once, so a hit costs no file-system call,
+//! no blocking-pool trip and no header formatting.
+//!
+//! Entries are keyed by the raw request path and trusted for
+//! `files.cache_revalidate` (1 s by default): after that the next request
+//! resolves the path again, so a file changed on disk is served fresh within
+//! that interval. Memory is bounded by `files.cache_max_bytes`; past it the
+//! whole cache is dropped and refills with what is hot (a scan of many cold
+//! paths cannot pin memory). Reload builds a new `Site`, so the cache starts
+//! empty under a new configuration.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+
+use super::headers;
+use crate::config::{Config, Encoding};
+
+/// Everything about one representation that does not depend on the request.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// ETag, Last-Modified, Cache-Control, Vary, rule and security headers:
+    /// what 200, 206 and 304 all carry.
+    pub headers: HeaderMap,
+    pub content_type: HeaderValue,
+    pub etag: String,
+    pub modified: SystemTime,
+    pub encoding: Option<Encoding>,
+    pub len: u64,
+    /// `files.max_ranges` of the configuration this was prepared under.
+    pub max_ranges: usize,
+}
+
+impl Prepared {
+    pub fn new(
+        cfg: &Config,
+        rel_path: &str,
+        etag: String,
+        modified: SystemTime,
+        has_twins: bool,
+        encoding: Option<Encoding>,
+        len: u64,
+    ) -> Prepared {
+        let hc = &cfg.headers;
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            h.insert(header::ETAG, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+        if let Some(cc) = headers::cache_control(hc, rel_path) {
+            h.insert(header::CACHE_CONTROL, cc.clone());
+        }
+        if has_twins {
+            h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        headers::apply_rules(hc, rel_path, &mut h);
+        headers::apply_common(hc, &mut h);
+        Prepared {
+            headers: h,
+            content_type: headers::content_type(rel_path, &cfg.files.mime_types),
+            etag,
+            modified,
+            encoding,
+            len,
+            max_ranges: cfg.files.max_ranges,
+        }
+    }
+}
+
+/// A cached representation.
+#[derive(Debug)]
+pub struct Variant {
+    pub prepared: Prepared,
+    pub body: Bytes,
+}
+
+/// One request path: which twins exist, and each variant once loaded.
+#[derive(Debug)]
+pub struct Entry {
+    created: Instant,
+    pub available: Vec<Encoding>,
+    /// identity, br, zstd, gzip.
+    variants: [OnceLock<Arc<Variant>>; 4],
+}
+
+fn slot(encoding: Option<Encoding>) -> usize {
+    match encoding {
+        None => 0,
+        Some(Encoding::Brotli) => 1,
+        Some(Encoding::Zstd) => 2,
+        Some(Encoding::Gzip) => 3,
+    }
+}
+
+impl Entry {
+    pub fn variant(&self, encoding: Option<Encoding>) -> Option<&Arc<Variant>> {
+        self.variants[slot(encoding)].get()
+    }
+}
+
+/// The cache's Prometheus handles (process-wide; a reload's new cache keeps
+/// counting into the same series).
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub hits: prometheus::IntCounter,
+    pub misses: prometheus::IntCounter,
+    pub evictions: prometheus::IntCounter,
+    pub bytes: prometheus::IntGauge,
+}
+
+#[derive(Debug)]
+pub struct FileCache {
+    map: RwLock<HashMap<String, Arc<Entry>>>,
+    bytes: AtomicU64,
+    max_bytes: u64,
+    max_file: u64,
+    ttl: std::time::Duration,
+    stats: Stats,
+}
+
+impl FileCache {
+    pub fn new(cfg: &Config, stats: Stats) -> FileCache {
+        stats.bytes.set(0);
+        FileCache {
+            map: RwLock::new(HashMap::new()),
+            bytes: AtomicU64::new(0),
+            max_bytes: cfg.files.cache_max_bytes,
+            max_file: cfg.files.cache_max_file_size.min(cfg.files.cache_max_bytes),
+            ttl: cfg.files.cache_revalidate,
+            stats,
+        }
+    }
+
+    /// Whether a file of `len` bytes may be cached.
+    pub fn accepts(&self, len: u64) -> bool {
+        self.max_bytes > 0 && len <= self.max_file
+    }
+
+    /// A fresh entry for `path`, if any.
+    pub fn lookup(&self, path: &str) -> Option<Arc<Entry>> {
+        if self.max_bytes == 0 {
+            return None;
+        }
+        let map = self.map.read().expect("file cache lock");
+        let entry = map.get(path)?;
+        (entry.created.elapsed() < self.ttl).then(|| Arc::clone(entry))
+    }
+
+    pub fn hit(&self) {
+        self.stats.hits.inc();
+    }
+
+    pub fn miss(&self) {
+        self.stats.misses.inc();
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Stores a freshly resolved variant for `path`. The entry is reused when
+    /// it is still fresh and lists the same twins; otherwise it is replaced.
+    pub fn insert(&self, path: &str, available: &[Encoding], variant: Variant) -> Arc<Variant> {
+        let size = variant.body.len() as u64;
+        let encoding = variant.prepared.encoding;
+        let variant = Arc::new(variant);
+        let mut map = self.map.write().expect("file cache lock");
+        if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
+            let dropped = map.len() as u64;
+            map.clear();
+            self.bytes.store(0, Ordering::Relaxed);
+            self.stats.evictions.inc_by(dropped);
+        }
+        let reuse = map
+            .get(path)
+            .filter(|e| e.created.elapsed() < self.ttl && e.available == available)
+            .cloned();
+        let entry = match reuse {
+            Some(e) => e,
+            None => {
+                let e = Arc::new(Entry {
+                    created: Instant::now(),
+                    available: available.to_vec(),
+                    variants: Default::default(),
+                });
+                if let Some(old) = map.insert(path.to_string(), Arc::clone(&e)) {
+                    let freed: u64 = old
+                        .variants
+                        .iter()
+                        .filter_map(|v| v.get())
+                        .map(|v| v.body.len() as u64)
+                        .sum();
+                    self.bytes.fetch_sub(
+                        freed.min(self.bytes.load(Ordering::Relaxed)),
+                        Ordering::Relaxed,
+                    );
+                }
+                e
+            }
+        };
+        if entry.variants[slot(encoding)]
+            .set(Arc::clone(&variant))
+            .is_ok()
+        {
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+        }
+        self.stats
+            .bytes
+            .set(self.bytes.load(Ordering::Relaxed) as i64);
+        variant
+    }
+}
