@@ -68,8 +68,10 @@ pub struct Record {
     /// The configured listener address: the `listener` metric label.
     listener: Arc<str>,
     method_label: &'static str,
-    /// Write the access-log line (the metrics are recorded either way).
+    /// Write the access-log line.
     log: bool,
+    /// Record request metrics (off when there is no metrics listener to read them).
+    metrics: bool,
     method: String,
     target: String,
     version: Version,
@@ -80,11 +82,12 @@ pub struct Record {
 }
 
 impl Record {
+    /// `log`: write the access-log line; `metrics`: record request metrics.
     pub fn new<B>(
         req: &Request<B>,
         peer: Peer,
         listener: Arc<str>,
-        log: bool,
+        (log, metrics): (bool, bool),
         start: Instant,
     ) -> Record {
         let header = |name: http::header::HeaderName| {
@@ -98,6 +101,7 @@ impl Record {
             listener,
             method_label: crate::metrics::method_label(req.method()),
             log,
+            metrics,
             method: req.method().as_str().to_string(),
             target: req
                 .uri()
@@ -174,20 +178,21 @@ impl LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         let r = &self.record;
-        let m = &self.metrics;
-        // as_str reads a static table: no allocation per request.
-        let status =
-            http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-        let code = status.as_str();
-        m.requests
-            .with_label_values(&[&*r.listener, r.method_label, code])
-            .inc();
-        m.duration
-            .with_label_values(&[&*r.listener])
-            .observe(r.start.elapsed().as_secs_f64());
-        m.body_bytes
-            .with_label_values(&[&*r.listener])
-            .inc_by(self.bytes);
+        if r.metrics {
+            let m = &self.metrics;
+            // as_str reads a static table: no allocation per request.
+            let status = http::StatusCode::from_u16(r.status)
+                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+            m.requests
+                .with_label_values(&[&*r.listener, r.method_label, status.as_str()])
+                .inc();
+            m.duration
+                .with_label_values(&[&*r.listener])
+                .observe(r.start.elapsed().as_secs_f64());
+            m.body_bytes
+                .with_label_values(&[&*r.listener])
+                .inc_by(self.bytes);
+        }
         if r.log {
             r.emit(self.bytes);
         }

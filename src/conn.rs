@@ -220,7 +220,14 @@ async fn serve_http<I>(
             let start = Instant::now();
             let site = shared.site();
             let logged = site.config.log.access_log != AccessLog::Off;
-            let record = Record::new(&req, info.peer, Arc::clone(&info.listener), logged, start);
+            let metered = site.config.metrics.address.is_some();
+            let record = Record::new(
+                &req,
+                info.peer,
+                Arc::clone(&info.listener),
+                (logged, metered),
+                start,
+            );
             let health = site.config.metrics.main_health_paths;
             let mut resp = match crate::admin::health(&shared, req.uri().path()) {
                 Some(r) if health => r,

@@ -85,6 +85,9 @@ pub struct Variant {
 #[derive(Debug)]
 pub struct Entry {
     created: Instant,
+    /// A path that resolved to nothing (nginx's open_file_cache_errors):
+    /// scanners hammering missing paths then cost no file-system calls either.
+    pub missing: bool,
     pub available: Vec<Encoding>,
     /// identity, br, zstd, gzip.
     variants: [OnceLock<Arc<Variant>>; 4],
@@ -165,6 +168,34 @@ impl FileCache {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Remembers that `path` resolved to nothing. The path's length counts
+    /// against the byte bound, so a scan of random paths cannot grow memory.
+    pub fn insert_missing(&self, path: &str) {
+        if self.max_bytes == 0 {
+            return;
+        }
+        let size = path.len() as u64 + 64;
+        let mut map = self.map.write().expect("file cache lock");
+        if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
+            let dropped = map.len() as u64;
+            map.clear();
+            self.bytes.store(0, Ordering::Relaxed);
+            self.stats.evictions.inc_by(dropped);
+        }
+        let entry = Arc::new(Entry {
+            created: Instant::now(),
+            missing: true,
+            available: Vec::new(),
+            variants: Default::default(),
+        });
+        if map.insert(path.to_string(), entry).is_none() {
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+        }
+        self.stats
+            .bytes
+            .set(self.bytes.load(Ordering::Relaxed) as i64);
+    }
+
     /// Stores a freshly resolved variant for `path`. The entry is reused when
     /// it is still fresh and lists the same twins; otherwise it is replaced.
     pub fn insert(&self, path: &str, available: &[Encoding], variant: Variant) -> Arc<Variant> {
@@ -187,6 +218,7 @@ impl FileCache {
             None => {
                 let e = Arc::new(Entry {
                     created: Instant::now(),
+                    missing: false,
                     available: available.to_vec(),
                     variants: Default::default(),
                 });

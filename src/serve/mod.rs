@@ -123,6 +123,10 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
     }
 
     if let Some(entry) = site.cache.lookup(req.uri().path()) {
+        if entry.missing {
+            site.cache.hit();
+            return not_found(&site, req).await;
+        }
         let chosen =
             encoding::negotiate(header_str(req, header::ACCEPT_ENCODING), &entry.available);
         if let Some(v) = entry.variant(chosen) {
@@ -168,6 +172,11 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
                 },
             );
             represent(req, &variant.prepared, Source::Memory(variant.body.clone()))
+        }
+        Ok((Outcome::NotFound, _)) => {
+            site.cache.miss();
+            site.cache.insert_missing(req.uri().path());
+            not_found(&site, req).await
         }
         Ok((outcome, _)) => respond_outcome(&site, req, outcome).await,
         Err(e) => io_error(&site, req, e).await,
