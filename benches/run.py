@@ -43,6 +43,8 @@ WORKLOADS = {
     "w6": ("404, 100 connections", "wrk", "/missing.html", 100, []),
     "w7": ("HTTP/2 1 KiB, h2load -c 10 -m 10", "h2load", "/1k.html", 10, []),
     "w8": ("TLS 1 KiB keep-alive, 100 connections", "wrk-tls", "/1k.html", 100, []),
+    "w9": ("TLS new connection per request (full handshakes), 50 connections", "wrk-tls", "/1k.html", 50,
+           ["-H", "Connection: close"]),
 }
 
 
@@ -320,7 +322,11 @@ def main():
     ap.add_argument("--servers", default="ruchy,nginx,lighttpd,python")
     ap.add_argument("--metrics-overhead", action="store_true", help="also run w1 with metrics on")
     ap.add_argument("--idle", action="store_true", help="also measure RSS with 10,000 idle connections")
+    ap.add_argument("--metrics-ab", type=int, metavar="ROUNDS",
+                    help="only compare w1 with metrics off and on, alternating ROUNDS times")
     args = ap.parse_args()
+    if args.metrics_ab:
+        return metrics_ab(args)
     ensure_tools()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     binary = ROOT / "target/release/ruchy-serve"
@@ -344,7 +350,7 @@ def main():
             for wl in args.only.split(","):
                 if s.name.endswith("+metrics") and wl != "w1":
                     continue
-                if s.name.startswith("python") and wl in ("w7", "w8"):
+                if s.name.startswith("python") and wl in ("w7", "w8", "w9"):
                     continue
                 runs = []
                 for _ in range(args.reps):
@@ -373,6 +379,41 @@ def main():
             s.stop()
     report(results, configs, args, work)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def metrics_ab(args):
+    """Metrics recording on vs off at w1, alternating runs so that drift on a
+    shared machine hits both sides alike."""
+    ensure_tools()
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    binary = ROOT / "target/release/ruchy-serve"
+    work = Path(tempfile.mkdtemp(prefix="ruchy-bench-"))
+    www = work / "www"
+    fixtures(www)
+    cert(work)
+    off = servers(work, www, binary, ["ruchy"])[0]
+    on = servers(work, www, binary, ["ruchy"], metrics_on=True)[0]
+    rps = {off.name: [], on.name: []}
+    try:
+        for s in (off, on):
+            s.start()
+            verify(s, www)
+        for _ in range(args.metrics_ab):
+            for s in (off, on):
+                rps[s.name].append(run_wrk(s, "w1", args.duration)["rps"])
+    finally:
+        off.stop()
+        on.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    a, b = statistics.median(rps[off.name]), statistics.median(rps[on.name])
+    text = (f"# Metrics overhead at w1 ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
+            f"{args.metrics_ab} alternating rounds of {args.duration} s, server on core {SERVER_CORE}, wrk on core {LOAD_CORE}.\n\n"
+            f"- metrics off: median {a:.0f} req/s (runs: {', '.join(f'{x:.0f}' for x in rps[off.name])})\n"
+            f"- metrics on:  median {b:.0f} req/s (runs: {', '.join(f'{x:.0f}' for x in rps[on.name])})\n"
+            f"- on / off: {b / a:.3f} ({(1 - b / a) * 100:+.1f}% cost)\n")
+    (ROOT / "benches/results").mkdir(exist_ok=True)
+    (ROOT / "benches/results/metrics-overhead.md").write_text(text)
+    print(text)
 
 
 def report(results, configs, args, work):

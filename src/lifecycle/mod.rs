@@ -308,23 +308,8 @@ fn open_admin(config: &Config, inherited: &Inherited) -> Result<Option<Bound>, L
 }
 
 fn serve_admin(bound: Bound, shared: &Arc<Shared>) -> Serving {
-    let (stop, stop_rx) = watch::channel(false);
-    let local = bound
-        .listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
-    let loops = bound
-        .listeners
-        .into_iter()
-        .map(|l| tokio::spawn(crate::admin::serve(l, Arc::clone(shared), stop_rx.clone())))
-        .collect();
-    Serving {
-        addr: bound.addr,
-        local,
-        stop,
-        loops,
-    }
+    let shared = Arc::clone(shared);
+    spawn_loops(bound, move |l, _, stop| crate::admin::serve(l, Arc::clone(&shared), stop))
 }
 
 /// Checks certificate and key files for changes every `tls.watch_interval`
@@ -352,6 +337,19 @@ async fn watch_certificates(shared: Arc<Shared>) {
 }
 
 fn serve(bound: Bound, shared: &Arc<Shared>, graceful: &Arc<GracefulShutdown>) -> Serving {
+    let (shared, graceful) = (Arc::clone(shared), Arc::clone(graceful));
+    spawn_loops(bound, move |l, addr, stop| {
+        conn::accept_loop(l, addr, Arc::clone(&shared), Arc::clone(&graceful), stop)
+    })
+}
+
+/// One task per socket of a `[[listen]]` entry (a `systemd:` name may stand
+/// for several), all stopped by one switch.
+fn spawn_loops<F, Fut>(bound: Bound, accept_loop: F) -> Serving
+where
+    F: Fn(Listener, ListenAddr, watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let (stop, stop_rx) = watch::channel(false);
     let local = bound
         .listeners
@@ -361,15 +359,7 @@ fn serve(bound: Bound, shared: &Arc<Shared>, graceful: &Arc<GracefulShutdown>) -
     let loops = bound
         .listeners
         .into_iter()
-        .map(|l| {
-            tokio::spawn(conn::accept_loop(
-                l,
-                bound.addr.clone(),
-                Arc::clone(shared),
-                Arc::clone(graceful),
-                stop_rx.clone(),
-            ))
-        })
+        .map(|l| tokio::spawn(accept_loop(l, bound.addr.clone(), stop_rx.clone())))
         .collect();
     Serving {
         addr: bound.addr,

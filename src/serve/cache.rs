@@ -168,6 +168,16 @@ impl FileCache {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Drops everything when `size` more bytes would pass the bound: simple,
+    /// and what is hot comes back on the next requests.
+    fn make_room(&self, map: &mut HashMap<String, Arc<Entry>>, size: u64) {
+        if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
+            self.stats.evictions.inc_by(map.len() as u64);
+            map.clear();
+            self.bytes.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Remembers that `path` resolved to nothing. The path's length counts
     /// against the byte bound, so a scan of random paths cannot grow memory.
     pub fn insert_missing(&self, path: &str) {
@@ -176,12 +186,7 @@ impl FileCache {
         }
         let size = path.len() as u64 + 64;
         let mut map = self.map.write().expect("file cache lock");
-        if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
-            let dropped = map.len() as u64;
-            map.clear();
-            self.bytes.store(0, Ordering::Relaxed);
-            self.stats.evictions.inc_by(dropped);
-        }
+        self.make_room(&mut map, size);
         let entry = Arc::new(Entry {
             created: Instant::now(),
             missing: true,
@@ -203,12 +208,7 @@ impl FileCache {
         let encoding = variant.prepared.encoding;
         let variant = Arc::new(variant);
         let mut map = self.map.write().expect("file cache lock");
-        if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
-            let dropped = map.len() as u64;
-            map.clear();
-            self.bytes.store(0, Ordering::Relaxed);
-            self.stats.evictions.inc_by(dropped);
-        }
+        self.make_room(&mut map, size);
         let reuse = map
             .get(path)
             .filter(|e| e.created.elapsed() < self.ttl && e.available == available)

@@ -143,13 +143,18 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let outcome = blocking(&site, move |site| {
-        let outcome = resolve::resolve(
+        let resolved = resolve::resolve(
             &site.config,
             &site.etags,
             &path,
             query.as_deref(),
             accept.as_deref(),
-        )?;
+        );
+        let outcome = match resolved {
+            // ENOENT and ENOTDIR are answers, not failures: cache them as such.
+            Err(e) if resolve::is_not_found(&e) => Outcome::NotFound,
+            other => other?,
+        };
         let bytes = match &outcome {
             Outcome::File(f) if site.cache.accepts(f.len) => read_whole(&f.file, f.len),
             _ => None,
