@@ -483,3 +483,25 @@ async fn etag_is_the_same_over_http2() {
     let r = get_h2(s.addr, &["/hello.txt"]).await;
     assert_eq!(r[0].header("etag"), Some(etag.as_str()));
 }
+
+#[tokio::test]
+async fn file_created_after_a_cached_404_is_served_within_the_interval() {
+    let dir = fixture();
+    let s = TestServer::start(dir.path(), "[files]\ncache_revalidate = \"300ms\"").await;
+    assert_eq!(s.get("/new.txt").await.status, 404);
+    assert_eq!(s.get("/new.txt").await.status, 404);
+    std::fs::write(dir.path().join("new.txt"), b"fresh\n").unwrap();
+    let created = std::time::Instant::now();
+    loop {
+        let r = s.get("/new.txt").await;
+        if r.status == 200 {
+            assert_eq!(r.body.as_ref(), b"fresh\n");
+            break;
+        }
+        assert!(
+            created.elapsed() < Duration::from_secs(1),
+            "404 cached past the interval"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -128,10 +128,15 @@ async fn known_traffic_gives_exact_counters() {
         "process metrics missing"
     );
     assert!(text.contains("ruchy_serve_build_info{commit="));
-    // hello.txt: one miss fills the cache, the other nine GET/HEAD are hits.
-    assert_eq!(value(&text, "file_cache_misses_total"), 1.0);
-    assert_eq!(value(&text, "file_cache_hits_total"), 9.0);
-    assert_eq!(value(&text, "file_cache_bytes"), 12.0);
+    // One miss each fills the cache for hello.txt and for /missing; the
+    // other nine GET/HEAD of hello.txt and the second 404 are hits. The
+    // not-found entry is charged its path length plus 64 bytes.
+    assert_eq!(value(&text, "file_cache_misses_total"), 2.0);
+    assert_eq!(value(&text, "file_cache_hits_total"), 10.0);
+    assert_eq!(
+        value(&text, "file_cache_bytes"),
+        (12 + "/missing".len() + 64) as f64
+    );
 }
 
 #[tokio::test]

@@ -309,7 +309,9 @@ fn open_admin(config: &Config, inherited: &Inherited) -> Result<Option<Bound>, L
 
 fn serve_admin(bound: Bound, shared: &Arc<Shared>) -> Serving {
     let shared = Arc::clone(shared);
-    spawn_loops(bound, move |l, _, stop| crate::admin::serve(l, Arc::clone(&shared), stop))
+    spawn_loops(bound, move |l, _, stop| {
+        crate::admin::serve(l, Arc::clone(&shared), stop)
+    })
 }
 
 /// Checks certificate and key files for changes every `tls.watch_interval`
