@@ -394,13 +394,16 @@ def metrics_ab(args):
     off = servers(work, www, binary, ["ruchy"])[0]
     on = servers(work, www, binary, ["ruchy"], metrics_on=True)[0]
     rps = {off.name: [], on.name: []}
+    per_cpu = {off.name: [], on.name: []}
     try:
         for s in (off, on):
             s.start()
             verify(s, www)
         for _ in range(args.metrics_ab):
             for s in (off, on):
-                rps[s.name].append(run_wrk(s, "w1", args.duration)["rps"])
+                r = run_wrk(s, "w1", args.duration)
+                rps[s.name].append(r["rps"])
+                per_cpu[s.name].append(r["rps"] / (r["cpu"] / args.duration))
     finally:
         off.stop()
         on.stop()
@@ -410,7 +413,10 @@ def metrics_ab(args):
             f"{args.metrics_ab} alternating rounds of {args.duration} s, server on core {SERVER_CORE}, wrk on core {LOAD_CORE}.\n\n"
             f"- metrics off: median {a:.0f} req/s (runs: {', '.join(f'{x:.0f}' for x in rps[off.name])})\n"
             f"- metrics on:  median {b:.0f} req/s (runs: {', '.join(f'{x:.0f}' for x in rps[on.name])})\n"
-            f"- on / off: {b / a:.3f} ({(1 - b / a) * 100:+.1f}% cost)\n")
+            f"- on / off: {b / a:.3f} ({(1 - b / a) * 100:+.1f}% cost)\n"
+            f"- requests per server CPU-second, medians: off {statistics.median(per_cpu[off.name]):.0f}, "
+            f"on {statistics.median(per_cpu[on.name]):.0f} "
+            f"(on / off {statistics.median(per_cpu[on.name]) / statistics.median(per_cpu[off.name]):.3f})\n")
     (ROOT / "benches/results").mkdir(exist_ok=True)
     (ROOT / "benches/results/metrics-overhead.md").write_text(text)
     print(text)
