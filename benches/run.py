@@ -322,14 +322,19 @@ def main():
     ap.add_argument("--servers", default="ruchy,nginx,lighttpd,python")
     ap.add_argument("--metrics-overhead", action="store_true", help="also run w1 with metrics on")
     ap.add_argument("--idle", action="store_true", help="also measure RSS with 10,000 idle connections")
+    ap.add_argument("--binary", help="ruchy-serve binary to measure (default: build target/release)")
+    ap.add_argument("--label", default="ruchy-serve", help="name of that binary in the results")
     ap.add_argument("--metrics-ab", type=int, metavar="ROUNDS",
                     help="only compare w1 with metrics off and on, alternating ROUNDS times")
     args = ap.parse_args()
     if args.metrics_ab:
         return metrics_ab(args)
     ensure_tools()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    binary = ROOT / "target/release/ruchy-serve"
+    if args.binary:
+        binary = Path(args.binary).resolve()
+    else:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+        binary = ROOT / "target/release/ruchy-serve"
     wanted = args.servers.split(",")
     work = Path(tempfile.mkdtemp(prefix="ruchy-bench-"))
     work.chmod(0o755)  # nginx's workers run as www-data
@@ -337,6 +342,9 @@ def main():
     fixtures(www)
     cert(work)
     srv = servers(work, www, binary, wanted)
+    for s in srv:
+        if s.name == "ruchy-serve":
+            s.name = args.label
     if args.metrics_overhead:
         srv += servers(work, www, binary, ["ruchy"], metrics_on=True)
     results = {}

@@ -152,6 +152,14 @@ fn serve(sources: &Sources) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Handlers first: nothing may be announced before SIGHUP is caught.
+        let signals = match lifecycle::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("ruchy-serve: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let server = match lifecycle::Server::bind(cfg, sources.clone(), inherited) {
             Ok(s) => s,
             Err(e) => {
@@ -161,7 +169,7 @@ fn serve(sources: &Sources) -> ExitCode {
             }
         };
         let (events, rx) = tokio::sync::mpsc::channel(8);
-        tokio::spawn(lifecycle::signals(events));
+        tokio::spawn(signals.forward(events));
         server.run(rx).await;
         ExitCode::SUCCESS
     })
