@@ -15,7 +15,7 @@ use http::{Request, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::listen::Peer;
-use crate::metrics::Metrics;
+use crate::metrics::ConnMetrics;
 use crate::serve::body::Body;
 
 /// The tracing target of access-log events.
@@ -65,13 +65,9 @@ impl Activity {
 #[derive(Debug)]
 pub struct Record {
     peer: Peer,
-    /// The configured listener address: the `listener` metric label.
-    listener: Arc<str>,
     method_label: &'static str,
     /// Write the access-log line.
     log: bool,
-    /// Record request metrics (off when there is no metrics listener to read them).
-    metrics: bool,
     method: String,
     target: String,
     version: Version,
@@ -82,14 +78,8 @@ pub struct Record {
 }
 
 impl Record {
-    /// `log`: write the access-log line; `metrics`: record request metrics.
-    pub fn new<B>(
-        req: &Request<B>,
-        peer: Peer,
-        listener: Arc<str>,
-        (log, metrics): (bool, bool),
-        start: Instant,
-    ) -> Record {
+    /// `log`: write the access-log line.
+    pub fn new<B>(req: &Request<B>, peer: Peer, log: bool, start: Instant) -> Record {
         let header = |name: http::header::HeaderName| {
             req.headers()
                 .get(name)
@@ -98,10 +88,8 @@ impl Record {
         };
         Record {
             peer,
-            listener,
             method_label: crate::metrics::method_label(req.method()),
             log,
-            metrics,
             method: req.method().as_str().to_string(),
             target: req
                 .uri()
@@ -152,7 +140,8 @@ pub struct LoggedBody {
     bytes: u64,
     record: Record,
     activity: Arc<Activity>,
-    metrics: Arc<Metrics>,
+    /// `None` when there is no metrics listener to read them.
+    metrics: Option<Arc<ConnMetrics>>,
 }
 
 impl LoggedBody {
@@ -161,7 +150,7 @@ impl LoggedBody {
         status: u16,
         mut record: Record,
         activity: Arc<Activity>,
-        metrics: Arc<Metrics>,
+        metrics: Option<Arc<ConnMetrics>>,
     ) -> Self {
         activity.begin();
         record.status = status;
@@ -178,20 +167,13 @@ impl LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         let r = &self.record;
-        if r.metrics {
-            let m = &self.metrics;
-            // as_str reads a static table: no allocation per request.
-            let status = http::StatusCode::from_u16(r.status)
-                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-            m.requests
-                .with_label_values(&[&*r.listener, r.method_label, status.as_str()])
-                .inc();
-            m.duration
-                .with_label_values(&[&*r.listener])
-                .observe(r.start.elapsed().as_secs_f64());
-            m.body_bytes
-                .with_label_values(&[&*r.listener])
-                .inc_by(self.bytes);
+        if let Some(m) = &self.metrics {
+            m.request(
+                r.method_label,
+                r.status,
+                r.start.elapsed().as_secs_f64(),
+                self.bytes,
+            );
         }
         if r.log {
             r.emit(self.bytes);

@@ -88,10 +88,11 @@ fn builder(limits: &Limits, protocol: Protocol) -> auto::Builder<TokioExecutor> 
 }
 
 /// Per-connection facts the request handler needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct ConnInfo {
     peer: Peer,
-    listener: Arc<str>,
+    /// Request metrics, when a metrics listener exists to read them.
+    metrics: Option<Arc<crate::metrics::ConnMetrics>>,
     tls: bool,
     redirect_https: bool,
 }
@@ -122,6 +123,7 @@ async fn serve_connection(
     let site = shared.site();
     let limits = site.config.limits.clone();
     let handshake_timeout = site.config.tls.handshake_timeout;
+    let metered = site.config.metrics.address.is_some();
     let (tls, redirect_https) = site
         .config
         .listen
@@ -136,7 +138,12 @@ async fn serve_connection(
     };
     let info = ConnInfo {
         peer,
-        listener: Arc::clone(&listener),
+        metrics: metered.then(|| {
+            Arc::new(crate::metrics::ConnMetrics::new(
+                Arc::clone(&shared.metrics),
+                Arc::clone(&listener),
+            ))
+        }),
         tls,
         redirect_https,
     };
@@ -220,14 +227,7 @@ async fn serve_http<I>(
             let start = Instant::now();
             let site = shared.site();
             let logged = site.config.log.access_log != AccessLog::Off;
-            let metered = site.config.metrics.address.is_some();
-            let record = Record::new(
-                &req,
-                info.peer,
-                Arc::clone(&info.listener),
-                (logged, metered),
-                start,
-            );
+            let record = Record::new(&req, info.peer, logged, start);
             let health = site.config.metrics.main_health_paths;
             let mut resp = match crate::admin::health(&shared, req.uri().path()) {
                 Some(r) if health => r,
@@ -241,7 +241,7 @@ async fn serve_http<I>(
                 }
             }
             let status = resp.status().as_u16();
-            let metrics = Arc::clone(&shared.metrics);
+            let metrics = info.metrics.clone();
             Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, status, record, activity, metrics)))
         }
     });

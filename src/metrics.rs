@@ -211,6 +211,46 @@ impl Metrics {
     }
 }
 
+/// One connection's metric handles, resolved once when it is accepted: the
+/// listener label is fixed per connection, so per request only the status
+/// and method vary, and the common GET 200 needs no label lookup at all.
+pub struct ConnMetrics {
+    all: std::sync::Arc<Metrics>,
+    listener: std::sync::Arc<str>,
+    duration: prometheus::Histogram,
+    body_bytes: prometheus::IntCounter,
+    get_200: prometheus::IntCounter,
+}
+
+impl ConnMetrics {
+    pub fn new(all: std::sync::Arc<Metrics>, listener: std::sync::Arc<str>) -> ConnMetrics {
+        ConnMetrics {
+            duration: all.duration.with_label_values(&[&*listener]),
+            body_bytes: all.body_bytes.with_label_values(&[&*listener]),
+            get_200: all.requests.with_label_values(&[&*listener, "GET", "200"]),
+            all,
+            listener,
+        }
+    }
+
+    /// One answered request.
+    pub fn request(&self, method: &'static str, status: u16, seconds: f64, bytes: u64) {
+        if method == "GET" && status == 200 {
+            self.get_200.inc();
+        } else {
+            // as_str reads a static table: no allocation per request.
+            let code = http::StatusCode::from_u16(status)
+                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+            self.all
+                .requests
+                .with_label_values(&[&*self.listener, method, code.as_str()])
+                .inc();
+        }
+        self.duration.observe(seconds);
+        self.body_bytes.inc_by(bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
