@@ -340,15 +340,7 @@ fn port_in_use_is_one_clear_line_and_nonzero_exit() {
 #[test]
 fn quick_use_with_root_and_listen_flags() {
     let dir = fixture();
-    let d = Daemon::spawn(
-        &[
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let d = Daemon::serving(dir.path(), &[]);
     let mut s = std::net::TcpStream::connect(d.addr).unwrap();
     s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -388,15 +380,7 @@ fn wait_for_line(d: &Daemon, needle: &str) -> String {
 #[test]
 fn combined_access_log_line() {
     let dir = fixture();
-    let d = Daemon::spawn(
-        &[
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let d = Daemon::serving(dir.path(), &[]);
     http_get(d.addr, "/hello.txt?q=1", "test-agent/1.0 \"quoted\"");
     let line = wait_for_line(&d, "/hello.txt?q=1");
     // 127.0.0.1 - - [27/Nov/2026:06:31:31 +0000] "GET /hello.txt?q=1 HTTP/1.1" 200 12 "http://ref/" "test-agent/1.0 \x22quoted\x22" 123us
@@ -415,15 +399,7 @@ fn combined_access_log_line() {
 #[test]
 fn json_access_log_line_has_every_field() {
     let dir = fixture();
-    let d = Daemon::spawn(
-        &[
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[("RUCHY_SERVE_LOG__ACCESS_LOG", "json")],
-    );
+    let d = Daemon::serving(dir.path(), &[("RUCHY_SERVE_LOG__ACCESS_LOG", "json")]);
     http_get(d.addr, "/missing", "json-agent");
     let line = wait_for_line(&d, "json-agent");
     for field in [
@@ -442,15 +418,7 @@ fn json_access_log_line_has_every_field() {
 #[test]
 fn access_log_can_be_turned_off() {
     let dir = fixture();
-    let d = Daemon::spawn(
-        &[
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[("RUCHY_SERVE_LOG__ACCESS_LOG", "off")],
-    );
+    let d = Daemon::serving(dir.path(), &[("RUCHY_SERVE_LOG__ACCESS_LOG", "off")]);
     http_get(d.addr, "/hello.txt", "silent-agent");
     http_get(d.addr, "/hello.txt", "silent-agent");
     std::thread::sleep(Duration::from_millis(200));
@@ -462,18 +430,8 @@ fn sigterm_drains_in_flight_download_then_exits_zero() {
     let dir = fixture();
     let data: Vec<u8> = (0..16_000_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(dir.path().join("large.bin"), &data).unwrap();
-    let mut d = Daemon::spawn(
-        &[
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
-    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
-    s.write_all(b"GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let mut d = Daemon::serving(dir.path(), &[]);
+    let mut s = d.start_download("/large.bin");
     // Read a little so the response is under way, then stop the server.
     let mut first = vec![0u8; 4096];
     let n = s.read(&mut first).unwrap();
@@ -510,19 +468,9 @@ fn shutdown_timeout_bounds_the_drain() {
     let dir = fixture();
     let data = vec![1u8; 64_000_000];
     std::fs::write(dir.path().join("large.bin"), &data).unwrap();
-    let mut d = Daemon::spawn(
-        &[
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[("RUCHY_SERVE_SHUTDOWN_TIMEOUT", "1s")],
-    );
+    let mut d = Daemon::serving(dir.path(), &[("RUCHY_SERVE_SHUTDOWN_TIMEOUT", "1s")]);
     // A client that never reads: the download cannot finish.
-    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
-    s.write_all(b"GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let _client = d.start_download("/large.bin");
     std::thread::sleep(Duration::from_millis(200));
     d.signal("TERM");
     let status = d.wait_exit(15).expect("exited within the timeout");
@@ -538,18 +486,8 @@ fn shutdown_timeout_bounds_the_drain() {
 fn second_signal_exits_at_once() {
     let dir = fixture();
     std::fs::write(dir.path().join("large.bin"), vec![1u8; 64_000_000]).unwrap();
-    let mut d = Daemon::spawn(
-        &[
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[("RUCHY_SERVE_SHUTDOWN_TIMEOUT", "60s")],
-    );
-    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
-    s.write_all(b"GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let mut d = Daemon::serving(dir.path(), &[("RUCHY_SERVE_SHUTDOWN_TIMEOUT", "60s")]);
+    let _client = d.start_download("/large.bin");
     std::thread::sleep(Duration::from_millis(200));
     d.signal("TERM");
     wait_for_line(&d, "draining");

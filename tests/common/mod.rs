@@ -346,6 +346,22 @@ impl Daemon {
         }
     }
 
+    /// The binary serving `root` on an ephemeral port.
+    pub fn serving(root: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(
+            &["--root", root.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+            env,
+        )
+    }
+
+    /// Opens a connection and asks for `path` without reading the answer.
+    pub fn start_download(&self, path: &str) -> std::net::TcpStream {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(self.addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
