@@ -102,7 +102,22 @@ fn slot(encoding: Option<Encoding>) -> usize {
     }
 }
 
+/// What a negative entry is charged besides its path.
+const MISSING_OVERHEAD: u64 = 64;
+
 impl Entry {
+    /// The bytes this entry counts against `cache_max_bytes`.
+    fn charge(&self, path: &str) -> u64 {
+        if self.missing {
+            return path.len() as u64 + MISSING_OVERHEAD;
+        }
+        self.variants
+            .iter()
+            .filter_map(|v| v.get())
+            .map(|v| v.body.len() as u64)
+            .sum()
+    }
+
     pub fn variant(&self, encoding: Option<Encoding>) -> Option<&Arc<Variant>> {
         self.variants[slot(encoding)].get()
     }
@@ -184,7 +199,7 @@ impl FileCache {
         if self.max_bytes == 0 {
             return;
         }
-        let size = path.len() as u64 + 64;
+        let size = path.len() as u64 + MISSING_OVERHEAD;
         let mut map = self.map.write().expect("file cache lock");
         self.make_room(&mut map, size);
         let entry = Arc::new(Entry {
@@ -193,9 +208,11 @@ impl FileCache {
             available: Vec::new(),
             variants: Default::default(),
         });
-        if map.insert(path.to_string(), entry).is_none() {
-            self.bytes.fetch_add(size, Ordering::Relaxed);
+        if let Some(old) = map.insert(path.to_string(), entry) {
+            let freed = old.charge(path).min(self.bytes.load(Ordering::Relaxed));
+            self.bytes.fetch_sub(freed, Ordering::Relaxed);
         }
+        self.bytes.fetch_add(size, Ordering::Relaxed);
         self.stats
             .bytes
             .set(self.bytes.load(Ordering::Relaxed) as i64);
@@ -223,12 +240,7 @@ impl FileCache {
                     variants: Default::default(),
                 });
                 if let Some(old) = map.insert(path.to_string(), Arc::clone(&e)) {
-                    let freed: u64 = old
-                        .variants
-                        .iter()
-                        .filter_map(|v| v.get())
-                        .map(|v| v.body.len() as u64)
-                        .sum();
+                    let freed: u64 = old.charge(path);
                     self.bytes.fetch_sub(
                         freed.min(self.bytes.load(Ordering::Relaxed)),
                         Ordering::Relaxed,
@@ -247,5 +259,68 @@ impl FileCache {
             .bytes
             .set(self.bytes.load(Ordering::Relaxed) as i64);
         variant
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(max: &str) -> FileCache {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "root = {:?}\n[files]\ncache_max_bytes = \"{max}\"\ncache_revalidate = \"0s\"\n",
+                dir.path().display().to_string()
+            ),
+        )
+        .unwrap();
+        let cfg = crate::config::load(&crate::config::Sources {
+            config_file: Some(file),
+            ..Default::default()
+        })
+        .unwrap();
+        FileCache::new(&cfg, crate::metrics::Metrics::new().file_cache.clone())
+    }
+
+    fn variant(cfg_bytes: usize) -> Variant {
+        Variant {
+            prepared: Prepared {
+                headers: HeaderMap::new(),
+                content_type: HeaderValue::from_static("text/plain"),
+                etag: "\"x\"".into(),
+                modified: SystemTime::UNIX_EPOCH,
+                encoding: None,
+                len: cfg_bytes as u64,
+                max_ranges: 16,
+            },
+            body: Bytes::from(vec![0u8; cfg_bytes]),
+        }
+    }
+
+    #[test]
+    fn replacing_entries_keeps_the_byte_count_exact() {
+        // A revalidate interval of 0 makes every entry stale at once, so each
+        // insert replaces the previous entry for the path.
+        let c = cache("1MiB");
+        c.insert_missing("/a");
+        assert_eq!(c.bytes(), 2 + MISSING_OVERHEAD);
+        c.insert("/a", &[], variant(100));
+        assert_eq!(c.bytes(), 100);
+        c.insert_missing("/a");
+        assert_eq!(c.bytes(), 2 + MISSING_OVERHEAD);
+        c.insert("/b", &[], variant(10));
+        assert_eq!(c.bytes(), 2 + MISSING_OVERHEAD + 10);
+    }
+
+    #[test]
+    fn passing_the_bound_drops_everything_first() {
+        let c = cache("1000");
+        c.insert("/a", &[], variant(600));
+        c.insert("/b", &[], variant(600));
+        // /a was dropped to make room: only /b is charged.
+        assert_eq!(c.bytes(), 600);
     }
 }
