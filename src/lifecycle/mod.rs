@@ -52,8 +52,6 @@ pub struct ReloadStats {
     pub failed: AtomicU64,
     /// Configuration generation: 1 at start, +1 per successful reload.
     pub generation: AtomicU64,
-    /// Unix time of the last successful load (start-up counts).
-    pub last_success_unix: AtomicU64,
 }
 
 /// State shared by every connection: the current configuration generation
@@ -77,9 +75,6 @@ impl Shared {
     pub fn new(config: Arc<Config>) -> Shared {
         let reloads = ReloadStats::default();
         reloads.generation.store(1, Ordering::Relaxed);
-        reloads
-            .last_success_unix
-            .store(unix_now(), Ordering::Relaxed);
         let tls_resolver = Arc::new(Resolver::default());
         tls_resolver.replace(Arc::clone(&config.tls.store));
         let tls_config = tls::server_config(Arc::clone(&tls_resolver));
@@ -106,9 +101,6 @@ impl Shared {
         self.site
             .store(Arc::new(Site::new(config, self.metrics.file_cache.clone())));
         let generation = self.reloads.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.reloads
-            .last_success_unix
-            .store(unix_now(), Ordering::Relaxed);
         self.metrics.generation.set(generation as i64);
         self.metrics.last_reload_success.set(unix_now() as f64);
         self.metrics.set_certificates(&self.tls_resolver.store());

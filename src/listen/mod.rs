@@ -81,10 +81,6 @@ impl Inherited {
         Ok(Inherited { fds })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.fds.is_empty()
-    }
-
     fn names(&self) -> String {
         let names: Vec<&str> = self.fds.iter().map(|(n, _)| n.as_str()).collect();
         if names.is_empty() {
