@@ -5,6 +5,8 @@
 # 1 KiB file (h2load --h1, 10 connections), and reports
 # (I(N2) - I(N1)) / (N2 - N1) for each, so start-up cost cancels out.
 # Needs valgrind and h2load (nghttp2-client). Usage: benches/metrics-callgrind.sh [N1 N2]
+# RUCHY_BIN=path measures another build (no cargo build then), for
+# before/after comparisons of a change.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n1=${1:-2000}
@@ -12,8 +14,11 @@ n2=${2:-8000}
 for tool in valgrind h2load curl; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install valgrind nghttp2-client curl)" >&2; exit 1; }
 done
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-bin=$root/target/release/ruchy-serve
+bin=${RUCHY_BIN:-}
+if [ -z "$bin" ]; then
+    cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+    bin=$root/target/release/ruchy-serve
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir "$work/www"

@@ -138,6 +138,23 @@ async fn too_many_headers_are_refused() {
     assert_eq!(status, 431, "{reply}");
 }
 
+/// The default (100) takes hyper's own fixed-array path, not the configured
+/// one: both must hold the line.
+#[tokio::test]
+async fn default_header_count_limit_is_100() {
+    let dir = fixture();
+    let s = TestServer::start(dir.path(), "").await;
+    let request = |n: usize| {
+        let headers: String = (0..n).map(|i| format!("X-H{i}: v\r\n")).collect();
+        format!("GET /hello.txt HTTP/1.1\r\n{headers}Host: x\r\nConnection: close\r\n\r\n")
+    };
+    // 98 + Host + Connection = 100 headers: served.
+    let reply = raw(s.addr, request(98).as_bytes()).await;
+    assert_eq!(raw_status(&reply), 200, "{reply}");
+    let reply = raw(s.addr, request(99).as_bytes()).await;
+    assert_eq!(raw_status(&reply), 431, "{reply}");
+}
+
 #[tokio::test]
 async fn malformed_request_line_gets_400_and_server_lives() {
     let dir = fixture();
