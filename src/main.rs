@@ -141,10 +141,7 @@ fn serve(sources: &Sources) -> ExitCode {
         }
     };
     logging::init(&cfg.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(cfg.workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ruchy-serve: cannot start the tokio runtime: {e}");
@@ -173,4 +170,21 @@ fn serve(sources: &Sources) -> ExitCode {
         server.run(rx).await;
         ExitCode::SUCCESS
     })
+}
+
+/// The tokio runtime for `workers` threads (0: one per core the process may
+/// run on). One worker gets tokio's current-thread scheduler: no work-stealing
+/// queues or cross-thread wake-ups to pay for when there is nobody to steal
+/// from.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if workers > 1 {
+        b.worker_threads(workers);
+    }
+    b.enable_all().build()
 }

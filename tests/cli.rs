@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::Output;
 use std::time::Duration;
 
-use common::{fixture, Daemon};
+use common::{blocking_get, fixture, Daemon};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = common::command();
@@ -526,4 +526,38 @@ fn serves_ipv4_and_ipv6_listeners_at_once() {
         assert!(reply.starts_with("HTTP/1.1 200"), "{addr}: {reply}");
         assert!(reply.ends_with("hello world\n"));
     }
+}
+
+/// Names of the daemon's threads, from /proc.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn workers_sets_the_runtime_threads() {
+    let dir = fixture();
+    // Counted before the first request: tokio's blocking-pool threads carry
+    // the same name and start on first use.
+    let d = Daemon::serving(dir.path(), &[("RUCHY_SERVE_WORKERS", "3")]);
+    let workers = thread_names(d.child.id())
+        .iter()
+        .filter(|n| n.as_str() == "tokio-rt-worker")
+        .count();
+    assert_eq!(workers, 3, "{:?}", thread_names(d.child.id()));
+    assert!(blocking_get(d.addr, "/hello.txt")
+        .unwrap()
+        .contains("hello world"));
+
+    // One worker: the current-thread scheduler on the main thread, and it
+    // still serves (files come from the blocking pool).
+    let d = Daemon::serving(dir.path(), &[("RUCHY_SERVE_WORKERS", "1")]);
+    let names = thread_names(d.child.id());
+    assert!(!names.iter().any(|n| n == "tokio-rt-worker"), "{names:?}");
+    assert!(blocking_get(d.addr, "/hello.txt")
+        .unwrap()
+        .contains("hello world"));
 }
