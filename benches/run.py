@@ -9,8 +9,11 @@ Method (the same for every server):
   - before any load, every fixture is fetched from every server and compared
     byte for byte: a wrong byte fails the run.
 
-Usage: benches/run.py [--duration S] [--reps N] [--only w1,w4] [--servers ruchy,nginx]
-Writes benches/results/latest.md (table + commands + configs) and prints it.
+Usage: benches/run.py [--quick] [--duration S] [--reps N] [--only w1,w4] [--servers ruchy,nginx]
+Writes benches/results/latest.md (table + commands + configs) and
+benches/results/chart.svg (ratios against nginx), and prints the table.
+--quick (1 run of 2 s per workload, under 3 minutes) writes quick.md and
+quick.svg instead, so a quick look never replaces the full run's numbers.
 Installs wrk, h2load (nghttp2-client), nginx, lighttpd and brotli from
 Debian's packages when missing.
 """
@@ -318,6 +321,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--quick", action="store_true",
+                    help="1 run of 2 s per workload (under 3 minutes); writes results/quick.*")
+    ap.add_argument("--out", help="results file name without extension (default: latest, or quick)")
     ap.add_argument("--only", default=",".join(WORKLOADS))
     ap.add_argument("--servers", default="ruchy,nginx,lighttpd,python")
     ap.add_argument("--metrics-overhead", action="store_true", help="also run w1 with metrics on")
@@ -327,6 +333,10 @@ def main():
     ap.add_argument("--metrics-ab", type=int, metavar="ROUNDS",
                     help="only compare w1 with metrics off and on, alternating ROUNDS times")
     args = ap.parse_args()
+    if args.quick:
+        args.reps, args.duration = 1, 2
+    if not args.out:
+        args.out = "quick" if args.quick else "latest"
     if args.metrics_ab:
         return metrics_ab(args)
     ensure_tools()
@@ -473,10 +483,64 @@ def report(results, configs, args, work):
         if c:
             lines += [f"{n}:", "```", c.strip(), "```", ""]
     text = "\n".join(lines) + "\n"
-    out = ROOT / "benches/results/latest.md"
+    out = ROOT / f"benches/results/{args.out}.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text(text)
+    chart = out.with_name("chart.svg" if args.out == "latest" else f"{args.out}.svg")
+    chart.write_text(svg_chart(results, names))
     print(text)
+    print(f"wrote {out} and {chart}")
+
+
+def svg_chart(results, names):
+    """Grouped bars: each server's throughput on each workload as a multiple
+    of nginx's in the same run (MB/s for w4 and w5, req/s otherwise). A plain
+    SVG written by hand, so the suite needs no plotting library."""
+    peers = [n for n in names if n != "nginx"]
+    wls = [w for w in WORKLOADS if (w, "nginx") in results]
+    colors = ["#d9480f", "#1971c2", "#2f9e44", "#868e96", "#7048e8"]
+    ratios = {}
+    for w in wls:
+        key = "mbs" if w in ("w4", "w5") else "rps"
+        base = results[(w, "nginx")][key]
+        for n in peers:
+            r = results.get((w, n))
+            if r and base:
+                ratios[(w, n)] = r[key] / base
+    top = max([2.0] + [v for v in ratios.values()])
+    top = float(int(top + 0.999))
+    width, height, left, bottom, plot_h = 760, 340, 50, 60, 240
+    group_w = (width - left - 20) / max(1, len(wls))
+    bar_w = group_w * 0.8 / max(1, len(peers))
+    y = lambda v: 20 + plot_h * (1 - v / top)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="11">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="14" font-size="12">Throughput as a multiple of nginx in the same run '
+           f'(1.0x = nginx; one worker each, pinned cores; {time.strftime("%Y-%m-%d")})</text>']
+    step = 0.5 if top <= 4 else 1.0
+    v = 0.0
+    while v <= top + 1e-9:
+        out.append(f'<line x1="{left}" x2="{width - 20}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                   f'stroke="{"#000" if abs(v - 1) < 1e-9 else "#ddd"}"/>')
+        out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.1f}x</text>')
+        v += step
+    for i, w in enumerate(wls):
+        gx = left + i * group_w + group_w * 0.1
+        for j, n in enumerate(peers):
+            r = ratios.get((w, n))
+            if r is None:
+                continue
+            x = gx + j * bar_w
+            out.append(f'<rect x="{x:.1f}" y="{y(r):.1f}" width="{bar_w - 1:.1f}" height="{y(0) - y(r):.1f}" '
+                       f'fill="{colors[j % len(colors)]}"><title>{n} {w}: {r:.2f}x</title></rect>')
+        out.append(f'<text x="{gx + group_w * 0.4:.1f}" y="{y(0) + 14:.1f}" text-anchor="middle">{w}</text>')
+    for j, n in enumerate(peers):
+        x = left + j * 170
+        out.append(f'<rect x="{x}" y="{height - 22}" width="10" height="10" fill="{colors[j % len(colors)]}"/>')
+        out.append(f'<text x="{x + 14}" y="{height - 13}">{n}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
