@@ -27,7 +27,7 @@ port=19080
 for m in off on; do
     addr='""'
     [ "$m" = on ] && addr='"127.0.0.1:19898"'
-    printf 'root = "%s/www"\nworkers = 1\n[[listen]]\naddress = "127.0.0.1:%s"\n[log]\naccess_log = "off"\nlevel = "warn"\n[metrics]\naddress = %s\n' \
+    printf 'root = "%s/www"\nworkers = 1\nallow_root = true\n[[listen]]\naddress = "127.0.0.1:%s"\n[log]\naccess_log = "off"\nlevel = "warn"\n[metrics]\naddress = %s\n' \
         "$work" "$port" "$addr" >"$work/$m.toml"
 done
 instructions() { # mode requests

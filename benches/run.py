@@ -160,6 +160,7 @@ def servers(work: Path, www: Path, binary: Path, wanted, metrics_on=False):
         metrics = f'"127.0.0.1:{free_port()}"' if metrics_on else '""'
         conf = f"""root = "{www}"
 workers = 1
+allow_root = true
 [[listen]]
 address = "127.0.0.1:{http}"
 [[listen]]

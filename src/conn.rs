@@ -39,20 +39,94 @@ pub async fn accept_loop(
 ) {
     // The metric label, fixed by the configuration: a bounded set.
     let label: Arc<str> = Arc::from(addr.to_string());
+    let mut slots = Slots::new(shared.site().config.limits.max_connections);
     loop {
+        // A slot first: at the limit we stop accepting, so newcomers wait in
+        // the kernel's backlog instead of costing us memory.
+        slots.resize(shared.site().config.limits.max_connections);
+        let permit = match Arc::clone(&slots.sem).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                shared
+                    .metrics
+                    .conns_limited
+                    .with_label_values(&[&*label])
+                    .inc();
+                if slots
+                    .last_warning
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+                {
+                    slots.last_warning = Some(Instant::now());
+                    tracing::warn!(
+                        listener = %label,
+                        limit = slots.limit,
+                        "connection limit reached; not accepting until a connection closes \
+                         (logged at most once a minute; counted in \
+                         http_connections_limit_reached_total)"
+                    );
+                }
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => return,
+                    p = Arc::clone(&slots.sem).acquire_owned() => p.expect("never closed"),
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
             conn = listener.accept() => conn,
         };
-        tokio::spawn(serve_connection(
+        let conn = serve_connection(
             stream,
             peer,
             addr.clone(),
             Arc::clone(&label),
             Arc::clone(&shared),
             graceful.watcher(),
-        ));
+        );
+        tokio::spawn(async move {
+            conn.await;
+            drop(permit);
+        });
+    }
+}
+
+/// The connection slots of one listener, following `limits.max_connections`
+/// across reloads: a raised limit adds permits at once, a lowered one takes
+/// effect as connections close.
+struct Slots {
+    sem: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+    /// Permits still to be withdrawn after a lowered limit.
+    owed: usize,
+    last_warning: Option<Instant>,
+}
+
+impl Slots {
+    fn new(limit: usize) -> Slots {
+        Slots {
+            sem: Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+            owed: 0,
+            last_warning: None,
+        }
+    }
+
+    fn resize(&mut self, limit: usize) {
+        if limit > self.limit {
+            let mut more = limit - self.limit;
+            let repaid = more.min(self.owed);
+            self.owed -= repaid;
+            more -= repaid;
+            self.sem.add_permits(more);
+        } else if limit < self.limit {
+            self.owed += self.limit - limit;
+        }
+        self.limit = limit;
+        if self.owed > 0 {
+            self.owed -= self.sem.forget_permits(self.owed);
+        }
     }
 }
 
@@ -65,6 +139,11 @@ enum Protocol {
     Http1,
     Http2,
 }
+
+/// Streams a client may reset before they were accepted (h2's default).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Stream errors one client may cause before the connection is closed.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 200;
 
 /// hyper's own limit when `max_headers` is not called.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
@@ -84,10 +163,19 @@ fn builder(limits: &Limits, protocol: Protocol) -> auto::Builder<TokioExecutor> 
     if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         b.http1().max_headers(limits.max_headers);
     }
+    // HTTP/2 floods, stated rather than left to defaults that could change:
+    // rapid reset (CVE-2023-44487) ends the connection with GOAWAY once a
+    // client has reset 20 streams still waiting to be accepted; a client that
+    // provokes more than 200 stream errors is cut off (RUSTSEC-2024-0003);
+    // CONTINUATION floods (CVE-2024-27316 class) are bounded by h2 through
+    // the header list size, so a header block cannot grow past
+    // `max_header_size` however it is split into frames.
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(limits.max_header_size as u32);
+        .max_header_list_size(limits.max_header_size as u32)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
     match protocol {
         Protocol::Auto => b,
         Protocol::Http1 => b.http1_only(),
@@ -237,10 +325,15 @@ async fn serve_http<I>(
             let logged = site.config.log.access_log != AccessLog::Off;
             let record = Record::new(&req, info.peer, logged, start);
             let health = site.config.metrics.main_health_paths;
-            let mut resp = match crate::admin::health(&shared, req.uri().path()) {
-                Some(r) if health => r,
-                _ if info.redirect_https => serve::redirect_https(&site.config, &req),
-                _ => serve::respond(Arc::clone(&site), &req).await,
+            let checked = serve::guard::check(&req, site.config.limits.max_request_body);
+            let mut resp = if let Err(refusal) = checked {
+                serve::refuse(&site.config, &req, refusal)
+            } else {
+                match crate::admin::health(&shared, req.uri().path()) {
+                    Some(r) if health => r,
+                    _ if info.redirect_https => serve::redirect_https(&site.config, &req),
+                    _ => serve::respond(Arc::clone(&site), &req).await,
+                }
             };
             if info.tls {
                 if let Some(hsts) = &site.config.tls.hsts {

@@ -132,6 +132,15 @@ fn serve(sources: &Sources) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail_config(e),
     };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let root_warning = match lifecycle::privileges(&cfg, euid) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("ruchy-serve: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     // Before any thread exists: this edits the environment.
     let inherited = match Inherited::from_env() {
         Ok(i) => i,
@@ -141,6 +150,9 @@ fn serve(sources: &Sources) -> ExitCode {
         }
     };
     logging::init(&cfg.log);
+    if let Some(w) = root_warning {
+        tracing::warn!("{w}");
+    }
     let runtime = match runtime(cfg.workers) {
         Ok(rt) => rt,
         Err(e) => {

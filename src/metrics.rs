@@ -25,6 +25,7 @@ pub struct Metrics {
     pub conns_accepted: IntCounterVec,
     pub conns_open: IntGaugeVec,
     pub conns_rejected: IntCounterVec,
+    pub conns_limited: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub cert_expiry: GaugeVec,
     pub reloads: IntCounterVec,
@@ -110,6 +111,13 @@ impl Metrics {
             ),
             &["listener", "reason"]
         ));
+        let conns_limited = reg!(IntCounterVec::new(
+            Opts::new(
+                "http_connections_limit_reached_total",
+                "Times a listener stopped accepting because limits.max_connections were open."
+            ),
+            &["listener"]
+        ));
         let tls_handshakes = reg!(IntCounterVec::new(
             Opts::new(
                 "tls_handshakes_total",
@@ -182,6 +190,7 @@ impl Metrics {
             conns_accepted,
             conns_open,
             conns_rejected,
+            conns_limited,
             tls_handshakes,
             cert_expiry,
             reloads,

@@ -561,3 +561,37 @@ fn workers_sets_the_runtime_threads() {
         .unwrap()
         .contains("hello world"));
 }
+
+/// As root (CI runs the suite as root) a configured root is refused unless
+/// allow_root says otherwise; the bundled demo is allowed with a warning.
+#[test]
+fn root_is_refused_unless_allowed() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: the refusal cannot be observed here");
+        return;
+    }
+    let dir = fixture();
+    let out = common::command()
+        .env_remove("RUCHY_SERVE_ALLOW_ROOT")
+        .args([
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to run as root"), "{err}");
+    assert!(err.contains("allow_root = true"), "{err}");
+    assert!(err.contains("deploy/"), "{err}");
+
+    // The bundled demo (no --config, no --root) starts, with a warning.
+    let d = Daemon::spawn_env_removed(&["--listen", "127.0.0.1:0"], "RUCHY_SERVE_ALLOW_ROOT");
+    assert!(blocking_get(d.addr, "/")
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+    assert!(d.log_text().contains("running as root"), "{}", d.log_text());
+}

@@ -173,8 +173,14 @@ fn systemd_socket_activate_starts_the_server_on_first_connection() {
     .into_iter()
     .find(|t| Command::new(t).arg("--help").output().is_ok())
     .expect("systemd-socket-activate missing: tests/run installs the systemd package");
+    // The tool gives the server only LISTEN_* and what -E names.
+    let env: Vec<String> = common::DAEMON_ENV
+        .iter()
+        .map(|(k, v)| format!("-E{k}={v}"))
+        .collect();
     let child = Command::new(tool)
         .args(["-l", &format!("127.0.0.1:{port}"), "--fdname=web"])
+        .args(&env)
         .arg(binary())
         .args(["--config", cfg.to_str().unwrap()])
         .stderr(std::process::Stdio::null())

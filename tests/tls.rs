@@ -491,3 +491,31 @@ fn check_reports_expiry_warns_under_14_days_and_names_bad_files() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("a TLS listener needs a certificate"));
 }
+
+/// A connection that negotiated http/1.1 (or no ALPN) speaks HTTP/1 only: an
+/// HTTP/2 preface there is a bad request, not a protocol switch.
+#[tokio::test]
+async fn http2_preface_on_http1_only_tls_connection_is_refused() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let dir = fixture();
+    let s = TestServer::start_raw(dir.path(), &body(&[&leaf], "")).await;
+    for alpn in [&["http/1.1"][..], &[]] {
+        let mut tls = connect(&p.ca, s.addr, "a.test", alpn).await;
+        tokio::io::AsyncWriteExt::write_all(
+            &mut tls,
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+        let reply = String::from_utf8_lossy(&out);
+        let status = raw_status(&reply);
+        assert!(status == 0 || status == 400, "{alpn:?}: {reply}");
+        assert!(!reply.contains("hello world"));
+    }
+    // And the listener goes on serving.
+    let tls = connect(&p.ca, s.addr, "a.test", &["http/1.1"]).await;
+    assert_eq!(h1_get(tls, "/hello.txt").await.0, 200);
+}

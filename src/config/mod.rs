@@ -32,6 +32,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Runtime worker threads (0: one per core).
     pub workers: usize,
+    /// Whether starting as root is allowed (checked by `main`).
+    pub allow_root: bool,
     pub files: Files,
     pub headers: Headers,
     pub limits: Limits,
@@ -189,6 +191,12 @@ pub struct Limits {
     pub max_headers: usize,
     pub max_uri_length: usize,
     pub h2_max_concurrent_streams: u32,
+    /// Open connections per listener; past it the listener stops accepting
+    /// until one closes (the kernel's backlog holds the newcomers).
+    pub max_connections: usize,
+    /// Largest request body announced by Content-Length that is answered;
+    /// larger ones get 413 and the connection closes. Bodies are never read.
+    pub max_request_body: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -491,6 +499,8 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         max_headers: l.max_headers.max(1),
         max_uri_length: l.max_uri_length.max(16),
         h2_max_concurrent_streams: l.h2_max_concurrent_streams.max(1),
+        max_connections: l.max_connections.max(1),
+        max_request_body: size(&["limits", "max_request_body"], &l.max_request_body)?,
     };
 
     let level = raw.log.level.clone();
@@ -623,6 +633,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         listen,
         shutdown_timeout: duration(&["shutdown_timeout"], &raw.shutdown_timeout)?,
         workers: raw.workers,
+        allow_root: raw.allow_root,
         files,
         headers,
         limits,

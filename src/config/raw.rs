@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub shutdown_timeout: String,
     /// Runtime worker threads; 0 means one per CPU core. Read at start only.
     pub workers: usize,
+    /// Start even when running as root (refused by default).
+    pub allow_root: bool,
     pub listen: Vec<RawListen>,
     pub files: RawFiles,
     pub headers: RawHeaders,
@@ -36,6 +38,7 @@ impl Default for RawConfig {
             root: None,
             shutdown_timeout: "30s".into(),
             workers: 0,
+            allow_root: false,
             listen: vec![RawListen {
                 address: "127.0.0.1:8080".into(),
                 mode: None,
@@ -183,6 +186,8 @@ pub struct RawLimits {
     pub max_headers: usize,
     pub max_uri_length: usize,
     pub h2_max_concurrent_streams: u32,
+    pub max_connections: usize,
+    pub max_request_body: String,
 }
 
 impl Default for RawLimits {
@@ -194,6 +199,8 @@ impl Default for RawLimits {
             max_headers: 100,
             max_uri_length: 8192,
             h2_max_concurrent_streams: 128,
+            max_connections: 16384,
+            max_request_body: "8KiB".into(),
         }
     }
 }

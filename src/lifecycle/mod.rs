@@ -45,6 +45,36 @@ pub enum Event {
     Shutdown,
 }
 
+/// Whether a process with effective user id `euid` may serve `cfg`.
+///
+/// Root is refused unless `allow_root = true`: once its sockets are open a
+/// static file server needs no privilege, and as root any file the root
+/// directory links to (or a mistake in `root` itself) is readable. The one
+/// exception is the bundled demo tree with no configuration of its own, so
+/// that the README's first command works on a fresh machine where the user is
+/// root; it is logged as a warning.
+pub fn privileges(cfg: &Config, euid: u32) -> Result<Option<String>, String> {
+    if euid != 0 || cfg.allow_root {
+        return Ok(None);
+    }
+    let demo = std::fs::canonicalize(config::demo_root()).ok();
+    if cfg.source.is_none() && demo.as_deref() == Some(cfg.root.as_path()) {
+        return Ok(Some(
+            "running as root, allowed for the bundled demo tree only; \
+             a configured root is refused as root unless allow_root = true"
+                .into(),
+        ));
+    }
+    Err(format!(
+        "refusing to run as root (serving {}). Run it as an unprivileged user: \
+         the systemd units in deploy/ do (DynamicUser=yes, with sockets passed by \
+         systemd), or `setpriv --reuid=www-data --regid=www-data --init-groups \
+         ruchy-serve ...`. Set allow_root = true (or RUCHY_SERVE_ALLOW_ROOT=true) \
+         to override.",
+        cfg.root.display()
+    ))
+}
+
 /// Reload bookkeeping, for logs, STATUS and the metrics issue.
 #[derive(Debug, Default)]
 pub struct ReloadStats {

@@ -41,22 +41,48 @@ pub enum Segment {
     },
 }
 
-/// Streams `segments` out of `file`. If the file turns out shorter than
-/// promised (truncated after we opened it), the body ends with an error, which
-/// makes hyper abort the connection: the client sees a failed transfer, never
-/// a short body that looks complete.
-pub fn file(file: File, segments: Vec<Segment>) -> Body {
+/// The version of a file a response's headers describe: its length and
+/// modification time when it was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub len: u64,
+    pub modified: std::time::SystemTime,
+}
+
+impl Version {
+    fn of(meta: &std::fs::Metadata) -> Version {
+        Version {
+            len: meta.len(),
+            modified: meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+        }
+    }
+}
+
+/// Streams `segments` out of `file`, which must stay the `version` the
+/// headers describe. After each chunk is read the file is checked again
+/// (one fstat per MiB): if it was truncated, or rewritten in place, the body
+/// ends with an error, which makes hyper abort the connection. The client
+/// sees a failed transfer, never a short body that looks complete or one that
+/// mixes two versions. (A file replaced by rename or deleted is no change to
+/// the open file: its old bytes are sent whole.)
+pub fn file(file: File, segments: Vec<Segment>, version: Version) -> Body {
     let state = (Arc::new(file), VecDeque::from(segments));
-    let s = stream::unfold(state, |(file, mut segs)| async move {
+    let s = stream::unfold(state, move |(file, mut segs)| async move {
         let seg = segs.pop_front()?;
         let item = match seg {
             Segment::Bytes(b) => Ok(Frame::data(b)),
             Segment::File { offset, len } => {
                 let want = len.min(CHUNK) as usize;
                 let f = Arc::clone(&file);
-                let read = tokio::task::spawn_blocking(move || read_exact_at(&f, want, offset))
-                    .await
-                    .unwrap_or_else(|e| Err(io::Error::other(e)));
+                let read = tokio::task::spawn_blocking(move || {
+                    let buf = read_exact_at(&f, want, offset)?;
+                    if Version::of(&f.metadata()?) != version {
+                        return Err(io::Error::other("file changed while it was being sent"));
+                    }
+                    Ok(buf)
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
                 match read {
                     Ok(buf) if buf.len() == want => {
                         let n = buf.len() as u64;

@@ -19,6 +19,7 @@ pub mod cache;
 pub mod conditional;
 pub mod encoding;
 pub mod etag;
+pub mod guard;
 pub mod headers;
 pub mod listing;
 pub mod range;
@@ -59,14 +60,14 @@ impl Site {
 
 /// Where a representation's bytes come from.
 enum Source {
-    File(std::fs::File),
+    File(std::fs::File, body::Version),
     Memory(Bytes),
 }
 
 impl Source {
     fn body(self, segments: Vec<Segment>) -> Body {
         match self {
-            Source::File(f) => body::file(f, segments),
+            Source::File(f, version) => body::file(f, segments, version),
             Source::Memory(bytes) => {
                 let slice =
                     |offset: u64, len: u64| bytes.slice(offset as usize..(offset + len) as usize);
@@ -97,6 +98,17 @@ fn read_whole(file: &std::fs::File, len: u64) -> Option<Bytes> {
     let mut buf = vec![0u8; len as usize];
     file.read_exact_at(&mut buf, 0).ok()?;
     Some(Bytes::from(buf))
+}
+
+/// The answer to a request [`guard::check`] refused: a short text body, and
+/// `Connection: close` on HTTP/1 when the request's body was left unread.
+pub fn refuse<B>(cfg: &Config, req: &Request<B>, refusal: guard::Refusal) -> Response<Body> {
+    let mut r = simple(cfg, refusal.status, Some(req.method() == Method::HEAD));
+    if refusal.close && req.version() < http::Version::HTTP_2 {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// Answers one request. Never fails: every I/O error becomes a status code
@@ -211,7 +223,8 @@ async fn respond_outcome<B>(
     match outcome {
         Outcome::File(found) => {
             let prepared = prepare(cfg, &found);
-            represent(req, &prepared, Source::File(found.file))
+            let version = found.version();
+            represent(req, &prepared, Source::File(found.file, version))
         }
         Outcome::Redirect(location) => {
             let mut r = simple(cfg, StatusCode::PERMANENT_REDIRECT, Some(head));
@@ -284,7 +297,8 @@ async fn not_found<B>(site: &Arc<Site>, req: &Request<B>) -> Response<Body> {
         match found {
             Ok(Outcome::File(found)) => {
                 let prepared = prepare(&site.config, &found);
-                return represent(req, &prepared, Source::File(found.file));
+                let version = found.version();
+                return represent(req, &prepared, Source::File(found.file, version));
             }
             _ => tracing::warn!(
                 fallback = site.config.files.fallback.as_deref(),
@@ -320,12 +334,14 @@ async fn error_page(site: &Arc<Site>, status: StatusCode, head: bool) -> Respons
             let b = if head {
                 body::empty()
             } else {
+                let version = found.version();
                 body::file(
                     found.file,
                     vec![Segment::File {
                         offset: 0,
                         len: found.len,
                     }],
+                    version,
                 )
             };
             return build(status, h, b);

@@ -55,6 +55,16 @@ pub struct Found {
     pub rel_path: String,
 }
 
+impl Found {
+    /// The version of the file the headers will describe.
+    pub fn version(&self) -> super::body::Version {
+        super::body::Version {
+            len: self.len,
+            modified: self.modified,
+        }
+    }
+}
+
 /// A decoded request path: plain components and whether it ended in `/`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct DecodedPath {

@@ -280,11 +280,19 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ruchy-serve"))
 }
 
-/// The binary as a command whose metrics listener takes an ephemeral port,
-/// so parallel tests never fight over the default 127.0.0.1:9898.
+/// Environment every spawned daemon gets: the metrics listener on an
+/// ephemeral port, so parallel tests never fight over the default
+/// 127.0.0.1:9898, and root allowed, since CI runs the suite as root (the
+/// refusal itself is tested with this removed).
+pub const DAEMON_ENV: [(&str, &str); 2] = [
+    ("RUCHY_SERVE_METRICS__ADDRESS", "127.0.0.1:0"),
+    ("RUCHY_SERVE_ALLOW_ROOT", "true"),
+];
+
+/// The binary as a command with [`DAEMON_ENV`].
 pub fn command() -> Command {
     let mut cmd = Command::new(binary());
-    cmd.env("RUCHY_SERVE_METRICS__ADDRESS", "127.0.0.1:0");
+    cmd.envs(DAEMON_ENV);
     cmd
 }
 
@@ -300,15 +308,34 @@ impl Daemon {
     /// Spawns the binary with `args` (which must make it listen on
     /// 127.0.0.1:0) and waits for its "ready" line to learn the port.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        use std::io::BufRead;
         let mut cmd = command();
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Daemon::from_command(cmd)
+    }
+
+    /// The binary with `var` taken out of [`DAEMON_ENV`].
+    pub fn spawn_env_removed(args: &[&str], var: &str) -> Daemon {
+        let mut cmd = command();
+        cmd.args(args).env_remove(var);
+        Daemon::from_command(cmd)
+    }
+
+    /// The binary started through another program (setpriv, prlimit) that
+    /// execs it: `args` name the binary and its own arguments.
+    pub fn spawn_program(program: &str, args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(program);
+        cmd.args(args).envs(DAEMON_ENV);
+        Daemon::from_command(cmd)
+    }
+
+    fn from_command(mut cmd: Command) -> Daemon {
+        use std::io::BufRead;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn ruchy-serve");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -455,7 +482,7 @@ pub fn spawn_activated(
         .args(args)
         .env("LISTEN_FDS", fds.len().to_string())
         .env("LISTEN_FDNAMES", names.join(":"))
-        .env("RUCHY_SERVE_METRICS__ADDRESS", "127.0.0.1:0")
+        .envs(DAEMON_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -1,0 +1,182 @@
+//! Request checks before any file-system work, for what hyper lets through:
+//! the Host header (RFC 9112 section 3.2) and request bodies, which a static
+//! file server never reads.
+//!
+//! hyper itself refuses malformed request lines and header fields, bare CR,
+//! obs-fold, NUL and invalid chunked framing, and Content-Length together with
+//! Transfer-Encoding; `tests/hostile.rs` holds a case for each.
+
+use http::{header, HeaderMap, Request, StatusCode, Version};
+
+/// Why a request is refused, and whether the connection must close after the
+/// answer (a body we did not read would otherwise be parsed as the next
+/// request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub close: bool,
+}
+
+impl Refusal {
+    fn bad_request() -> Refusal {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            close: true,
+        }
+    }
+}
+
+pub fn check<B>(req: &Request<B>, max_body: u64) -> Result<(), Refusal> {
+    host(req.version(), req.headers())?;
+    body(req.headers(), max_body)
+}
+
+/// RFC 9112 section 3.2: "A server MUST respond with a 400 (Bad Request)
+/// status code to any HTTP/1.1 request message that lacks a Host header
+/// field and to any request message that contains more than one Host header
+/// field line or a Host header field with an invalid field value." HTTP/1.0
+/// and HTTP/2 (which has `:authority`) may omit it.
+fn host(version: Version, headers: &HeaderMap) -> Result<(), Refusal> {
+    let mut values = headers.get_all(header::HOST).iter();
+    let Some(value) = values.next() else {
+        return if version == Version::HTTP_11 {
+            Err(Refusal::bad_request())
+        } else {
+            Ok(())
+        };
+    };
+    if values.next().is_some() || !valid_host(value.as_bytes()) {
+        return Err(Refusal::bad_request());
+    }
+    Ok(())
+}
+
+/// `Host = uri-host [ ":" port ]` (RFC 9110 section 7.2, RFC 3986): an
+/// IP-literal in brackets or a reg-name, then an optional decimal port. No
+/// userinfo, path, whitespace or other delimiters.
+pub fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = if v.first() == Some(&b'[') {
+        let Some(end) = v.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &v[1..end];
+        let ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !ok {
+            return false;
+        }
+        match &v[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&[][..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match v.iter().rposition(|&b| b == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        }
+    };
+    let reg_name_ok = host.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            // unreserved, sub-delims and pct-encoded's '%'
+            || b"-._~!$&'()*+,;=%".contains(&b)
+    });
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    reg_name_ok && port_ok
+}
+
+/// Bodies are never read. One announced above `max_body` gets 413; one of
+/// unknown length (Transfer-Encoding) gets 413 too, since nothing we serve
+/// takes a body and reading it to find its size is what a flood wants.
+fn body(headers: &HeaderMap, max_body: u64) -> Result<(), Refusal> {
+    let too_large = Refusal {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        close: true,
+    };
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(too_large);
+    }
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(n) if n <= max_body => {}
+            Some(_) => return Err(too_large),
+            None => return Err(Refusal::bad_request()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8443",
+            "xn--bcher-kva.example",
+            "",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok:?} should be valid");
+        }
+        for bad in [
+            "user@example.com",
+            "user:pw@example.com",
+            "example.com/path",
+            "exa mple.com",
+            "example.com:80x",
+            "example.com:123456",
+            "[::1",
+            "[::1]x",
+            "[zz::1]",
+            "a\"b",
+            "a<b>",
+            "a\\b",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?} should be invalid");
+        }
+    }
+
+    fn req(version: Version, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::get("/").version(version);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn host_presence_by_version() {
+        assert!(check(&req(Version::HTTP_11, &[]), 0).is_err());
+        assert!(check(&req(Version::HTTP_10, &[]), 0).is_ok());
+        assert!(check(&req(Version::HTTP_2, &[]), 0).is_ok());
+        let two = [("host", "a"), ("host", "b")];
+        assert!(check(&req(Version::HTTP_10, &two), 0).is_err());
+        assert!(check(&req(Version::HTTP_2, &two), 0).is_err());
+        assert!(check(&req(Version::HTTP_11, &[("host", "a")]), 0).is_ok());
+    }
+
+    #[test]
+    fn bodies() {
+        let v = Version::HTTP_11;
+        let with = |h: &[(&str, &str)]| {
+            let mut all = vec![("host", "a")];
+            all.extend_from_slice(h);
+            check(&req(v, &all), 10)
+        };
+        assert!(with(&[("content-length", "10")]).is_ok());
+        assert!(with(&[("content-length", "0")]).is_ok());
+        let r = with(&[("content-length", "11")]).unwrap_err();
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(r.close);
+        let r = with(&[("transfer-encoding", "chunked")]).unwrap_err();
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}
