@@ -2,6 +2,8 @@
 """ruchy-serve against nginx, lighttpd and python3 -m http.server, in one run.
 
 Method (the same for every server):
+  - all servers started at once, measured in turn, repetitions interleaved
+    (A B C D A B C D ...) so that machine drift hits all of them alike;
   - each server on core 0 with one worker (ruchy-serve: workers = 1; nginx:
     worker_processes 1; lighttpd: one process; python: one process), the load
     generator on core 1 with one thread (taskset);
@@ -361,38 +363,45 @@ def main():
     results = {}
     configs = {}
     try:
+        # Every server runs for the whole suite (the idle ones cost nothing),
+        # and the repetitions interleave the servers: ruchy, nginx, lighttpd,
+        # python, ruchy, ... so that drift on a shared machine hits every
+        # server alike instead of whichever happened to run last.
         for s in srv:
             s.start()
+            time.sleep(0.5)
+            results[("idle", s.name)] = {"rss": s.rss_kib()}
             verify(s, www)
             configs[s.name] = s.config_text
-            idle = s.rss_kib()
-            for wl in args.only.split(","):
-                if s.name.endswith("+metrics") and wl != "w1":
-                    continue
-                if s.name.startswith("python") and wl in ("w7", "w8", "w9"):
-                    continue
-                runs = []
-                for _ in range(args.reps):
+        for wl in args.only.split(","):
+            runs = {s.name: [] for s in srv}
+            for _ in range(args.reps):
+                for s in srv:
+                    if s.name.endswith("+metrics") and wl != "w1":
+                        continue
+                    if s.name.startswith("python") and wl in ("w7", "w8", "w9"):
+                        continue
                     r = run_h2load(s, wl, args.duration) if WORKLOADS[wl][1] == "h2load" else run_wrk(s, wl, args.duration)
-                    if r is None:
-                        break
-                    runs.append(r)
-                if not runs:
+                    if r is not None:
+                        runs[s.name].append(r)
+            for s in srv:
+                rs = runs[s.name]
+                if not rs:
                     continue
-                med = {k: statistics.median([r[k] for r in runs]) for k in ("rps", "mbs", "p50", "p99", "cpu")}
-                med["errors"] = sum(r["errors"] for r in runs)
+                med = {k: statistics.median([r[k] for r in rs]) for k in ("rps", "mbs", "p50", "p99", "cpu")}
+                med["errors"] = sum(r["errors"] for r in rs)
                 med["rps_per_cpu"] = med["rps"] / (med["cpu"] / args.duration) if med["cpu"] > 0 else float("nan")
-                med["cmd"] = runs[0]["cmd"]
+                med["cmd"] = rs[0]["cmd"]
                 med["peak_rss"] = s.rss_kib()
                 results[(wl, s.name)] = med
                 print(f"{wl} {s.name:22} {med['rps']:>10.0f} req/s {med['mbs']:>9.1f} MB/s "
                       f"p50 {med['p50']:.2f} ms p99 {med['p99']:.2f} ms errors {med['errors']}", flush=True)
                 if med["errors"] != 0 and not s.name.startswith("python"):
                     print(f"ERRORS from {s.name} on {wl}", file=sys.stderr)
-            results[("idle", s.name)] = {"rss": idle}
-            if args.idle and not s.name.startswith("python"):
-                results[("idle10k", s.name)] = {"rss": idle_rss(s)}
-            s.stop()
+        if args.idle:
+            for s in srv:
+                if not s.name.startswith("python"):
+                    results[("idle10k", s.name)] = {"rss": idle_rss(s)}
     finally:
         for s in srv:
             s.stop()
@@ -448,7 +457,8 @@ def report(results, configs, args, work):
             names.append(n)
     lines = [f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
              f"Method: servers pinned to core {SERVER_CORE} with one worker, load generator pinned to core "
-             f"{LOAD_CORE} with one thread; {args.reps} runs of {args.duration} s each, medians. "
+             f"{LOAD_CORE} with one thread; {args.reps} runs of {args.duration} s each, interleaved across "
+             f"servers, medians. "
              f"Machine: {os.cpu_count()} cores, `{os.uname().release}`. "
              "req/core-s is requests per second of server CPU time (utime+stime from /proc).", "",
              "| workload | server | req/s | MB/s | p50 ms | p99 ms | errors | req/core-s | vs nginx | vs python | RSS after KiB |",
@@ -465,7 +475,7 @@ def report(results, configs, args, work):
             vs_py = f"{r[key] / py[key]:.1f}x" if py and py[key] else "-"
             lines.append(f"| {wl} {WORKLOADS[wl][0]} | {n} | {r['rps']:.0f} | {r['mbs']:.1f} | {r['p50']:.2f} | "
                          f"{r['p99']:.2f} | {r['errors']} | {r['rps_per_cpu']:.0f} | {vs_ng} | {vs_py} | {r['peak_rss']} |")
-    lines += ["", "Idle RSS (KiB) after start:", ""]
+    lines += ["", "Idle RSS (KiB) right after start, before any request:", ""]
     for n in names:
         if ("idle", n) in results:
             extra = ""
