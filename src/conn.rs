@@ -220,16 +220,44 @@ async fn serve_connection(
     let limits = site.config.limits.clone();
     let handshake_timeout = site.config.tls.handshake_timeout;
     let metered = site.config.metrics.address.is_some();
-    let (tls, redirect_https) = site
+    let (tls, redirect_https, proxy_protocol) = site
         .config
         .listen
         .iter()
         .find(|l| l.addr.same_socket(&addr))
-        .map_or((false, false), |l| (l.tls, l.redirect_https));
+        .map_or((false, false, false), |l| {
+            (l.tls, l.redirect_https, l.proxy_protocol)
+        });
+    let mut stream = stream;
+    let mut peer = peer;
+    let mut prefix = bytes::Bytes::new();
+    if proxy_protocol {
+        // Before TLS and HTTP: the balancer's header comes first on the wire.
+        let header = if site.config.trusted_proxies.trusts(&peer) {
+            crate::proxy::read_header(&mut stream, limits.header_read_timeout).await
+        } else {
+            Err(crate::proxy::Rejected::Untrusted)
+        };
+        match header {
+            Ok((client, rest)) => {
+                peer = client.map_or(peer, Peer::Tcp);
+                prefix = rest;
+            }
+            Err(reason) => {
+                tracing::debug!(%peer, reason = reason.label(), "PROXY protocol header refused");
+                metrics
+                    .conns_rejected
+                    .with_label_values(&[&*listener, reason.label()])
+                    .inc();
+                return;
+            }
+        }
+    }
     drop(site);
     let activity = Arc::new(Activity::default());
     let tracked = Tracked {
         inner: stream,
+        prefix,
         activity: Arc::clone(&activity),
     };
     let info = ConnInfo {
@@ -264,8 +292,11 @@ async fn serve_connection(
         .await;
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&shared.tls_config));
-    let handshake =
-        Box::pin(tokio::time::timeout(handshake_timeout, acceptor.accept(tracked))).await;
+    let handshake = Box::pin(tokio::time::timeout(
+        handshake_timeout,
+        acceptor.accept(tracked),
+    ))
+    .await;
     let rejected = |reason: &str| {
         metrics
             .tls_handshakes
@@ -293,7 +324,10 @@ async fn serve_connection(
                 _ => Protocol::Http1,
             };
             let shared = Arc::clone(&shared);
-            Box::pin(serve_http(stream, protocol, info, limits, shared, activity, watcher)).await
+            Box::pin(serve_http(
+                stream, protocol, info, limits, shared, activity, watcher,
+            ))
+            .await
         }
         Ok(Err(e)) => {
             rejected("tls_handshake_failed");
@@ -327,7 +361,8 @@ async fn serve_http<I>(
             let start = Instant::now();
             let site = shared.site();
             let logged = site.config.log.access_log != AccessLog::Off;
-            let record = Record::new(&req, info.peer, logged, start);
+            let client = crate::proxy::client(&req, info.peer, &site.config.trusted_proxies);
+            let record = Record::new(&req, client, logged, start);
             let health = site.config.metrics.main_health_paths;
             let checked = serve::guard::check(&req, site.config.limits.max_request_body);
             let mut resp = if let Err(refusal) = checked {
@@ -381,9 +416,11 @@ async fn idle(activity: &Activity, timeout: Duration) {
     }
 }
 
-/// A stream that records when bytes last moved, for the idle timer.
+/// A stream that records when bytes last moved, for the idle timer, and
+/// first replays the bytes read past a PROXY header.
 struct Tracked {
     inner: Stream,
+    prefix: bytes::Bytes,
     activity: Arc<Activity>,
 }
 
@@ -393,6 +430,12 @@ impl AsyncRead for Tracked {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {

@@ -20,6 +20,8 @@
 //! - [`logging`]: the tracing subscriber, set up once by `main`.
 //! - [`metrics`]: the Prometheus registry and typed handles, bounded labels.
 //! - [`admin`]: the metrics listener: `/metrics`, `/healthz`, `/readyz`.
+//! - [`proxy`]: the client address behind a load balancer (PROXY protocol
+//!   header, X-Forwarded-For, Forwarded), believed from `trusted_proxies` only.
 //! - [`tls`]: PEM files -> validated certificates chosen by SNI behind a
 //!   swappable resolver; the process-wide rustls configuration.
 
@@ -31,5 +33,6 @@ pub mod lifecycle;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod proxy;
 pub mod serve;
 pub mod tls;

@@ -39,6 +39,13 @@ enum Command {
     Check,
     /// Print the effective configuration and where each value came from.
     Config,
+    /// Print the man page (roff) to stdout: `ruchy-serve man | man -l -`.
+    Man,
+    /// Print shell completions to stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,7 +58,35 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => check(&sources),
         Command::Config => print_config(&sources),
+        Command::Man => man(),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ruchy-serve",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Command::Serve => serve(&sources),
+    }
+}
+
+/// The man page, generated from the same definition as `--help`, so the two
+/// cannot disagree. The Debian package ships its output.
+fn man() -> ExitCode {
+    use clap::CommandFactory;
+    let cmd = Cli::command().about(
+        "a static-file HTTP daemon for systemd and Prometheus; \
+         configuration reference: /etc/ruchy-serve/ruchy-serve.toml",
+    );
+    match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ruchy-serve: cannot write the man page: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

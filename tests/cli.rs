@@ -366,23 +366,12 @@ fn http_get(addr: std::net::SocketAddr, path: &str, ua: &str) -> String {
     reply
 }
 
-fn wait_for_line(d: &Daemon, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        if let Some(l) = d.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no log line containing {needle:?}; log:\n{}", d.log_text());
-}
-
 #[test]
 fn combined_access_log_line() {
     let dir = fixture();
     let d = Daemon::serving(dir.path(), &[]);
     http_get(d.addr, "/hello.txt?q=1", "test-agent/1.0 \"quoted\"");
-    let line = wait_for_line(&d, "/hello.txt?q=1");
+    let line = d.wait_for_line("/hello.txt?q=1");
     // 127.0.0.1 - - [27/Nov/2026:06:31:31 +0000] "GET /hello.txt?q=1 HTTP/1.1" 200 12 "http://ref/" "test-agent/1.0 \x22quoted\x22" 123us
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
     assert!(
@@ -401,7 +390,7 @@ fn json_access_log_line_has_every_field() {
     let dir = fixture();
     let d = Daemon::serving(dir.path(), &[("RUCHY_SERVE_LOG__ACCESS_LOG", "json")]);
     http_get(d.addr, "/missing", "json-agent");
-    let line = wait_for_line(&d, "json-agent");
+    let line = d.wait_for_line("json-agent");
     for field in [
         "\"remote_addr\":\"127.0.0.1\"",
         "\"http_method\":\"GET\"",
@@ -437,7 +426,7 @@ fn sigterm_drains_in_flight_download_then_exits_zero() {
     let n = s.read(&mut first).unwrap();
     assert!(n > 0);
     d.signal("TERM");
-    wait_for_line(&d, "draining");
+    d.wait_for_line("draining");
     // New connections are refused once the listener is closed.
     std::thread::sleep(Duration::from_millis(100));
     assert!(
@@ -490,7 +479,7 @@ fn second_signal_exits_at_once() {
     let _client = d.start_download("/large.bin");
     std::thread::sleep(Duration::from_millis(200));
     d.signal("TERM");
-    wait_for_line(&d, "draining");
+    d.wait_for_line("draining");
     d.signal("INT");
     assert!(
         d.wait_exit(5).is_some(),
@@ -513,7 +502,7 @@ fn serves_ipv4_and_ipv6_listeners_at_once() {
         ],
         &[],
     );
-    let ready = wait_for_line(&d, "ready");
+    let ready = d.wait_for_line("ready");
     let addrs: Vec<std::net::SocketAddr> = ready
         .split("http://")
         .skip(1)

@@ -135,6 +135,7 @@ impl Layered {
                     mode: None,
                     tls: false,
                     redirect_https: false,
+                    proxy_protocol: false,
                 })
                 .collect();
             figment = figment.merge(Named {

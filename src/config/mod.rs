@@ -34,6 +34,7 @@ pub struct Config {
     pub workers: usize,
     /// Whether starting as root is allowed (checked by `main`).
     pub allow_root: bool,
+    pub trusted_proxies: TrustedProxies,
     pub files: Files,
     pub headers: Headers,
     pub limits: Limits,
@@ -55,6 +56,32 @@ pub struct Listen {
     pub addr: ListenAddr,
     pub tls: bool,
     pub redirect_https: bool,
+    pub proxy_protocol: bool,
+}
+
+/// Peers whose word about the client address is believed (in a PROXY
+/// header, X-Forwarded-For or Forwarded). Everyone else's is ignored.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    pub nets: Vec<ipnet::IpNet>,
+    /// Connections on unix sockets (a proxy on the same machine).
+    pub unix: bool,
+}
+
+impl TrustedProxies {
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty() && !self.unix
+    }
+    pub fn contains_ip(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+    pub fn trusts(&self, peer: &crate::listen::Peer) -> bool {
+        match peer {
+            crate::listen::Peer::Tcp(a) => self.contains_ip(a.ip()),
+            crate::listen::Peer::Unix => self.unix,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -323,7 +350,39 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
             addr,
             tls: l.tls,
             redirect_https: l.redirect_https,
+            proxy_protocol: l.proxy_protocol,
         });
+    }
+
+    let mut trusted_proxies = TrustedProxies::default();
+    for (i, t) in raw.trusted_proxies.iter().enumerate() {
+        let t = t.trim();
+        if t == "unix:" {
+            trusted_proxies.unix = true;
+            continue;
+        }
+        let net = t
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                bad(
+                    &["trusted_proxies", &i.to_string()],
+                    format!("`{t}` is not an address or CIDR block"),
+                    "write e.g. \"10.0.0.0/8\", \"127.0.0.1\", \"::1\" or \"unix:\"",
+                )
+            })?;
+        trusted_proxies.nets.push(net.trunc());
+    }
+    if let Some(i) = listen.iter().position(|l| l.proxy_protocol) {
+        if trusted_proxies.is_empty() {
+            return Err(bad(
+                &["listen", &i.to_string(), "proxy_protocol"],
+                "a PROXY protocol listener needs trusted_proxies: a header from anyone else \
+                 would let any client choose its logged address"
+                    .into(),
+                "list the load balancers' addresses, e.g. trusted_proxies = [\"10.0.0.0/8\"]",
+            ));
+        }
     }
 
     let duration = |path: &[&str], s: &str| {
@@ -634,6 +693,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         shutdown_timeout: duration(&["shutdown_timeout"], &raw.shutdown_timeout)?,
         workers: raw.workers,
         allow_root: raw.allow_root,
+        trusted_proxies,
         files,
         headers,
         limits,

@@ -22,6 +22,9 @@ pub struct RawConfig {
     pub workers: usize,
     /// Start even when running as root (refused by default).
     pub allow_root: bool,
+    /// Peers (CIDR, address, or "unix:") whose PROXY header, X-Forwarded-For
+    /// and Forwarded are believed for the client address in logs.
+    pub trusted_proxies: Vec<String>,
     pub listen: Vec<RawListen>,
     pub files: RawFiles,
     pub headers: RawHeaders,
@@ -39,11 +42,13 @@ impl Default for RawConfig {
             shutdown_timeout: "30s".into(),
             workers: 0,
             allow_root: false,
+            trusted_proxies: Vec::new(),
             listen: vec![RawListen {
                 address: "127.0.0.1:8080".into(),
                 mode: None,
                 tls: false,
                 redirect_https: false,
+                proxy_protocol: false,
             }],
             files: RawFiles::default(),
             headers: RawHeaders::default(),
@@ -70,6 +75,9 @@ pub struct RawListen {
     /// Answer every request with a 308 to the same host and path over https.
     #[serde(default)]
     pub redirect_https: bool,
+    /// Expect a PROXY protocol (v1 or v2) header first, from `trusted_proxies` only.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
