@@ -22,6 +22,16 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// A served tree holding `big.bin` of [`BIG`] pattern bytes.
+fn serving_big_file() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>, Daemon) {
+    let dir = fixture();
+    let path = dir.path().join("big.bin");
+    let original = pattern(BIG, 1);
+    std::fs::write(&path, &original).unwrap();
+    let d = Daemon::serving(dir.path(), &[]);
+    (dir, path, original, d)
+}
+
 /// Starts a download of `path`, reads the head and `first` body bytes, and
 /// returns the stream (the server is then blocked on a full socket buffer),
 /// the Content-Length and the body bytes read so far.
@@ -83,16 +93,13 @@ fn finish(mut s: TcpStream, mut body: Vec<u8>, len: usize) -> Vec<u8> {
 
 #[test]
 fn truncated_while_sent_aborts_instead_of_a_short_body() {
-    let dir = fixture();
-    let original = pattern(BIG, 1);
-    std::fs::write(dir.path().join("big.bin"), &original).unwrap();
-    let d = Daemon::serving(dir.path(), &[]);
+    let (_dir, path, original, d) = serving_big_file();
     let (s, len, body) = start(&d, "/big.bin", 1 << 20);
     assert_eq!(len, BIG);
     // Truncate in place (the same inode): reads past 1 MiB now find nothing.
     std::fs::OpenOptions::new()
         .write(true)
-        .open(dir.path().join("big.bin"))
+        .open(&path)
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
@@ -110,11 +117,7 @@ fn truncated_while_sent_aborts_instead_of_a_short_body() {
 
 #[test]
 fn rewritten_in_place_while_sent_aborts_instead_of_mixing_versions() {
-    let dir = fixture();
-    let path = dir.path().join("big.bin");
-    let original = pattern(BIG, 1);
-    std::fs::write(&path, &original).unwrap();
-    let d = Daemon::serving(dir.path(), &[]);
+    let (_dir, path, original, d) = serving_big_file();
     let (s, len, body) = start(&d, "/big.bin", 1 << 20);
     // Same length, other bytes, same inode: only the modification time and
     // the content tell.
@@ -136,11 +139,7 @@ fn rewritten_in_place_while_sent_aborts_instead_of_mixing_versions() {
 
 #[test]
 fn replaced_or_deleted_while_sent_sends_the_old_version_whole() {
-    let dir = fixture();
-    let path = dir.path().join("big.bin");
-    let original = pattern(BIG, 1);
-    std::fs::write(&path, &original).unwrap();
-    let d = Daemon::serving(dir.path(), &[]);
+    let (dir, path, original, d) = serving_big_file();
 
     // Replaced by rename (how deploys and editors write): the open file is
     // the old one, sent whole; the next request gets the new one.

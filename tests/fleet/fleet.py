@@ -261,11 +261,16 @@ def main():
     procs = []
     try:
         # nginx, X-Forwarded-For.
-        insts = [Instance(binary, work, "a", roots[0], f"unix:{work}/a.sock", False),
-                 Instance(binary, work, "b", roots[1], f"127.0.0.1:{pb}", False),
-                 Instance(binary, work, "c", roots[2], f"127.0.0.1:{pc}", False)]
-        for i in insts:
-            i.start()
+        def fleet(prefix, proxy_protocol):
+            """Three instances: a on a unix socket, b and c on TCP."""
+            insts = [Instance(binary, work, f"{prefix}{n}", root, addr, proxy_protocol)
+                     for n, root, addr in zip("abc", roots, [f"unix:{work}/a.sock", f"127.0.0.1:{pb}",
+                                                              f"127.0.0.1:{pc}"])]
+            for i in insts:
+                i.start()
+            return insts
+
+        insts = fleet("", False)
         site = (ROOT / "deploy/nginx/ruchy-serve.conf").read_text()
         site = (site.replace("unix:/run/ruchy-serve/a.sock", f"unix:{work}/a.sock")
                 .replace("127.0.0.1:8081", f"127.0.0.1:{pb}").replace("127.0.0.1:8082", f"127.0.0.1:{pc}")
@@ -296,11 +301,7 @@ http {{
 
         # HAProxy, PROXY protocol v2 and active health checks.
         if shutil.which("haproxy"):
-            insts = [Instance(binary, work, "ha", roots[0], f"unix:{work}/a.sock", True),
-                     Instance(binary, work, "hb", roots[1], f"127.0.0.1:{pb}", True),
-                     Instance(binary, work, "hc", roots[2], f"127.0.0.1:{pc}", True)]
-            for i in insts:
-                i.start()
+            insts = fleet("h", True)
             cfg = (ROOT / "deploy/haproxy/haproxy.cfg").read_text()
             cfg = (cfg.replace("unix@/run/ruchy-serve/a.sock", f"unix@{work}/a.sock")
                    .replace("127.0.0.1:8081", f"127.0.0.1:{pb}").replace("127.0.0.1:8082", f"127.0.0.1:{pc}")
