@@ -33,5 +33,15 @@ zcat /usr/share/man/man1/ruchy-serve.1.gz | grep -q '^\.TH' && ok "man page is r
 grep -q 'ruchy-serve' /usr/share/bash-completion/completions/ruchy-serve && ok "bash completion" || bad "bash completion"
 getent passwd ruchy-serve >/dev/null && ok "system user ruchy-serve" || bad "system user"
 [ -f /srv/www/index.html ] && ok "/srv/www exists" || bad "/srv/www"
+version=$(systemctl --version | awk 'NR == 1 { print $2 }')
+dropin=/etc/systemd/system/ruchy-serve.service.d/10-before-systemd-253.conf
+if [ "$version" -lt 253 ]; then
+    grep -qx 'Type=notify' "$dropin" && grep -q '^ExecReload=/bin/kill -HUP' "$dropin" &&
+        ok "systemd $version: drop-in with Type=notify and ExecReload" || bad "no drop-in for systemd $version"
+    out=$(systemd-analyze verify /lib/systemd/system/ruchy-serve.service 2>&1 | grep -v 'notify-reload' || true)
+    [ -z "$out" ] && ok "systemd-analyze verify with the drop-in" || bad "verify: $out"
+else
+    [ ! -e "$dropin" ] && ok "systemd $version: no drop-in needed" || bad "drop-in written for systemd $version"
+fi
 echo "package: $pass passed, $fail failed"
 [ "$fail" = 0 ]
