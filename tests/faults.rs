@@ -233,19 +233,15 @@ fn unreadable_file_is_403() {
     std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = bin_dir.path().join("ruchy-serve");
     std::fs::copy(common::binary(), &bin).unwrap();
-    let d = Daemon::spawn_program(
-        "setpriv",
+    let d = serving_through(
         &[
+            "setpriv",
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            "--",
-            bin.to_str().unwrap(),
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
         ],
+        &bin,
+        dir.path(),
     );
     let reply = blocking_get(d.addr, "/secret.txt").unwrap();
     assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
@@ -254,6 +250,21 @@ fn unreadable_file_is_403() {
     assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
     let reply = blocking_get(d.addr, "/hello.txt").unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+/// The binary at `bin` serving `root`, started through a wrapper program
+/// (setpriv, prlimit) that execs it.
+fn serving_through(wrapper: &[&str], bin: &std::path::Path, root: &std::path::Path) -> Daemon {
+    let mut args: Vec<&str> = wrapper[1..].to_vec();
+    args.extend([
+        "--",
+        bin.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    Daemon::spawn_program(wrapper[0], &args)
 }
 
 /// CPU seconds (user + system) the process has used, from /proc.
@@ -272,18 +283,10 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn fd_exhaustion_backs_off_and_recovers() {
     let dir = fixture();
-    let bin = common::binary();
-    let d = Daemon::spawn_program(
-        "prlimit",
-        &[
-            "--nofile=64:64",
-            "--",
-            bin.to_str().unwrap(),
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
+    let d = serving_through(
+        &["prlimit", "--nofile=64:64"],
+        &common::binary(),
+        dir.path(),
     );
     let mut held = Vec::new();
     for _ in 0..120 {
