@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{blocking_get, fixture, Daemon, TestServer};
+use common::{blocking_exchange, blocking_get, fixture, Daemon, TestServer};
 
 const BIG: usize = 64 << 20;
 
@@ -67,16 +67,8 @@ fn start(d: &Daemon, path: &str, first: usize) -> (TcpStream, usize, Vec<u8>) {
 
 /// The response head of a HEAD request.
 fn head(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    let request = format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    blocking_exchange(addr, request.as_bytes()).unwrap()
 }
 
 /// Reads the rest until the server ends the response or closes.

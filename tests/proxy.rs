@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
-use common::{command, fixture, Daemon};
+use common::{blocking_exchange, command, fixture, Daemon};
 
 /// The daemon with `body` (which must include its [[listen]]) as config.
 fn daemon(root: &std::path::Path, body: &str) -> (tempfile::TempDir, Daemon) {
@@ -30,12 +28,7 @@ fn daemon(root: &std::path::Path, body: &str) -> (tempfile::TempDir, Daemon) {
 
 /// Sends `bytes` and reads the reply until the server closes.
 fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(bytes).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    blocking_exchange(addr, bytes).unwrap()
 }
 
 const GET: &str = "GET /hello.txt?{tag} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";

@@ -549,14 +549,21 @@ pub fn collect_stderr(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<Vec<
 
 /// GET over a fresh std TCP connection with `Connection: close`; the whole reply.
 pub fn blocking_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    blocking_exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Sends `request` over a new connection and reads until the server closes
+/// (or 10 s pass); returns what arrived, as lossy text. Fails only when the
+/// connection or the write does: a reset after a partial answer is an answer.
+pub fn blocking_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply)?;
-    Ok(reply)
+    s.write_all(request)?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
