@@ -1,16 +1,26 @@
-//! The one accept loop: any [`Listener`] -> optional TLS handshake (inside the
-//! connection's task, under a timeout, so a stalled client cannot hold the
-//! loop) -> hyper-util's builder: HTTP/1.1 and h2c with prior knowledge on
-//! plain sockets, the ALPN-negotiated protocol on TLS. Each connection is
-//! watched by the graceful-shutdown token so a drain waits for it.
+//! Transport: the one accept loop every listener runs (the main ones and the
+//! metrics one alike), and a connection's life up to and around HTTP:
+//! connection slot -> PROXY protocol header (when configured) -> TLS
+//! handshake (inside the connection's task, under a timeout, so a stalled
+//! client cannot hold the loop) -> hyper-util's builder (HTTP/1.1 and h2c with
+//! prior knowledge on plain sockets, the ALPN-negotiated protocol on TLS) ->
+//! the connection's timers (hyper's header-read timer, our idle timer) and
+//! the graceful-shutdown watch that lets a drain wait for it.
+//!
+//! What each request gets is not decided here: each connection builds a
+//! [`Handler`] from its facts (peer, TLS, the listener's role) and hyper
+//! calls it once per request.
 
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
@@ -20,45 +30,77 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-use crate::access::{Activity, LoggedBody, Record};
-use crate::config::{AccessLog, Limits, ListenAddr};
-use crate::lifecycle::Shared;
-use crate::listen::{Listener, Peer, Stream};
-use crate::serve;
+use crate::addr::{ListenAddr, Peer};
+use crate::clock::coarse_now_ms;
+use crate::config::{Config, Limits};
+use crate::handler::{Handler, Role};
+use crate::listen::{Listener, Stream};
+use crate::state::State;
+
+/// What a listening socket is for. The metrics listener may share an
+/// address spelling with a `[[listen]]` entry (`127.0.0.1:0` for both), so
+/// the purpose travels with the socket instead of being looked up by address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A `[[listen]]` entry.
+    Site,
+    /// `metrics.address`.
+    Metrics,
+}
+
+/// One accept loop's fixed facts, shared by its connections.
+struct Listening {
+    purpose: Purpose,
+    /// The configured address, to look up the listener's current flags (TLS,
+    /// redirect, PROXY) in the newest configuration for each connection.
+    addr: ListenAddr,
+    /// The metric label, fixed by the configuration: a bounded set.
+    label: Arc<str>,
+    state: Arc<State>,
+    /// The drain's watch; `None` for the metrics listener, whose connections
+    /// a drain does not wait for.
+    graceful: Option<Arc<GracefulShutdown>>,
+}
 
 /// Accepts until `stop` turns true, then returns (dropping the listener, so
-/// the port closes while connections already accepted drain). `addr` is the
-/// configured address, used to look up the listener's current flags (TLS,
-/// redirect) in the newest configuration for each connection.
+/// the port closes while connections already accepted drain).
 pub async fn accept_loop(
     listener: Listener,
+    purpose: Purpose,
     addr: ListenAddr,
-    shared: Arc<Shared>,
-    graceful: Arc<GracefulShutdown>,
+    state: Arc<State>,
+    graceful: Option<Arc<GracefulShutdown>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    // The metric label, fixed by the configuration: a bounded set.
-    let label: Arc<str> = Arc::from(addr.to_string());
-    let mut slots = Slots::new(shared.site().config.limits.max_connections);
+    let listening = Arc::new(Listening {
+        label: Arc::from(addr.to_string()),
+        purpose,
+        addr,
+        state,
+        graceful,
+    });
+    let state = &listening.state;
+    let mut slots = Slots::new(state.config().limits.max_connections);
+    let mut last_warning: Option<Instant> = None;
     loop {
         // A slot first: at the limit we stop accepting, so newcomers wait in
         // the kernel's backlog instead of costing us memory.
-        slots.resize(shared.site().config.limits.max_connections);
+        let cfg = state.config();
+        slots.resize(cfg.limits.max_connections);
         let permit = match Arc::clone(&slots.sem).try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                shared
-                    .metrics
-                    .conns_limited
-                    .with_label_values(&[&*label])
-                    .inc();
-                if slots
-                    .last_warning
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-                {
-                    slots.last_warning = Some(Instant::now());
+                if purpose == Purpose::Site {
+                    state
+                        .metrics
+                        .conns_limited
+                        .with_label_values(&[&*listening.label])
+                        .inc();
+                }
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    last_warning = Some(Instant::now());
                     tracing::warn!(
-                        listener = %label,
+                        listener = %listening.label,
                         limit = slots.limit,
                         "connection limit reached; not accepting until a connection closes \
                          (logged at most once a minute; counted in \
@@ -72,21 +114,19 @@ pub async fn accept_loop(
                 }
             }
         };
+        drop(cfg);
         let (stream, peer) = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
             conn = listener.accept() => conn,
         };
-        let conn = serve_connection(
+        let conn = Connection {
+            listening: Arc::clone(&listening),
             stream,
             peer,
-            addr.clone(),
-            Arc::clone(&label),
-            Arc::clone(&shared),
-            graceful.watcher(),
-        );
+        };
         tokio::spawn(async move {
-            conn.await;
+            conn.run().await;
             drop(permit);
         });
     }
@@ -100,7 +140,6 @@ struct Slots {
     limit: usize,
     /// Permits still to be withdrawn after a lowered limit.
     owed: usize,
-    last_warning: Option<Instant>,
 }
 
 impl Slots {
@@ -109,7 +148,6 @@ impl Slots {
             sem: Arc::new(tokio::sync::Semaphore::new(limit)),
             limit,
             owed: 0,
-            last_warning: None,
         }
     }
 
@@ -128,6 +166,27 @@ impl Slots {
             self.owed -= self.sem.forget_permits(self.owed);
         }
     }
+}
+
+/// A listener's role and whether it expects a PROXY header, from the newest
+/// configuration. An address no longer configured (its loop is stopping)
+/// serves plain HTTP until then.
+fn role(cfg: &Config, purpose: Purpose, addr: &ListenAddr) -> (Role, bool) {
+    if purpose == Purpose::Metrics {
+        return (Role::Metrics, false);
+    }
+    if let Some(l) = cfg.listen.iter().find(|l| l.addr.same_socket(addr)) {
+        let role = Role::Site {
+            tls: l.tls,
+            redirect_https: l.redirect_https,
+        };
+        return (role, l.proxy_protocol);
+    }
+    let plain = Role::Site {
+        tls: false,
+        redirect_https: false,
+    };
+    (plain, false)
 }
 
 /// Which HTTP versions to speak on a connection.
@@ -158,8 +217,8 @@ fn builder(limits: &Limits, protocol: Protocol) -> auto::Builder<TokioExecutor> 
         .max_buf_size(limits.max_header_size)
         .keep_alive(true);
     // hyper parses into a stack array of 100 headers unless told another
-    // count, which costs a heap vector filled on every request (2% of the
-    // server core at w1 in a perf profile): only say it when it differs.
+    // count, which costs a heap vector filled on every request (seen in
+    // profiles, benches/README.md): only say it when it differs.
     if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         b.http1().max_headers(limits.max_headers);
     }
@@ -183,16 +242,6 @@ fn builder(limits: &Limits, protocol: Protocol) -> auto::Builder<TokioExecutor> 
     }
 }
 
-/// Per-connection facts the request handler needs.
-#[derive(Clone)]
-struct ConnInfo {
-    peer: Peer,
-    /// Request metrics, when a metrics listener exists to read them.
-    metrics: Option<Arc<crate::metrics::ConnMetrics>>,
-    tls: bool,
-    redirect_https: bool,
-}
-
 /// Keeps `http_connections_open` right however the connection ends.
 struct OpenGuard(prometheus::IntGauge);
 impl Drop for OpenGuard {
@@ -201,201 +250,189 @@ impl Drop for OpenGuard {
     }
 }
 
-async fn serve_connection(
+/// One accepted connection, before anything is read from it.
+struct Connection {
+    listening: Arc<Listening>,
     stream: Stream,
     peer: Peer,
-    addr: ListenAddr,
-    listener: Arc<str>,
-    shared: Arc<Shared>,
-    watcher: Watcher,
-) {
-    tracing::debug!(%peer, "connection accepted");
-    let metrics = &shared.metrics;
-    let open = metrics.conns_open.with_label_values(&[&*listener]);
-    open.inc();
-    let _open = OpenGuard(open);
-    // Connection-level settings come from the generation current at accept;
-    // each request then reads the newest generation.
-    let site = shared.site();
-    let limits = site.config.limits.clone();
-    let handshake_timeout = site.config.tls.handshake_timeout;
-    let metered = site.config.metrics.address.is_some();
-    let (tls, redirect_https, proxy_protocol) = site
-        .config
-        .listen
-        .iter()
-        .find(|l| l.addr.same_socket(&addr))
-        .map_or((false, false, false), |l| {
-            (l.tls, l.redirect_https, l.proxy_protocol)
+}
+
+/// A connection ready for HTTP: its handler, its limits and timers.
+struct Session {
+    handler: Handler,
+    protocol: Protocol,
+    /// Connection-level settings come from the generation current at accept;
+    /// each request then reads the newest generation.
+    limits: Limits,
+    activity: Arc<Activity>,
+    /// `None` for the metrics listener: a drain does not wait for scrapes.
+    watcher: Option<Watcher>,
+    peer: Peer,
+}
+
+impl Connection {
+    async fn run(self) {
+        let Connection {
+            listening,
+            mut stream,
+            mut peer,
+        } = self;
+        tracing::debug!(%peer, "connection accepted");
+        let state = &listening.state;
+        let metrics = &state.metrics;
+        let label = &*listening.label;
+        let cfg = state.config();
+        let (role, proxy_protocol) = role(&cfg, listening.purpose, &listening.addr);
+        let traffic = role != Role::Metrics;
+        let _open = traffic.then(|| {
+            let open = metrics.conns_open.with_label_values(&[label]);
+            open.inc();
+            OpenGuard(open)
         });
-    let mut stream = stream;
-    let mut peer = peer;
-    let mut prefix = bytes::Bytes::new();
-    if proxy_protocol {
-        // Before TLS and HTTP: the balancer's header comes first on the wire.
-        let header = if site.config.trusted_proxies.trusts(&peer) {
-            crate::proxy::read_header(&mut stream, limits.header_read_timeout).await
-        } else {
-            Err(crate::proxy::Rejected::Untrusted)
-        };
-        match header {
-            Ok((client, rest)) => {
-                peer = client.map_or(peer, Peer::Tcp);
-                prefix = rest;
-            }
-            Err(reason) => {
-                tracing::debug!(%peer, reason = reason.label(), "PROXY protocol header refused");
-                metrics
-                    .conns_rejected
-                    .with_label_values(&[&*listener, reason.label()])
-                    .inc();
-                return;
+        let limits = cfg.limits.clone();
+        let handshake_timeout = cfg.tls.handshake_timeout;
+        let mut prefix = Bytes::new();
+        if proxy_protocol {
+            // Before TLS and HTTP: the balancer's header comes first on the wire.
+            let header = if cfg.trusted_proxies.trusts(&peer) {
+                crate::proxy::read_header(&mut stream, limits.header_read_timeout).await
+            } else {
+                Err(crate::proxy::Rejected::Untrusted)
+            };
+            match header {
+                Ok((client, rest)) => {
+                    peer = client.map_or(peer, Peer::Tcp);
+                    prefix = rest;
+                }
+                Err(reason) => {
+                    tracing::debug!(%peer, reason = reason.label(), "PROXY protocol header refused");
+                    metrics
+                        .conns_rejected
+                        .with_label_values(&[label, reason.label()])
+                        .inc();
+                    return;
+                }
             }
         }
-    }
-    drop(site);
-    let activity = Arc::new(Activity::default());
-    let tracked = Tracked {
-        inner: stream,
-        prefix,
-        activity: Arc::clone(&activity),
-    };
-    let info = ConnInfo {
-        peer,
-        metrics: metered.then(|| {
-            Arc::new(crate::metrics::ConnMetrics::new(
-                Arc::clone(&shared.metrics),
-                Arc::clone(&listener),
-            ))
-        }),
-        tls,
-        redirect_https,
-    };
-    let scheme = if tls { "https" } else { "http" };
-    metrics
-        .conns_accepted
-        .with_label_values(&[&*listener, scheme])
-        .inc();
-    if !tls {
-        // Boxed, here and below: the connection's state machine is several
-        // KiB, and a boxed one is built in place instead of being copied
-        // into the task (memmove was 12% of the server core at w3).
-        return Box::pin(serve_http(
-            tracked,
-            Protocol::Auto,
-            info,
+        drop(cfg);
+        let activity = Arc::new(Activity::default());
+        let tracked = Tracked {
+            inner: stream,
+            prefix,
+            activity: Arc::clone(&activity),
+        };
+        let tls = matches!(role, Role::Site { tls: true, .. });
+        if traffic {
+            let scheme = if tls { "https" } else { "http" };
+            metrics
+                .conns_accepted
+                .with_label_values(&[label, scheme])
+                .inc();
+        }
+        let handler = Handler::new(Arc::clone(state), peer, role, Arc::clone(&listening.label));
+        let mut session = Session {
+            handler,
+            protocol: Protocol::Auto,
             limits,
-            shared,
             activity,
-            watcher,
+            watcher: listening.graceful.as_ref().map(|g| g.watcher()),
+            peer,
+        };
+        if !tls {
+            // Boxed, here and below: the connection's state machine is several
+            // KiB, and a boxed one is built in place instead of being copied
+            // into the task (memmove in profiles, benches/README.md).
+            return Box::pin(session.serve(tracked)).await;
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&state.tls_config));
+        let handshake = Box::pin(tokio::time::timeout(
+            handshake_timeout,
+            acceptor.accept(tracked),
         ))
         .await;
-    }
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&shared.tls_config));
-    let handshake = Box::pin(tokio::time::timeout(
-        handshake_timeout,
-        acceptor.accept(tracked),
-    ))
-    .await;
-    let rejected = |reason: &str| {
-        metrics
-            .tls_handshakes
-            .with_label_values(&[&*listener, "failure", "unknown"])
-            .inc();
-        metrics
-            .conns_rejected
-            .with_label_values(&[&*listener, reason])
-            .inc();
-    };
-    match handshake {
-        Ok(Ok(stream)) => {
-            let conn = stream.get_ref().1;
-            let version = match conn.protocol_version() {
-                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-                _ => "unknown",
-            };
+        let rejected = |reason: &str| {
             metrics
                 .tls_handshakes
-                .with_label_values(&[&*listener, "success", version])
+                .with_label_values(&[label, "failure", "unknown"])
                 .inc();
-            let protocol = match conn.alpn_protocol() {
-                Some(b"h2") => Protocol::Http2,
-                _ => Protocol::Http1,
-            };
-            let shared = Arc::clone(&shared);
-            Box::pin(serve_http(
-                stream, protocol, info, limits, shared, activity, watcher,
-            ))
-            .await
-        }
-        Ok(Err(e)) => {
-            rejected("tls_handshake_failed");
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-        }
-        Err(_) => {
-            rejected("tls_handshake_timeout");
-            tracing::debug!(%peer, "TLS handshake timed out");
+            metrics
+                .conns_rejected
+                .with_label_values(&[label, reason])
+                .inc();
+        };
+        match handshake {
+            Ok(Ok(stream)) => {
+                let conn = stream.get_ref().1;
+                let version = match conn.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                    _ => "unknown",
+                };
+                metrics
+                    .tls_handshakes
+                    .with_label_values(&[label, "success", version])
+                    .inc();
+                session.protocol = match conn.alpn_protocol() {
+                    Some(b"h2") => Protocol::Http2,
+                    _ => Protocol::Http1,
+                };
+                Box::pin(session.serve(stream)).await
+            }
+            Ok(Err(e)) => {
+                rejected("tls_handshake_failed");
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                rejected("tls_handshake_timeout");
+                tracing::debug!(%peer, "TLS handshake timed out");
+            }
         }
     }
 }
 
-async fn serve_http<I>(
-    io: I,
-    protocol: Protocol,
-    info: ConnInfo,
-    limits: Limits,
-    shared: Arc<Shared>,
-    activity: Arc<Activity>,
-    watcher: Watcher,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc_activity = Arc::clone(&activity);
-    let peer = info.peer;
-    let svc = service_fn(move |req: Request<Incoming>| {
-        let shared = Arc::clone(&shared);
-        let activity = Arc::clone(&svc_activity);
-        let info = info.clone();
-        async move {
-            let start = Instant::now();
-            let site = shared.site();
-            let logged = site.config.log.access_log != AccessLog::Off;
-            let client = crate::proxy::client(&req, info.peer, &site.config.trusted_proxies);
-            let record = Record::new(&req, client, logged, start);
-            let health = site.config.metrics.main_health_paths;
-            let checked = serve::guard::check(&req, site.config.limits.max_request_body);
-            let mut resp = if let Err(refusal) = checked {
-                serve::refuse(&site.config, &req, refusal)
-            } else {
-                match crate::admin::health(&shared, req.uri().path()) {
-                    Some(r) if health => r,
-                    _ if info.redirect_https => serve::redirect_https(&site.config, &req),
-                    _ => serve::respond(Arc::clone(&site), &req).await,
-                }
-            };
-            if info.tls {
-                if let Some(hsts) = &site.config.tls.hsts {
-                    resp.headers_mut()
-                        .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+impl Session {
+    /// Runs HTTP on `io` until the client leaves, the connection idles out,
+    /// or a drain ends it.
+    async fn serve<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Session {
+            handler,
+            protocol,
+            limits,
+            activity,
+            watcher,
+            peer,
+        } = self;
+        let handler = Arc::new(handler);
+        let svc_activity = Arc::clone(&activity);
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let handler = Arc::clone(&handler);
+            let activity = Arc::clone(&svc_activity);
+            async move {
+                let resp = handler.handle(req).await;
+                Ok::<_, Infallible>(resp.map(|b| InFlight::new(b, activity)))
+            }
+        });
+        let conn = builder(&limits, protocol)
+            .serve_connection(TokioIo::new(io), svc)
+            .into_owned();
+        let run = async move {
+            match watcher {
+                Some(w) => w.watch(conn).await,
+                None => conn.await,
+            }
+        };
+        tokio::select! {
+            result = run => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             }
-            let status = resp.status().as_u16();
-            let metrics = info.metrics.clone();
-            Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, status, record, activity, metrics)))
-        }
-    });
-    let builder = builder(&limits, protocol);
-    let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-    let conn = watcher.watch(conn);
-    tokio::select! {
-        result = conn => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            _ = idle(&activity, limits.keep_alive_timeout) => {
+                tracing::debug!(%peer, "closing idle connection");
             }
-        }
-        _ = idle(&activity, limits.keep_alive_timeout) => {
-            tracing::debug!(%peer, "closing idle connection");
         }
     }
 }
@@ -413,6 +450,80 @@ async fn idle(activity: &Activity, timeout: Duration) {
             .saturating_sub(quiet)
             .max(Duration::from_millis(250));
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// Per-connection activity for the idle timer: when bytes last moved, and
+/// how many responses are in flight. A connection is idle only when both say
+/// so.
+///
+/// `touch` runs on every read and write, so it reads the coarse monotonic
+/// clock ([`coarse_now_ms`]).
+#[derive(Debug)]
+struct Activity {
+    last_ms: AtomicU64,
+    inflight: AtomicUsize,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            last_ms: AtomicU64::new(coarse_now_ms()),
+            inflight: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(coarse_now_ms(), Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        Duration::from_millis(coarse_now_ms().saturating_sub(last))
+    }
+    fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+}
+
+/// A response body in flight: counted from the moment the response exists
+/// until hyper has sent or dropped its body, so the idle timer never closes a
+/// connection in the middle of a response.
+struct InFlight<B> {
+    inner: B,
+    activity: Arc<Activity>,
+}
+
+impl<B> InFlight<B> {
+    fn new(inner: B, activity: Arc<Activity>) -> Self {
+        activity.inflight.fetch_add(1, Ordering::Relaxed);
+        InFlight { inner, activity }
+    }
+}
+
+impl<B> Drop for InFlight<B> {
+    fn drop(&mut self) {
+        self.activity.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.activity.touch();
+    }
+}
+
+impl<B: HttpBody + Unpin> HttpBody for InFlight<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -476,5 +587,58 @@ impl AsyncWrite for Tracked {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn available(s: &Slots) -> usize {
+        s.sem.available_permits()
+    }
+
+    #[test]
+    fn raised_limit_adds_permits_at_once() {
+        let mut s = Slots::new(2);
+        s.resize(5);
+        assert_eq!(available(&s), 5);
+        assert_eq!(s.limit, 5);
+    }
+
+    #[test]
+    fn lowered_limit_takes_effect_as_connections_close() {
+        let mut s = Slots::new(4);
+        // Three connections open: one permit left.
+        let held: Vec<_> = (0..3)
+            .map(|_| Arc::clone(&s.sem).try_acquire_owned().unwrap())
+            .collect();
+        s.resize(1);
+        // The free permit is withdrawn now; two more are owed.
+        assert_eq!(available(&s), 0);
+        assert_eq!(s.owed, 2);
+        drop(held);
+        // Returned permits pay the debt at the next resize (the accept loop
+        // resizes before every accept).
+        s.resize(1);
+        assert_eq!(s.owed, 0);
+        assert_eq!(available(&s), 1);
+    }
+
+    #[test]
+    fn raising_again_repays_what_is_owed_first() {
+        let mut s = Slots::new(4);
+        let held: Vec<_> = (0..4)
+            .map(|_| Arc::clone(&s.sem).try_acquire_owned().unwrap())
+            .collect();
+        s.resize(2);
+        assert_eq!(s.owed, 2);
+        s.resize(3);
+        // One of the two owed permits is forgiven; nothing new is added.
+        assert_eq!(s.owed, 1);
+        assert_eq!(available(&s), 0);
+        drop(held);
+        s.resize(3);
+        assert_eq!(available(&s), 3);
     }
 }

@@ -26,13 +26,19 @@
 //!   swappable resolver; the process-wide rustls configuration.
 
 pub mod access;
+pub mod addr;
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod fileid;
+pub mod handler;
 pub mod lifecycle;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod privileges;
 pub mod proxy;
 pub mod serve;
+pub mod state;
 pub mod tls;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ruchy_serve::config::{self, Layered, Sources};
 use ruchy_serve::listen::Inherited;
-use ruchy_serve::{lifecycle, logging};
+use ruchy_serve::{lifecycle, logging, privileges};
 
 const EX_USAGE: u8 = 64;
 
@@ -167,9 +167,7 @@ fn serve(sources: &Sources) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail_config(e),
     };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    let root_warning = match lifecycle::privileges(&cfg, euid) {
+    let root_warning = match privileges::check(&cfg, privileges::euid()) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("ruchy-serve: {e}");

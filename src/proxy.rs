@@ -12,8 +12,8 @@ use http::HeaderMap;
 use ppp::{v1, v2, HeaderResult, PartialResult};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::addr::Peer;
 use crate::config::TrustedProxies;
-use crate::listen::Peer;
 
 /// The longest header we wait for: a v1 line is at most 107 bytes; v2 with
 /// TLVs can be longer, but a load balancer sends a few hundred at most.

@@ -23,6 +23,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
+use crate::fileid::FileId;
+
 /// One `[[tls.certificates]]` entry, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSpec {
@@ -56,21 +58,6 @@ pub enum TlsError {
     NoNames { path: PathBuf },
 }
 
-/// What identifies a version of a file cheaply: rotation tools rewrite or
-/// rename, and either changes one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    modified: Option<SystemTime>,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    std::fs::metadata(path).ok().map(|m| Stamp {
-        len: m.len(),
-        modified: m.modified().ok(),
-    })
-}
-
 /// A loaded, validated certificate.
 #[derive(Debug)]
 pub struct LoadedCert {
@@ -81,14 +68,16 @@ pub struct LoadedCert {
     pub not_after: i64,
     /// Leaf serial number in hex, for logs.
     pub serial: String,
-    stamps: [Option<Stamp>; 2],
+    /// The certificate's and key's file versions when loaded: rotation tools
+    /// rewrite or rename, and either changes the [`FileId`].
+    stamps: [Option<FileId>; 2],
 }
 
 impl LoadedCert {
     /// Loads and validates one certificate and key: the chain parses, the key
     /// matches the leaf, the leaf has not expired.
     pub fn load(spec: &CertSpec) -> Result<LoadedCert, TlsError> {
-        let stamps = [stamp(&spec.cert), stamp(&spec.key)];
+        let stamps = [FileId::at(&spec.cert), FileId::at(&spec.key)];
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| TlsError::Read {
                 path: path.to_path_buf(),
@@ -168,7 +157,7 @@ impl LoadedCert {
     }
 
     fn changed_on_disk(&self) -> bool {
-        [stamp(&self.spec.cert), stamp(&self.spec.key)] != self.stamps
+        [FileId::at(&self.spec.cert), FileId::at(&self.spec.key)] != self.stamps
     }
 }
 
@@ -186,10 +175,7 @@ fn dns_names(x509: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::unix_now() as i64
 }
 
 /// Every configured certificate, indexed by name. The first is the default

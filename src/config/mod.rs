@@ -11,13 +11,13 @@ mod load;
 pub mod raw;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use globset::{Glob, GlobMatcher};
 use http::header::{HeaderName, HeaderValue};
 
+pub use crate::addr::ListenAddr;
 pub use error::{ConfigError, Origin};
 pub use load::{demo_root, Layered, Sources, ENV_PREFIX};
 
@@ -76,10 +76,10 @@ impl TrustedProxies {
         let ip = ip.to_canonical();
         self.nets.iter().any(|n| n.contains(&ip))
     }
-    pub fn trusts(&self, peer: &crate::listen::Peer) -> bool {
+    pub fn trusts(&self, peer: &crate::addr::Peer) -> bool {
         match peer {
-            crate::listen::Peer::Tcp(a) => self.contains_ip(a.ip()),
-            crate::listen::Peer::Unix => self.unix,
+            crate::addr::Peer::Tcp(a) => self.contains_ip(a.ip()),
+            crate::addr::Peer::Unix => self.unix,
         }
     }
 }
@@ -94,47 +94,6 @@ pub struct Tls {
     pub watch_interval: Duration,
     pub hsts: Option<HeaderValue>,
     pub https_port: u16,
-}
-
-/// Where to accept connections.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ListenAddr {
-    Tcp(SocketAddr),
-    /// A unix stream socket we create (a stale socket file is replaced).
-    Unix {
-        path: PathBuf,
-        mode: Option<u32>,
-    },
-    /// A socket inherited from systemd, by its FileDescriptorName.
-    Systemd(String),
-}
-
-impl std::fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ListenAddr::Tcp(a) => write!(f, "{a}"),
-            ListenAddr::Unix { path, .. } => write!(f, "unix:{}", path.display()),
-            ListenAddr::Systemd(name) => write!(f, "systemd:{name}"),
-        }
-    }
-}
-
-impl ListenAddr {
-    /// The same socket, ignoring options such as a unix socket's mode: what
-    /// reload compares to decide whether a listener is kept.
-    pub fn same_socket(&self, other: &ListenAddr) -> bool {
-        match (self, other) {
-            (ListenAddr::Unix { path: a, .. }, ListenAddr::Unix { path: b, .. }) => a == b,
-            (a, b) => a == b,
-        }
-    }
-
-    /// Two entries that would bind the same socket. Port 0 asks the kernel
-    /// for a fresh port each time, so it never conflicts.
-    pub fn conflicts(&self, other: &ListenAddr) -> bool {
-        let ephemeral = matches!(self, ListenAddr::Tcp(a) if a.port() == 0);
-        !ephemeral && self.same_socket(other)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

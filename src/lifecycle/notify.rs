@@ -2,7 +2,7 @@
 //! Without NOTIFY_SOCKET (not under systemd, or Type=simple) every call is a
 //! no-op, so the rest of the code never asks whether systemd is there.
 
-use super::Phase;
+use crate::state::Phase;
 use sd_notify::NotifyState;
 
 /// Tells systemd about a phase change, with a one-line human status.

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use crate::config::ListenAddr;
+use crate::addr::ListenAddr;
+pub use crate::addr::Peer;
 
 /// Kernel accept queue length; the same as nginx's default on Linux.
 const BACKLOG: i32 = 511;
@@ -110,25 +111,6 @@ impl Drop for UnixSocket {
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == *ino) {
                 let _ = std::fs::remove_file(path);
             }
-        }
-    }
-}
-
-/// The peer of an accepted connection, as logged.
-#[derive(Debug, Clone, Copy)]
-pub enum Peer {
-    Tcp(SocketAddr),
-    Unix,
-}
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d;
-            // operators and log tools expect a.b.c.d.
-            Peer::Tcp(a) => write!(f, "{}", a.ip().to_canonical()),
-            // nginx logs "unix:" for connections on a unix socket.
-            Peer::Unix => write!(f, "unix:"),
         }
     }
 }

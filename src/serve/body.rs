@@ -7,6 +7,8 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use crate::fileid::FileId;
 use futures_util::stream;
 use http_body::Frame;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
@@ -41,31 +43,14 @@ pub enum Segment {
     },
 }
 
-/// The version of a file a response's headers describe: its length and
-/// modification time when it was resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Version {
-    pub len: u64,
-    pub modified: std::time::SystemTime,
-}
-
-impl Version {
-    fn of(meta: &std::fs::Metadata) -> Version {
-        Version {
-            len: meta.len(),
-            modified: meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH),
-        }
-    }
-}
-
 /// Streams `segments` out of `file`, which must stay the `version` the
-/// headers describe. After each chunk is read the file is checked again
+/// headers describe ([`FileId`]). After each chunk is read the file is checked again
 /// (one fstat per MiB): if it was truncated, or rewritten in place, the body
 /// ends with an error, which makes hyper abort the connection. The client
 /// sees a failed transfer, never a short body that looks complete or one that
 /// mixes two versions. (A file replaced by rename or deleted is no change to
 /// the open file: its old bytes are sent whole.)
-pub fn file(file: File, segments: Vec<Segment>, version: Version) -> Body {
+pub fn file(file: File, segments: Vec<Segment>, version: FileId) -> Body {
     let state = (Arc::new(file), VecDeque::from(segments));
     let s = stream::unfold(state, move |(file, mut segs)| async move {
         let seg = segs.pop_front()?;
@@ -76,7 +61,7 @@ pub fn file(file: File, segments: Vec<Segment>, version: Version) -> Body {
                 let f = Arc::clone(&file);
                 let read = tokio::task::spawn_blocking(move || {
                     let buf = read_exact_at(&f, want, offset)?;
-                    if Version::of(&f.metadata()?) != version {
+                    if FileId::of(&f.metadata()?) != version {
                         return Err(io::Error::other("file changed while it was being sent"));
                     }
                     Ok(buf)
@@ -118,7 +103,7 @@ pub fn file(file: File, segments: Vec<Segment>, version: Version) -> Body {
 /// The buffer is not zeroed first: a profile of w5 showed 14% of the server
 /// core in `memset` for buffers that `pread` overwrites anyway. `pread`
 /// writes into the spare capacity and the length is set to what it wrote.
-fn read_exact_at(file: &File, want: usize, offset: u64) -> io::Result<Vec<u8>> {
+pub fn read_exact_at(file: &File, want: usize, offset: u64) -> io::Result<Vec<u8>> {
     use std::os::fd::AsRawFd;
     let mut buf: Vec<u8> = Vec::with_capacity(want);
     while buf.len() < want {

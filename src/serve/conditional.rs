@@ -3,6 +3,8 @@
 
 use std::time::SystemTime;
 
+use crate::clock::unix_secs;
+
 /// The validators of the selected representation.
 #[derive(Debug, Clone, Copy)]
 pub struct Validators<'a> {
@@ -42,7 +44,7 @@ pub enum Decision {
 /// Step 5, If-Range, is [`if_range_allows`]. Dates that do not parse are
 /// ignored, as the RFC requires.
 pub fn evaluate(pre: &Preconditions<'_>, v: &Validators<'_>) -> Decision {
-    let modified = secs(v.last_modified);
+    let modified = unix_secs(v.last_modified);
     if let Some(im) = pre.if_match {
         if !if_match(im, v.etag) {
             return Decision::Failed;
@@ -73,7 +75,7 @@ pub fn if_range_allows(if_range: &str, v: &Validators<'_>) -> bool {
         return strong_eq(if_range, v.etag);
     }
     match parse_date(if_range) {
-        Some(date) => date == secs(v.last_modified),
+        Some(date) => date == unix_secs(v.last_modified),
         None => false,
     }
 }
@@ -136,13 +138,7 @@ fn entity_tags(header: &str) -> impl Iterator<Item = &str> {
 }
 
 fn parse_date(s: &str) -> Option<u64> {
-    httpdate::parse_http_date(s.trim()).ok().map(secs)
-}
-
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    httpdate::parse_http_date(s.trim()).ok().map(unix_secs)
 }
 
 #[cfg(test)]

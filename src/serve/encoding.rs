@@ -12,9 +12,13 @@ use crate::config::Encoding;
 ///   its q-value to codings not listed by name. `x-gzip` means gzip.
 pub fn negotiate(accept_encoding: Option<&str>, available: &[Encoding]) -> Option<Encoding> {
     let header = accept_encoding?;
+    if available.is_empty() {
+        return None;
+    }
+    let weights = Weights::parse(header);
     let mut best: Option<(Encoding, u16)> = None;
     for &enc in available {
-        let q = q_for(header, enc.token());
+        let q = weights.of(enc);
         if q > 0 && best.is_none_or(|(_, bq)| q > bq) {
             best = Some((enc, q));
         }
@@ -22,30 +26,63 @@ pub fn negotiate(accept_encoding: Option<&str>, available: &[Encoding]) -> Optio
     best.map(|(e, _)| e)
 }
 
-/// The q-value (in thousandths) the header gives `token`.
-fn q_for(header: &str, token: &str) -> u16 {
-    let mut named = None;
-    let mut wildcard = None;
-    for item in header.split(',') {
-        let mut parts = item.split(';');
-        let coding = parts.next().unwrap_or("").trim();
-        let mut q = 1000;
-        for param in parts {
-            if let Some((k, val)) = param.split_once('=') {
-                if k.trim().eq_ignore_ascii_case("q") {
-                    q = parse_q(val.trim()).unwrap_or(0);
+/// The q-values (in thousandths) one Accept-Encoding header gives the codings
+/// we can serve, from a single pass over the header.
+struct Weights {
+    /// br, zstd, gzip: the highest q-value given by name.
+    named: [Option<u16>; 3],
+    /// The q-value of `*`, for codings not named.
+    wildcard: Option<u16>,
+}
+
+fn index(enc: Encoding) -> usize {
+    match enc {
+        Encoding::Brotli => 0,
+        Encoding::Zstd => 1,
+        Encoding::Gzip => 2,
+    }
+}
+
+impl Weights {
+    fn parse(header: &str) -> Weights {
+        let mut w = Weights {
+            named: [None; 3],
+            wildcard: None,
+        };
+        for item in header.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let mut q = 1000;
+            for param in parts {
+                if let Some((k, val)) = param.split_once('=') {
+                    if k.trim().eq_ignore_ascii_case("q") {
+                        q = parse_q(val.trim()).unwrap_or(0);
+                    }
                 }
             }
+            let named = [Encoding::Brotli, Encoding::Zstd, Encoding::Gzip]
+                .into_iter()
+                .find(|e| coding.eq_ignore_ascii_case(e.token()))
+                .or_else(|| {
+                    coding
+                        .eq_ignore_ascii_case("x-gzip")
+                        .then_some(Encoding::Gzip)
+                });
+            match named {
+                Some(enc) => {
+                    let slot = &mut w.named[index(enc)];
+                    *slot = Some(slot.map_or(q, |n| n.max(q)));
+                }
+                None if coding == "*" => w.wildcard = Some(q),
+                None => {}
+            }
         }
-        let coding_matches = coding.eq_ignore_ascii_case(token)
-            || (token == "gzip" && coding.eq_ignore_ascii_case("x-gzip"));
-        if coding_matches {
-            named = Some(named.map_or(q, |n: u16| n.max(q)));
-        } else if coding == "*" {
-            wildcard = Some(q);
-        }
+        w
     }
-    named.or(wildcard).unwrap_or(0)
+
+    fn of(&self, enc: Encoding) -> u16 {
+        self.named[index(enc)].or(self.wildcard).unwrap_or(0)
+    }
 }
 
 /// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`

@@ -3,7 +3,7 @@
 //! mtime-length tags differ whenever deploys touch mtimes differently).
 //!
 //! Hashing costs one read of the file, so results are cached per file version
-//! ([`FileKey`]: length, mtime, inode, device). Files above `etag_hash_limit`
+//! ([`FileId`]: length, mtime, inode, device). Files above `etag_hash_limit`
 //! get a tag from length and mtime instead, which is still strong for files
 //! not rewritten twice within one second, and equal across replicas only when
 //! the deploy preserves mtimes (rsync -a, image layers).
@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::resolve::FileKey;
+use crate::fileid::FileId;
 
 /// Bound on remembered tags; past it the map is cleared and refilled, which
 /// costs one rehash per hot file and keeps memory flat under path scans.
@@ -25,7 +25,7 @@ const HASH_CHUNK: usize = 256 * 1024;
 
 #[derive(Default)]
 pub struct EtagCache {
-    map: Mutex<HashMap<PathBuf, (FileKey, String)>>,
+    map: Mutex<HashMap<PathBuf, (FileId, String)>>,
 }
 
 impl std::fmt::Debug for EtagCache {
@@ -43,7 +43,7 @@ impl EtagCache {
         meta: &Metadata,
         hash_limit: u64,
     ) -> io::Result<String> {
-        let key = FileKey::of(meta);
+        let key = FileId::of(meta);
         if let Some((k, tag)) = self.map.lock().expect("etag cache").get(path) {
             if *k == key {
                 return Ok(tag.clone());
@@ -52,8 +52,7 @@ impl EtagCache {
         let tag = if meta.len() <= hash_limit {
             hash_file(file, meta.len())?
         } else {
-            let mtime = key.mtime_ns.div_euclid(1_000_000_000);
-            format!("\"{:x}-{:x}\"", meta.len(), mtime)
+            format!("\"{:x}-{:x}\"", meta.len(), key.mtime_secs())
         };
         let mut map = self.map.lock().expect("etag cache");
         if map.len() >= MAX_ENTRIES {

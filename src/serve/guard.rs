@@ -26,6 +26,8 @@ impl Refusal {
     }
 }
 
+/// Refuses what no static file request should carry: a missing, repeated or
+/// malformed Host, or a request body.
 pub fn check<B>(req: &Request<B>, max_body: u64) -> Result<(), Refusal> {
     host(req.version(), req.headers())?;
     body(req.headers(), max_body)
@@ -51,40 +53,57 @@ fn host(version: Version, headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A Host value split into its parts, borrowed from the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostPort<'a> {
+    /// The host: a reg-name, or an IP-literal with its brackets.
+    pub name: &'a [u8],
+    /// The decimal port, when one was given.
+    pub port: Option<&'a [u8]>,
+}
+
 /// `Host = uri-host [ ":" port ]` (RFC 9110 section 7.2, RFC 3986): an
 /// IP-literal in brackets or a reg-name, then an optional decimal port. No
-/// userinfo, path, whitespace or other delimiters.
-pub fn valid_host(v: &[u8]) -> bool {
-    let (host, port) = if v.first() == Some(&b'[') {
-        let Some(end) = v.iter().position(|&b| b == b']') else {
-            return false;
-        };
+/// userinfo, path, whitespace or other delimiters. The one Host parser: the
+/// guard checks with it, the https redirect takes the name from it.
+pub fn parse_host(v: &[u8]) -> Option<HostPort<'_>> {
+    let (name, port) = if v.first() == Some(&b'[') {
+        let end = v.iter().position(|&b| b == b']')?;
         let literal = &v[1..end];
         let ok = !literal.is_empty()
             && literal
                 .iter()
                 .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
         if !ok {
-            return false;
+            return None;
         }
         match &v[end + 1..] {
-            [] => return true,
-            [b':', port @ ..] => (&[][..], Some(port)),
-            _ => return false,
+            [] => (&v[..=end], None),
+            [b':', port @ ..] => (&v[..=end], Some(port)),
+            _ => return None,
         }
     } else {
-        match v.iter().rposition(|&b| b == b':') {
+        let (name, port) = match v.iter().rposition(|&b| b == b':') {
             Some(i) => (&v[..i], Some(&v[i + 1..])),
             None => (v, None),
+        };
+        let reg_name_ok = name.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                // unreserved, sub-delims and pct-encoded's '%'
+                || b"-._~!$&'()*+,;=%".contains(&b)
+        });
+        if !reg_name_ok {
+            return None;
         }
+        (name, port)
     };
-    let reg_name_ok = host.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            // unreserved, sub-delims and pct-encoded's '%'
-            || b"-._~!$&'()*+,;=%".contains(&b)
-    });
     let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
-    reg_name_ok && port_ok
+    port_ok.then_some(HostPort { name, port })
+}
+
+/// Whether `v` is a valid Host value ([`parse_host`]).
+pub fn valid_host(v: &[u8]) -> bool {
+    parse_host(v).is_some()
 }
 
 /// Bodies are never read. One announced above `max_body` gets 413; one of
@@ -142,6 +161,29 @@ mod tests {
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad:?} should be invalid");
         }
+    }
+
+    #[test]
+    fn parse_host_splits_name_and_port() {
+        let split = |v: &'static str| {
+            parse_host(v.as_bytes()).map(|h| {
+                (
+                    String::from_utf8_lossy(h.name).into_owned(),
+                    h.port.map(|p| String::from_utf8_lossy(p).into_owned()),
+                )
+            })
+        };
+        assert_eq!(split("example.com"), Some(("example.com".into(), None)));
+        assert_eq!(
+            split("example.com:8080"),
+            Some(("example.com".into(), Some("8080".into())))
+        );
+        assert_eq!(
+            split("[::1]:8443"),
+            Some(("[::1]".into(), Some("8443".into())))
+        );
+        assert_eq!(split("[::1]"), Some(("[::1]".into(), None)));
+        assert_eq!(split("a/b:1"), None);
     }
 
     fn req(version: Version, headers: &[(&str, &str)]) -> Request<()> {

@@ -13,6 +13,10 @@
 //! 6. Range ([`range`], section 14) with If-Range: 206, multipart or 416.
 //! 7. Headers ([`headers`]): type, validators, cache and header rules, security.
 //! 8. Body ([`body`]): streamed from the open file; none for HEAD.
+//!
+//! This module does steps 1 to 4, the part with I/O (one blocking-pool trip
+//! per request that misses the cache); [`represent`] does 5 to 8 without any;
+//! [`response`] assembles every kind of answer.
 
 pub mod body;
 pub mod cache;
@@ -23,7 +27,9 @@ pub mod guard;
 pub mod headers;
 pub mod listing;
 pub mod range;
+pub mod represent;
 pub mod resolve;
+pub mod response;
 
 use std::sync::Arc;
 
@@ -32,9 +38,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::config::Config;
-use body::{Body, Segment};
-use conditional::{Decision, Preconditions, Validators};
-use range::{ByteRange, RangeOutcome};
+use body::Body;
+use represent::{header_str, represent, Source};
 use resolve::{Found, Outcome};
 
 const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
@@ -43,12 +48,17 @@ const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
 /// builds a new `Site`, so caches are cleared by construction.
 #[derive(Debug)]
 pub struct Site {
+    /// The validated configuration of this generation.
     pub config: Arc<Config>,
+    /// Content hashes by file version.
     pub etags: etag::EtagCache,
+    /// Small hot files, prepared for answering from memory.
     pub cache: cache::FileCache,
 }
 
 impl Site {
+    /// A generation with empty caches; `stats` are the process-wide cache
+    /// counters, which outlive generations.
     pub fn new(config: Arc<Config>, stats: cache::Stats) -> Site {
         Site {
             cache: cache::FileCache::new(&config, stats),
@@ -58,52 +68,17 @@ impl Site {
     }
 }
 
-/// Where a representation's bytes come from.
-enum Source {
-    File(std::fs::File, body::Version),
-    Memory(Bytes),
-}
-
-impl Source {
-    fn body(self, segments: Vec<Segment>) -> Body {
-        match self {
-            Source::File(f, version) => body::file(f, segments, version),
-            Source::Memory(bytes) => {
-                let slice =
-                    |offset: u64, len: u64| bytes.slice(offset as usize..(offset + len) as usize);
-                match segments.as_slice() {
-                    [Segment::File { offset, len }] => body::full(slice(*offset, *len)),
-                    parts => {
-                        let mut out = bytes::BytesMut::new();
-                        for p in parts {
-                            match p {
-                                Segment::Bytes(b) => out.extend_from_slice(b),
-                                Segment::File { offset, len } => {
-                                    out.extend_from_slice(&slice(*offset, *len))
-                                }
-                            }
-                        }
-                        body::full(out.freeze())
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Reads a whole small file for the cache; `None` if it is not the length
 /// its metadata promised (changed under us), so nothing wrong is cached.
 fn read_whole(file: &std::fs::File, len: u64) -> Option<Bytes> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, 0).ok()?;
-    Some(Bytes::from(buf))
+    let buf = body::read_exact_at(file, len as usize, 0).ok()?;
+    (buf.len() as u64 == len).then(|| Bytes::from(buf))
 }
 
 /// The answer to a request [`guard::check`] refused: a short text body, and
 /// `Connection: close` on HTTP/1 when the request's body was left unread.
 pub fn refuse<B>(cfg: &Config, req: &Request<B>, refusal: guard::Refusal) -> Response<Body> {
-    let mut r = simple(cfg, refusal.status, Some(req.method() == Method::HEAD));
+    let mut r = response::status_text(cfg, refusal.status, req.method() == Method::HEAD);
     if refusal.close && req.version() < http::Version::HTTP_2 {
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -119,19 +94,19 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
     match *req.method() {
         Method::GET | Method::HEAD => {}
         Method::OPTIONS => {
-            let mut r = simple(cfg, StatusCode::NO_CONTENT, None);
+            let mut r = response::no_body(cfg, StatusCode::NO_CONTENT);
             r.headers_mut().insert(header::ALLOW, ALLOW);
             return r;
         }
         _ => {
-            let mut r = simple(cfg, StatusCode::METHOD_NOT_ALLOWED, Some(head));
+            let mut r = response::status_text(cfg, StatusCode::METHOD_NOT_ALLOWED, head);
             r.headers_mut().insert(header::ALLOW, ALLOW);
             return r;
         }
     }
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > cfg.limits.max_uri_length {
-        return simple(cfg, StatusCode::URI_TOO_LONG, Some(head));
+        return response::status_text(cfg, StatusCode::URI_TOO_LONG, head);
     }
 
     if let Some(entry) = site.cache.lookup(req.uri().path()) {
@@ -149,11 +124,7 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
 
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
-    let accept = req
-        .headers()
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let accept = header_str(req, header::ACCEPT_ENCODING).map(str::to_string);
     let outcome = blocking(&site, move |site| {
         let resolved = resolve::resolve(
             &site.config,
@@ -212,6 +183,13 @@ fn prepare(cfg: &Config, found: &Found) -> cache::Prepared {
     )
 }
 
+/// A resolved file, answered straight from the open file.
+fn represent_file<B>(cfg: &Config, req: &Request<B>, found: Found) -> Response<Body> {
+    let prepared = prepare(cfg, &found);
+    let version = found.version();
+    represent(req, &prepared, Source::File(found.file, version))
+}
+
 /// Everything resolution can answer besides a cached file.
 async fn respond_outcome<B>(
     site: &Arc<Site>,
@@ -221,17 +199,9 @@ async fn respond_outcome<B>(
     let cfg = &site.config;
     let head = req.method() == Method::HEAD;
     match outcome {
-        Outcome::File(found) => {
-            let prepared = prepare(cfg, &found);
-            let version = found.version();
-            represent(req, &prepared, Source::File(found.file, version))
-        }
+        Outcome::File(found) => represent_file(cfg, req, *found),
         Outcome::Redirect(location) => {
-            let mut r = simple(cfg, StatusCode::PERMANENT_REDIRECT, Some(head));
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                r.headers_mut().insert(header::LOCATION, v);
-            }
-            r
+            response::redirect(cfg, StatusCode::PERMANENT_REDIRECT, &location, head)
         }
         Outcome::Listing(dir) => {
             let shown = percent_encoding::percent_decode_str(req.uri().path())
@@ -246,14 +216,14 @@ async fn respond_outcome<B>(
                         HeaderValue::from_static("text/html; charset=utf-8"),
                     );
                     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                    finish(cfg, StatusCode::OK, h, Bytes::from(html), head)
+                    response::in_memory(cfg, StatusCode::OK, h, Bytes::from(html), head)
                 }
                 Err(e) => io_error(site, req, e).await,
             }
         }
         Outcome::NotFound => not_found(site, req).await,
         Outcome::Forbidden => error_page(site, StatusCode::FORBIDDEN, head).await,
-        Outcome::BadRequest => simple(cfg, StatusCode::BAD_REQUEST, Some(head)),
+        Outcome::BadRequest => response::status_text(cfg, StatusCode::BAD_REQUEST, head),
     }
 }
 
@@ -285,21 +255,13 @@ async fn io_error<B>(site: &Arc<Site>, req: &Request<B>, e: std::io::Error) -> R
 async fn not_found<B>(site: &Arc<Site>, req: &Request<B>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     if let Some(fallback) = site.config.files.fallback.clone() {
-        let accept = req
-            .headers()
-            .get(header::ACCEPT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let accept = header_str(req, header::ACCEPT_ENCODING).map(str::to_string);
         let found = blocking(site, move |s| {
             resolve::resolve(&s.config, &s.etags, &fallback, None, accept.as_deref())
         })
         .await;
         match found {
-            Ok(Outcome::File(found)) => {
-                let prepared = prepare(&site.config, &found);
-                let version = found.version();
-                return represent(req, &prepared, Source::File(found.file, version));
-            }
+            Ok(Outcome::File(found)) => return represent_file(&site.config, req, *found),
             _ => tracing::warn!(
                 fallback = site.config.files.fallback.as_deref(),
                 "fallback file is missing; answering 404"
@@ -323,257 +285,46 @@ async fn error_page(site: &Arc<Site>, status: StatusCode, head: bool) -> Respons
         })
         .await;
         if let Ok(Outcome::File(found)) = found {
-            let mut h = HeaderMap::new();
-            h.insert(
-                header::CONTENT_TYPE,
-                headers::content_type(&found.rel_path, &cfg.files.mime_types),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(found.len));
-            headers::apply_common(&cfg.headers, &mut h);
-            let b = if head {
-                body::empty()
-            } else {
-                let version = found.version();
-                body::file(
-                    found.file,
-                    vec![Segment::File {
-                        offset: 0,
-                        len: found.len,
-                    }],
-                    version,
-                )
-            };
-            return build(status, h, b);
+            return response::error_file(cfg, status, *found, head);
         }
         tracing::warn!(status = status.as_u16(), "error page file is missing");
     }
-    simple(cfg, status, Some(head))
-}
-
-/// A short text response (`Some(head)`) or an empty one (`None`).
-fn simple(cfg: &Config, status: StatusCode, text: Option<bool>) -> Response<Body> {
-    let mut h = HeaderMap::new();
-    match text {
-        Some(head) => {
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            let msg = format!(
-                "{} {}\n",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            );
-            finish(cfg, status, h, Bytes::from(msg), head)
-        }
-        None => {
-            headers::apply_common(&cfg.headers, &mut h);
-            build(status, h, body::empty())
-        }
-    }
-}
-
-/// In-memory body with Content-Length and common headers.
-fn finish(
-    cfg: &Config,
-    status: StatusCode,
-    mut h: HeaderMap,
-    bytes: Bytes,
-    head: bool,
-) -> Response<Body> {
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    headers::apply_common(&cfg.headers, &mut h);
-    build(
-        status,
-        h,
-        if head {
-            body::empty()
-        } else {
-            body::full(bytes)
-        },
-    )
-}
-
-fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    *r.headers_mut() = headers;
-    r
-}
-
-fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> Option<&str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Steps 5 to 8 for a representation, from a file or from memory.
-fn represent<B>(req: &Request<B>, prepared: &cache::Prepared, source: Source) -> Response<Body> {
-    let head = req.method() == Method::HEAD;
-    let mut h = prepared.headers.clone();
-    let content_type = prepared.content_type.clone();
-    let validators = Validators {
-        etag: &prepared.etag,
-        last_modified: prepared.modified,
-    };
-    let pre = Preconditions {
-        if_match: header_str(req, header::IF_MATCH),
-        if_none_match: header_str(req, header::IF_NONE_MATCH),
-        if_modified_since: header_str(req, header::IF_MODIFIED_SINCE),
-        if_unmodified_since: header_str(req, header::IF_UNMODIFIED_SINCE),
-    };
-    match conditional::evaluate(&pre, &validators) {
-        Decision::Proceed => {}
-        Decision::NotModified => return build(StatusCode::NOT_MODIFIED, h, body::empty()),
-        Decision::Failed => {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-            return build(StatusCode::PRECONDITION_FAILED, h, body::empty());
-        }
-    }
-
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(enc) = prepared.encoding {
-        h.insert(
-            header::CONTENT_ENCODING,
-            HeaderValue::from_static(enc.token()),
-        );
-    }
-    let len = prepared.len;
-    // Range is defined for GET only (RFC 9110 section 14.2); HEAD ignores it.
-    let range = match header_str(req, header::RANGE) {
-        Some(r) if !head => {
-            let applies = header_str(req, header::IF_RANGE)
-                .is_none_or(|ir| conditional::if_range_allows(ir, &validators));
-            if applies {
-                range::evaluate(r, len, prepared.max_ranges)
-            } else {
-                RangeOutcome::Full
-            }
-        }
-        _ => RangeOutcome::Full,
-    };
-
-    let whole = |h: &mut HeaderMap| {
-        h.insert(header::CONTENT_TYPE, content_type.clone());
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    };
-    match range {
-        RangeOutcome::Full => {
-            whole(&mut h);
-            let b = if head {
-                body::empty()
-            } else {
-                source.body(vec![Segment::File { offset: 0, len }])
-            };
-            build(StatusCode::OK, h, b)
-        }
-        RangeOutcome::Unsatisfiable => {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                h.insert(header::CONTENT_RANGE, v);
-            }
-            build(StatusCode::RANGE_NOT_SATISFIABLE, h, body::empty())
-        }
-        RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
-            let r = ranges[0];
-            h.insert(header::CONTENT_TYPE, content_type);
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
-            if let Ok(v) = HeaderValue::from_str(&content_range(r, len)) {
-                h.insert(header::CONTENT_RANGE, v);
-            }
-            let b = source.body(vec![Segment::File {
-                offset: r.start,
-                len: r.len(),
-            }]);
-            build(StatusCode::PARTIAL_CONTENT, h, b)
-        }
-        RangeOutcome::Partial(ranges) => {
-            let (segments, total, boundary) = multipart(&ranges, len, &content_type);
-            if let Ok(v) =
-                HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
-            {
-                h.insert(header::CONTENT_TYPE, v);
-            }
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
-            build(StatusCode::PARTIAL_CONTENT, h, source.body(segments))
-        }
-    }
-}
-
-fn content_range(r: ByteRange, len: u64) -> String {
-    format!("bytes {}-{}/{len}", r.start, r.end)
-}
-
-/// The parts of a multipart/byteranges body (RFC 9110 section 14.6) and its
-/// exact length, so it can be sent with Content-Length.
-fn multipart(
-    ranges: &[ByteRange],
-    len: u64,
-    content_type: &HeaderValue,
-) -> (Vec<Segment>, u64, String) {
-    use std::hash::{BuildHasher, Hasher};
-    // A fresh random boundary per response: it must not occur in the parts.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(len);
-    let boundary = format!("ruchy{:016x}", hasher.finish());
-    let ct = content_type.to_str().unwrap_or("application/octet-stream");
-    let mut segments = Vec::with_capacity(ranges.len() * 2 + 1);
-    let mut total = 0u64;
-    for (i, r) in ranges.iter().enumerate() {
-        let lead = if i == 0 { "" } else { "\r\n" };
-        let part = format!(
-            "{lead}--{boundary}\r\nContent-Type: {ct}\r\nContent-Range: {}\r\n\r\n",
-            content_range(*r, len)
-        );
-        total += part.len() as u64 + r.len();
-        segments.push(Segment::Bytes(Bytes::from(part)));
-        segments.push(Segment::File {
-            offset: r.start,
-            len: r.len(),
-        });
-    }
-    let end = format!("\r\n--{boundary}--\r\n");
-    total += end.len() as u64;
-    segments.push(Segment::Bytes(Bytes::from(end)));
-    (segments, total, boundary)
+    response::status_text(cfg, status, head)
 }
 
 /// A plain-HTTP listener with `redirect_https`: 308 to the same host and
 /// path over https (the method and body are kept by 308, unlike 301). The
-/// host comes from the request and is checked, so a hostile Host header
-/// cannot make us redirect to a crafted URL.
+/// host comes from the request and is checked with the guard's Host parser,
+/// and only letters, digits, dots, dashes and IP-literal brackets pass, so a
+/// hostile Host header cannot make us redirect to a crafted URL.
 pub fn redirect_https<B>(cfg: &Config, req: &Request<B>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| header_str(req, header::HOST).map(str::to_string))
-        .unwrap_or_default();
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => {
-            if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() {
-                name
-            } else {
-                host.as_str()
-            }
-        }
-        _ => host.as_str(),
+    let host = match req.uri().authority() {
+        Some(a) => Some(a.as_str().as_bytes()),
+        None => req.headers().get(header::HOST).map(|v| v.as_bytes()),
     };
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
-    if !valid {
-        return simple(cfg, StatusCode::BAD_REQUEST, Some(head));
-    }
+    let name = host
+        .and_then(guard::parse_host)
+        .map(|h| h.name)
+        .filter(|n| {
+            !n.is_empty()
+                && n.iter().all(|&b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':')
+                })
+        });
+    let Some(name) = name else {
+        return response::status_text(cfg, StatusCode::BAD_REQUEST, head);
+    };
+    let name = String::from_utf8_lossy(name);
     let port = match cfg.tls.https_port {
         443 => String::new(),
         p => format!(":{p}"),
     };
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let mut r = simple(cfg, StatusCode::PERMANENT_REDIRECT, Some(head));
-    if let Ok(v) = HeaderValue::from_str(&format!("https://{name}{port}{target}")) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
+    response::redirect(
+        cfg,
+        StatusCode::PERMANENT_REDIRECT,
+        &format!("https://{name}{port}{target}"),
+        head,
+    )
 }

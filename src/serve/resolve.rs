@@ -10,11 +10,11 @@ use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::config::{Config, Encoding, SymlinkPolicy};
+use crate::fileid::FileId;
 
 use super::encoding::negotiate;
 use super::etag::EtagCache;
@@ -41,6 +41,8 @@ pub struct Found {
     /// the bytes the validators describe (unless the file is rewritten in
     /// place while we stream it, which the body detects by length).
     pub file: File,
+    /// The identity of the opened file, taken with the validators.
+    pub id: FileId,
     pub len: u64,
     pub modified: SystemTime,
     pub etag: String,
@@ -56,12 +58,10 @@ pub struct Found {
 }
 
 impl Found {
-    /// The version of the file the headers will describe.
-    pub fn version(&self) -> super::body::Version {
-        super::body::Version {
-            len: self.len,
-            modified: self.modified,
-        }
+    /// The version of the file the headers describe: the body checks that
+    /// the file stays this version while it streams.
+    pub fn version(&self) -> FileId {
+        self.id
     }
 }
 
@@ -197,6 +197,7 @@ pub fn resolve(
     let etag = etags.etag(serve_path, &file, &meta, cfg.files.etag_hash_limit)?;
     Ok(Outcome::File(Box::new(Found {
         file,
+        id: FileId::of(&meta),
         len: meta.len(),
         modified,
         etag,
@@ -263,27 +264,6 @@ fn checked(cfg: &Config, path: &Path) -> io::Result<Option<(PathBuf, Metadata)>>
 pub fn is_not_found(e: &io::Error) -> bool {
     // ENOTDIR: `/file.txt/x` walks through a regular file.
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20)
-}
-
-/// Identity of a file version for the ETag cache: replaced or rewritten files
-/// change at least one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileKey {
-    pub len: u64,
-    pub mtime_ns: i128,
-    pub ino: u64,
-    pub dev: u64,
-}
-
-impl FileKey {
-    pub fn of(meta: &Metadata) -> FileKey {
-        FileKey {
-            len: meta.len(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-            ino: meta.ino(),
-            dev: meta.dev(),
-        }
-    }
 }
 
 #[cfg(test)]

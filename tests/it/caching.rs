@@ -1,11 +1,9 @@
 //! End to end: validators, conditional requests (RFC 9110 section 13), ranges
 //! (section 14), precompressed twins and Cache-Control rules.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::{fixture, get, get_h2, request, TestServer};
+use crate::common::{fixture, get, get_h2, request, TestServer};
 
 #[tokio::test]
 async fn etag_is_strong_content_hash_and_equal_across_servers() {

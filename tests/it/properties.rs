@@ -11,6 +11,8 @@ use ruchy_serve::config::{self, Sources};
 use ruchy_serve::metrics::Metrics;
 use ruchy_serve::serve::{self, range, resolve, Site};
 
+use crate::common::ConfigFile;
+
 /// Request paths built from pieces that attack containment: dot segments in
 /// every spelling, separators, NUL, overlong and double encodings.
 fn hostile_path() -> impl Strategy<Value = String> {
@@ -77,18 +79,10 @@ fn site(content: &[u8]) -> (tempfile::TempDir, Arc<Site>) {
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
     std::fs::write(www.join("f.bin"), content).unwrap();
-    let toml = dir.path().join("c.toml");
     // A tiny cache limit, so both the cached and the streamed path are hit.
-    std::fs::write(
-        &toml,
-        format!(
-            "root = {:?}\n[files]\ncache_max_file_size = \"2KiB\"\n",
-            www.display().to_string()
-        ),
-    )
-    .unwrap();
+    let toml = ConfigFile::new(&www, "[files]\ncache_max_file_size = \"2KiB\"\n");
     let cfg = config::load(&Sources {
-        config_file: Some(toml),
+        config_file: Some(toml.path.clone()),
         ..Sources::default()
     })
     .unwrap();

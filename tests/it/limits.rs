@@ -2,11 +2,9 @@
 //! keep-alive timeout, header size and count, URI length. Each loop here is
 //! bounded in count and time.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{fixture, raw, raw_status, TestServer};
+use crate::common::{fixture, raw, raw_status, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

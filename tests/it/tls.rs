@@ -3,14 +3,13 @@
 //! time, ALPN, SNI, rotation on reload and by file watch, the handshake
 //! timeout, the https redirect and HSTS.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common::pki::{peer_serial, server_name, write_atomic, TestCa};
+use crate::common::{fixture, raw, raw_status, TestServer};
 use bytes::Bytes;
-use common::pki::{peer_serial, server_name, write_atomic, TestCa};
-use common::{fixture, raw, raw_status, TestServer};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncReadExt;
@@ -206,14 +205,10 @@ fn insecure_client() -> tokio_rustls::TlsConnector {
                 .supported_schemes()
         }
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert))
-    .with_no_client_auth();
+    let cfg = crate::common::pki::client_builder(&[])
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert))
+        .with_no_client_auth();
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
 }
 
@@ -353,7 +348,7 @@ async fn reload_with_broken_certificate_keeps_the_old_one() {
     std::fs::write(&leaf.key, b"garbage").unwrap();
     s.reload(None).await;
     assert_eq!(
-        s.shared
+        s.state
             .reloads
             .failed
             .load(std::sync::atomic::Ordering::Relaxed),

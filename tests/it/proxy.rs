@@ -4,26 +4,15 @@
 //! believed from `trusted_proxies` only. The logged address is read from the
 //! JSON access log.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::{blocking_exchange, command, fixture, Daemon};
+use crate::common::{blocking_exchange, command, fixture, ConfigFile, Daemon};
 
 /// The daemon with `body` (which must include its [[listen]]) as config.
-fn daemon(root: &std::path::Path, body: &str) -> (tempfile::TempDir, Daemon) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "root = {:?}\n{body}\n[log]\naccess_log = \"json\"\n",
-            root.display().to_string()
-        ),
-    )
-    .unwrap();
-    let d = Daemon::spawn(&["--config", cfg.to_str().unwrap()], &[]);
-    (dir, d)
+fn daemon(root: &std::path::Path, body: &str) -> (ConfigFile, Daemon) {
+    let cfg = ConfigFile::new(root, &format!("{body}\n[log]\naccess_log = \"json\"\n"));
+    let d = Daemon::spawn(&["--config", cfg.arg()], &[]);
+    (cfg, d)
 }
 
 /// Sends `bytes` and reads the reply until the server closes.
@@ -152,35 +141,21 @@ fn forwarded_headers_are_believed_from_trusted_proxies_only() {
 #[test]
 fn proxy_protocol_without_trusted_proxies_is_a_config_error() {
     let root = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "root = {:?}\n[[listen]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n",
-            root.path().display().to_string()
-        ),
-    )
-    .unwrap();
+    let cfg = ConfigFile::new(
+        root.path(),
+        "[[listen]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n",
+    );
     let out = command()
-        .args(["check", "--config", cfg.to_str().unwrap()])
+        .args(["check", "--config", cfg.arg()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(":4: key `listen[0].proxy_protocol`"), "{err}");
     assert!(err.contains("trusted_proxies"), "{err}");
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        format!(
-            "root = {:?}\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
-            root.path().display().to_string()
-        ),
-    )
-    .unwrap();
+    let bad = ConfigFile::new(root.path(), "trusted_proxies = [\"10.0.0.0/33\"]\n");
     let out = command()
-        .args(["check", "--config", bad.to_str().unwrap()])
+        .args(["check", "--config", bad.arg()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));

@@ -2,11 +2,9 @@
 //! 4xx or a closed connection, never a file, and the server goes on serving
 //! everyone else. Every read here is bounded by a timeout.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{fixture, raw, raw_status, TestServer};
+use crate::common::{fixture, raw, raw_status, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -186,10 +184,7 @@ async fn invalid_method_tokens() {
 async fn tls_client_hello_on_plaintext_port() {
     let (_d, s) = server().await;
     // A real ClientHello, written by rustls into a buffer.
-    let provider = rustls::crypto::ring::default_provider();
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.into())
-        .with_safe_default_protocol_versions()
-        .unwrap()
+    let cfg = crate::common::pki::client_builder(&[])
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
     let mut client =
@@ -274,7 +269,7 @@ async fn connection_limit_pauses_accepting() {
     assert!(reply.ends_with("hello world\n"), "{reply}");
     // The listener's label is its configured address.
     let limited = s
-        .shared
+        .state
         .metrics
         .conns_limited
         .with_label_values(&["127.0.0.1:0"])

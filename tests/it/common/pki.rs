@@ -17,7 +17,6 @@ pub struct TestCa {
 pub struct Leaf {
     pub cert: PathBuf,
     pub key: PathBuf,
-    pub serial: u64,
 }
 
 impl TestCa {
@@ -49,7 +48,6 @@ impl TestCa {
         let leaf = Leaf {
             cert: dir.join(format!("{file}.pem")),
             key: dir.join(format!("{file}.key")),
-            serial,
         };
         write_atomic(&leaf.key, key.serialize_pem().as_bytes());
         write_atomic(&leaf.cert, cert.pem().as_bytes());
@@ -70,15 +68,27 @@ impl TestCa {
         } else {
             versions.to_vec()
         };
-        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let mut cfg = client_builder(&versions)
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    }
+}
+
+/// The start of every test TLS client: ring as the provider (the tests'
+/// clients do not follow the server's provider choice) and `versions`
+/// (empty: rustls's safe defaults).
+pub fn client_builder(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier> {
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ));
+    if versions.is_empty() {
+        builder.with_safe_default_protocol_versions().unwrap()
+    } else {
+        builder.with_protocol_versions(versions).unwrap()
     }
 }
 

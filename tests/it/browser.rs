@@ -2,11 +2,9 @@
 //! from the real binary and reports what the page computed. `tests/run`
 //! installs Chromium; without it this test fails rather than skipping.
 
-mod common;
-
 use std::process::Command;
 
-use common::Daemon;
+use crate::common::Daemon;
 
 /// Loads `url` headlessly and returns the DOM after the page's promises ran.
 fn dump_dom(url: &str) -> String {

@@ -1,9 +1,7 @@
 //! End to end: methods, resolution, directories, content types, headers,
 //! error pages and fallback, over real HTTP/1.1 and HTTP/2 connections.
 
-mod common;
-
-use common::{fixture, get, get_h2, raw, raw_status, request, TestServer};
+use crate::common::{fixture, get, get_h2, raw, raw_status, request, TestServer};
 
 #[tokio::test]
 async fn get_serves_file_bytes_with_length_and_type() {

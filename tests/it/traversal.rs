@@ -1,9 +1,7 @@
 //! Nothing outside the root, ever: a traversal corpus over raw TCP (byte-exact
 //! request targets no client library would send), dotfiles and symlinks.
 
-mod common;
-
-use common::{fixture, raw, raw_status, TestServer};
+use crate::common::{fixture, raw, raw_status, TestServer};
 
 /// A secret beside the root that no request may reach.
 fn secret_beside(root: &std::path::Path) -> std::path::PathBuf {

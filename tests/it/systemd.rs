@@ -3,8 +3,7 @@
 //! sockets, and reloads under load. (A real systemd as PID 1 is exercised by
 //! tests/systemd/run-container.sh, which tests/run also runs.)
 
-mod common;
-
+use crate::common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -15,7 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{binary, blocking_get, collect_stderr, fixture, spawn_activated, NotifySocket};
+use crate::common::{
+    binary, blocking_get, collect_stderr, fixture, spawn_activated, ConfigFile, NotifySocket,
+};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -47,18 +48,6 @@ impl Drop for Guard {
     }
 }
 
-fn write_config(path: &Path, root: &Path, body: &str) {
-    // Write then rename, as config management does: a reload never reads a
-    // half-written file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        format!("root = {:?}\n{body}", root.display().to_string()),
-    )
-    .unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 fn unix_get(path: &Path, target: &str) -> String {
     let mut s = UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -80,10 +69,7 @@ fn socket_activation_serves_named_tcp_and_unix_fds() {
     let sock_dir = tempfile::tempdir().unwrap();
     let sock_path = sock_dir.path().join("backend.sock");
     let unix = UnixListener::bind(&sock_path).unwrap();
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("c.toml");
-    write_config(
-        &cfg,
+    let cfg = ConfigFile::new(
         dir.path(),
         "[[listen]]\naddress = \"systemd:http\"\n[[listen]]\naddress = \"systemd:backend\"\n",
     );
@@ -91,7 +77,7 @@ fn socket_activation_serves_named_tcp_and_unix_fds() {
     let mut child = spawn_activated(
         &[tcp.as_raw_fd(), unix.as_raw_fd()],
         &["http", "backend"],
-        &["--config", cfg.to_str().unwrap()],
+        &["--config", cfg.arg()],
         &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
     );
     let log = collect_stderr(&mut child);
@@ -131,19 +117,8 @@ fn socket_activation_serves_named_tcp_and_unix_fds() {
 fn missing_named_fd_is_a_clear_start_up_error() {
     let dir = fixture();
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("c.toml");
-    write_config(
-        &cfg,
-        dir.path(),
-        "[[listen]]\naddress = \"systemd:https\"\n",
-    );
-    let mut child = spawn_activated(
-        &[tcp.as_raw_fd()],
-        &["http"],
-        &["--config", cfg.to_str().unwrap()],
-        &[],
-    );
+    let cfg = ConfigFile::new(dir.path(), "[[listen]]\naddress = \"systemd:https\"\n");
+    let mut child = spawn_activated(&[tcp.as_raw_fd()], &["http"], &["--config", cfg.arg()], &[]);
     let log = collect_stderr(&mut child);
     let status = wait_exit(&mut child, 10).expect("exits");
     assert_eq!(status.code(), Some(1));
@@ -163,9 +138,7 @@ fn systemd_socket_activate_starts_the_server_on_first_connection() {
         .unwrap()
         .port();
     let dir = fixture();
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("c.toml");
-    write_config(&cfg, dir.path(), "[[listen]]\naddress = \"systemd:web\"\n");
+    let cfg = ConfigFile::new(dir.path(), "[[listen]]\naddress = \"systemd:web\"\n");
     let tool = [
         "systemd-socket-activate",
         "/lib/systemd/systemd-socket-activate",
@@ -182,7 +155,7 @@ fn systemd_socket_activate_starts_the_server_on_first_connection() {
         .args(["-l", &format!("127.0.0.1:{port}"), "--fdname=web"])
         .args(&env)
         .arg(binary())
-        .args(["--config", cfg.to_str().unwrap()])
+        .args(["--config", cfg.arg()])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -205,12 +178,10 @@ fn systemd_socket_activate_starts_the_server_on_first_connection() {
 #[test]
 fn notify_sequence_ready_reloading_ready_stopping() {
     let dir = fixture();
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("c.toml");
-    write_config(&cfg, dir.path(), "[[listen]]\naddress = \"127.0.0.1:0\"\n");
+    let cfg = ConfigFile::new(dir.path(), "[[listen]]\naddress = \"127.0.0.1:0\"\n");
     let notify = NotifySocket::new();
     let mut child = common::command()
-        .args(["--config", cfg.to_str().unwrap()])
+        .args(["--config", cfg.arg()])
         .env("NOTIFY_SOCKET", &notify.path)
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -239,13 +210,16 @@ fn notify_sequence_ready_reloading_ready_stopping() {
 
     // A broken config: the reload fails, READY=1 still follows, STATUS names
     // the file, line and key, and the old generation keeps serving.
-    std::fs::write(&cfg, "root = \"/tmp\"\n[files]\nindex = 5\n").unwrap();
+    std::fs::write(&cfg.path, "root = \"/tmp\"\n[files]\nindex = 5\n").unwrap();
     kill(&child, "HUP");
     assert!(notify.next_state(10 * SECOND).starts_with("RELOADING=1"));
     let ready = notify.next_state(10 * SECOND);
     assert!(ready.starts_with("READY=1\n"), "{ready}");
     assert!(ready.contains("STATUS=reload failed"), "{ready}");
-    assert!(ready.contains(&format!("{}:3", cfg.display())), "{ready}");
+    assert!(
+        ready.contains(&format!("{}:3", cfg.path.display())),
+        "{ready}"
+    );
     assert!(ready.contains("files.index"), "{ready}");
     assert!(ready.contains("still serving generation 2"), "{ready}");
 
@@ -368,17 +342,16 @@ impl Tally {
 #[test]
 fn fifty_reloads_under_load_fail_no_request() {
     let dir = fixture();
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("c.toml");
+    let cfg = ConfigFile::new(dir.path(), "");
     // Port 0 in the file: the listener is kept across reloads because its
     // configured address does not change.
     let body = |gen: &str| {
         format!("[[listen]]\naddress = \"127.0.0.1:0\"\n[[headers.rules]]\nglob = \"**\"\nset = {{ \"X-Gen\" = \"{gen}\" }}\n")
     };
-    write_config(&cfg, dir.path(), &body("a"));
+    cfg.write(&body("a"));
     let notify = NotifySocket::new();
     let mut child = common::command()
-        .args(["--config", cfg.to_str().unwrap()])
+        .args(["--config", cfg.arg()])
         .env("NOTIFY_SOCKET", &notify.path)
         .env("RUCHY_SERVE_LOG__ACCESS_LOG", "off")
         .stderr(std::process::Stdio::piped())
@@ -441,7 +414,7 @@ fn fifty_reloads_under_load_fail_no_request() {
 
     let mut reloads = 0;
     for i in 0..50 {
-        write_config(&cfg, dir.path(), &body(if i % 2 == 0 { "b" } else { "a" }));
+        cfg.write(&body(if i % 2 == 0 { "b" } else { "a" }));
         kill(&child.0, "HUP");
         let reloading = notify.next_state(10 * SECOND);
         assert!(reloading.starts_with("RELOADING=1"), "{reloading}");
@@ -478,18 +451,17 @@ fn reload_opens_added_listeners_and_closes_removed_ones() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("c.toml");
+    let cfg = ConfigFile::new(dir.path(), "");
     let listen = |addrs: &[SocketAddr]| -> String {
         addrs
             .iter()
             .map(|a| format!("[[listen]]\naddress = \"{a}\"\n"))
             .collect()
     };
-    write_config(&cfg, dir.path(), &listen(&[a]));
+    cfg.write(&listen(&[a]));
     let notify = NotifySocket::new();
     let child = common::command()
-        .args(["--config", cfg.to_str().unwrap()])
+        .args(["--config", cfg.arg()])
         .env("NOTIFY_SOCKET", &notify.path)
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -502,7 +474,7 @@ fn reload_opens_added_listeners_and_closes_removed_ones() {
     assert!(TcpStream::connect(b).is_err());
 
     let reload = |body: String| {
-        write_config(&cfg, dir.path(), &body);
+        cfg.write(&body);
         kill(&child.0, "HUP");
         assert!(notify.next_state(10 * SECOND).starts_with("RELOADING=1"));
         let ready = notify.next_state(10 * SECOND);
@@ -536,15 +508,14 @@ fn reload_opens_added_listeners_and_closes_removed_ones() {
 #[test]
 fn log_level_changes_on_reload() {
     let dir = fixture();
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("c.toml");
+    let cfg = ConfigFile::new(dir.path(), "");
     let body = |level: &str| {
         format!("[[listen]]\naddress = \"127.0.0.1:0\"\n[log]\nlevel = \"{level}\"\n")
     };
-    write_config(&cfg, dir.path(), &body("info"));
+    cfg.write(&body("info"));
     let notify = NotifySocket::new();
     let mut child = common::command()
-        .args(["--config", cfg.to_str().unwrap()])
+        .args(["--config", cfg.arg()])
         .env("NOTIFY_SOCKET", &notify.path)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -569,7 +540,7 @@ fn log_level_changes_on_reload() {
         .iter()
         .any(|l| l.contains("connection accepted")));
 
-    write_config(&cfg, dir.path(), &body("debug"));
+    cfg.write(&body("debug"));
     kill(&child.0, "HUP");
     assert!(notify.next_state(10 * SECOND).starts_with("RELOADING=1"));
     assert!(notify.next_state(10 * SECOND).starts_with("READY=1"));
@@ -599,10 +570,7 @@ fn unix_socket_listener_with_mode_and_stale_file_replacement() {
     // A stale socket file, as a crash leaves behind: bound, then closed.
     drop(UnixListener::bind(&path).unwrap());
     assert!(path.exists());
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = cfg_dir.path().join("c.toml");
-    write_config(
-        &cfg,
+    let cfg = ConfigFile::new(
         dir.path(),
         &format!(
             "[[listen]]\naddress = \"unix:{}\"\nmode = \"0660\"\n",
@@ -611,7 +579,7 @@ fn unix_socket_listener_with_mode_and_stale_file_replacement() {
     );
     let notify = NotifySocket::new();
     let mut child = common::command()
-        .args(["--config", cfg.to_str().unwrap()])
+        .args(["--config", cfg.arg()])
         .env("NOTIFY_SOCKET", &notify.path)
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -628,7 +596,7 @@ fn unix_socket_listener_with_mode_and_stale_file_replacement() {
 
     // A second instance must not steal a live socket.
     let out = common::command()
-        .args(["--config", cfg.to_str().unwrap()])
+        .args(["--config", cfg.arg()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -642,7 +610,7 @@ fn unix_socket_listener_with_mode_and_stale_file_replacement() {
     // A regular file in the way is never deleted.
     std::fs::write(&path, b"precious").unwrap();
     let out = common::command()
-        .args(["--config", cfg.to_str().unwrap()])
+        .args(["--config", cfg.arg()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

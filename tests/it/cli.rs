@@ -2,13 +2,12 @@
 //! (file, key, line, exit 64), start-up failures, the access log, and the
 //! SIGTERM drain.
 
-mod common;
-
+use crate::common;
 use std::io::{Read, Write};
 use std::process::Output;
 use std::time::Duration;
 
-use common::{blocking_get, fixture, Daemon};
+use crate::common::{blocking_get, fixture, ConfigFile, Daemon};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = common::command();
@@ -25,11 +24,9 @@ fn stderr(o: &Output) -> String {
 
 /// Writes `body` as a config file and runs `check` on it.
 fn check_file(body: &str) -> (Output, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(&path, body).unwrap();
-    let out = run(&["check", "--config", path.to_str().unwrap()], &[]);
-    (out, path.display().to_string())
+    let file = ConfigFile::raw(body);
+    let out = run(&["check", "--config", file.arg()], &[]);
+    (out, file.arg().to_string())
 }
 
 fn assert_config_error(body: &str, location: &str, key: &str, words: &str) {
@@ -291,18 +288,12 @@ fn bad_command_line_root_names_the_flag() {
 
 #[test]
 fn config_prints_each_value_with_its_origin() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        "root = \"/tmp\"\n\n[files]\ndirectory_listing = true\n",
-    )
-    .unwrap();
+    let path = ConfigFile::raw("root = \"/tmp\"\n\n[files]\ndirectory_listing = true\n");
     let out = run(
         &[
             "config",
             "--config",
-            path.to_str().unwrap(),
+            path.arg(),
             "--listen",
             "127.0.0.1:9999",
         ],
@@ -316,7 +307,7 @@ fn config_prints_each_value_with_its_origin() {
             .unwrap_or_else(|| panic!("{key} missing:\n{text}"))
             .to_string()
     };
-    let p = path.display().to_string();
+    let p = path.arg().to_string();
     assert!(line("root").contains(&format!("# {p}:1")), "{text}");
     assert!(line("files.directory_listing").contains(&format!("# {p}:4")));
     assert!(line("files.directory_listing").contains("= true"));

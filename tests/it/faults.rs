@@ -3,14 +3,13 @@
 //! deleted while they are sent, permission denied, a root that disappears and
 //! comes back, and file-descriptor exhaustion. Every wait is bounded.
 
-mod common;
-
+use crate::common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{blocking_exchange, blocking_get, fixture, Daemon, TestServer};
+use crate::common::{blocking_exchange, blocking_get, fixture, Daemon, TestServer};
 
 const BIG: usize = 64 << 20;
 

@@ -1,9 +1,7 @@
 //! The metrics listener: exact counters after known traffic, bounded labels
 //! under hostile input, promtool on a real scrape, health and readiness.
 
-mod common;
-
-use common::{fixture, request, TestServer};
+use crate::common::{fixture, request, ConfigFile, TestServer};
 use ruchy_serve::config::{self, ListenAddr, Sources};
 use ruchy_serve::lifecycle::{Event, Server};
 use ruchy_serve::listen::Inherited;
@@ -250,18 +248,12 @@ async fn healthz_and_readyz_on_the_metrics_listener_only_by_default() {
 #[tokio::test]
 async fn readyz_is_503_before_ready_and_while_draining() {
     let dir = fixture();
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let file = cfg_dir.path().join("c.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "root = {:?}\nshutdown_timeout = \"1s\"\n[[listen]]\naddress = \"127.0.0.1:0\"\n[metrics]\naddress = \"127.0.0.1:0\"\n",
-            dir.path().display().to_string()
-        ),
-    )
-    .unwrap();
+    let file = ConfigFile::new(
+        dir.path(),
+        "shutdown_timeout = \"1s\"\n[[listen]]\naddress = \"127.0.0.1:0\"\n[metrics]\naddress = \"127.0.0.1:0\"\n",
+    );
     let sources = Sources {
-        config_file: Some(file),
+        config_file: Some(file.path.clone()),
         ..Default::default()
     };
     let server = Server::bind(
@@ -270,9 +262,9 @@ async fn readyz_is_503_before_ready_and_while_draining() {
         Inherited::default(),
     )
     .unwrap();
-    let shared = server.shared();
+    let state = server.state();
     // Bound but not yet running: starting.
-    let r = ruchy_serve::admin::respond(&shared, "/readyz");
+    let r = ruchy_serve::admin::respond(&state, "/readyz");
     assert_eq!(r.status(), 503);
     let Some(ListenAddr::Tcp(m)) = server.metrics_addr() else {
         panic!()

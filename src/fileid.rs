@@ -1,0 +1,101 @@
+//! One answer to "is this still the same file version?", shared by everything
+//! that remembers a file: the ETag cache ([`crate::serve::etag`]), the body's
+//! change check while it streams ([`crate::serve::body`]) and the
+//! certificate watch ([`crate::tls`]). Replacing a file (rename, new inode)
+//! or rewriting it (new length or modification time) changes at least one
+//! field; the same bytes at the same place keep all of them.
+
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// The identity of one version of a file, from its metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// Length in bytes.
+    pub len: u64,
+    /// Modification time, nanoseconds since the Unix epoch (negative before).
+    pub mtime_ns: i128,
+    /// Inode number.
+    pub ino: u64,
+    /// Device the inode lives on.
+    pub dev: u64,
+}
+
+impl FileId {
+    /// The identity described by `meta` (from `stat` or `fstat`).
+    pub fn of(meta: &Metadata) -> FileId {
+        FileId {
+            len: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+
+    /// The identity of the file at `path` now (following symlinks), or `None`
+    /// when it cannot be read.
+    pub fn at(path: &Path) -> Option<FileId> {
+        std::fs::metadata(path).ok().map(|m| FileId::of(&m))
+    }
+
+    /// The modification time, whole seconds since the epoch (for
+    /// Last-Modified and the length-and-time ETag).
+    pub fn mtime_secs(&self) -> i64 {
+        self.mtime_ns.div_euclid(1_000_000_000) as i64
+    }
+
+    /// The modification time as a `SystemTime`.
+    pub fn modified(&self) -> SystemTime {
+        let ns = self.mtime_ns;
+        if ns >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64)
+        } else {
+            SystemTime::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs() as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn rewrite_and_replace_change_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"one").unwrap();
+        let first = FileId::at(&path).unwrap();
+        assert_eq!(FileId::at(&path), Some(first), "same file, same identity");
+
+        // Appending changes the length.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"!")
+            .unwrap();
+        assert_ne!(FileId::at(&path).unwrap().len, first.len);
+
+        // Replacing by rename gives a new inode even with the same bytes.
+        let before = FileId::at(&path).unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::write(&tmp, b"one!").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let after = FileId::at(&path).unwrap();
+        assert_ne!(after.ino, before.ino);
+        assert_ne!(after, before);
+    }
+
+    #[test]
+    fn modified_round_trips_the_metadata_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(FileId::of(&meta).modified(), meta.modified().unwrap());
+        assert_eq!(FileId::at(&dir.path().join("missing")), None);
+    }
+}

@@ -1,0 +1,322 @@
+//! What a request gets: one [`Handler`] per connection, built by
+//! [`crate::conn`] from the connection's facts, with one method per request.
+//!
+//! The steps, in order (each a module of its own):
+//! 1. Guard ([`crate::serve::guard`]): Host and request-body checks; a
+//!    refusal answers 400 or 413 at once.
+//! 2. Health: `/healthz` and `/readyz` from [`crate::state`], when
+//!    `metrics.main_health_paths` puts them on the main listeners.
+//! 3. Redirect: a `redirect_https` listener answers every request with 308.
+//! 4. Serve ([`crate::serve`]): the static-file pipeline.
+//! 5. Response headers: HSTS on TLS connections.
+//! 6. Accounting: the body is wrapped in [`Accounted`], which counts the bytes
+//!    sent and, when the body is finished or dropped, records the request in
+//!    the metrics and the access log ([`crate::access`]).
+//!
+//! The metrics listener's connections get a handler too ([`Role::Metrics`]):
+//! its own three paths from [`crate::admin`], and no accounting, so scrapes
+//! never show up as traffic.
+//!
+//! A handler needs no socket: tests build one over a [`State`] and call
+//! [`Handler::handle`] with an `http::Request`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::access::Record;
+use crate::addr::Peer;
+use crate::config::AccessLog;
+use crate::metrics::ConnMetrics;
+use crate::serve::body::Body;
+use crate::serve::{self, response};
+use crate::state::State;
+
+/// What a listener is for, as the configuration says at accept time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A `[[listen]]` entry: the site.
+    Site {
+        /// The connection is TLS (HSTS applies).
+        tls: bool,
+        /// Answer everything with a redirect to https.
+        redirect_https: bool,
+    },
+    /// The metrics listener: `/metrics`, `/healthz`, `/readyz`.
+    Metrics,
+}
+
+/// The request side of one connection.
+pub struct Handler {
+    state: Arc<State>,
+    peer: Peer,
+    role: Role,
+    /// Per-connection metric handles; `None` when no metrics listener exists
+    /// to read them, and for the metrics listener itself.
+    metrics: Option<Arc<ConnMetrics>>,
+}
+
+impl Handler {
+    /// A handler for a connection from `peer` on the listener labelled
+    /// `listener` in metrics.
+    pub fn new(state: Arc<State>, peer: Peer, role: Role, listener: Arc<str>) -> Handler {
+        let metered =
+            matches!(role, Role::Site { .. }) && state.site().config.metrics.address.is_some();
+        let metrics =
+            metered.then(|| Arc::new(ConnMetrics::new(Arc::clone(&state.metrics), listener)));
+        Handler {
+            state,
+            peer,
+            role,
+            metrics,
+        }
+    }
+
+    /// Answers one request. Never fails: every error is a status code.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Accounted> {
+        let Role::Site {
+            tls,
+            redirect_https,
+        } = self.role
+        else {
+            let r = crate::admin::respond(&self.state, req.uri().path());
+            return r.map(Accounted::unaccounted);
+        };
+        let start = Instant::now();
+        let site = self.state.site();
+        let cfg = &site.config;
+        let logged = cfg.log.access_log != AccessLog::Off;
+        let client = crate::proxy::client(&req, self.peer, &cfg.trusted_proxies);
+        let record = Record::new(&req, client, logged, start);
+        let health = cfg
+            .metrics
+            .main_health_paths
+            .then(|| self.state.health(req.uri().path()))
+            .flatten();
+        let mut resp = if let Err(refusal) = serve::guard::check(&req, cfg.limits.max_request_body)
+        {
+            serve::refuse(cfg, &req, refusal)
+        } else if let Some((status, text)) = health {
+            response::plain(status, text)
+        } else if redirect_https {
+            serve::redirect_https(cfg, &req)
+        } else {
+            serve::respond(Arc::clone(&site), &req).await
+        };
+        if tls {
+            if let Some(hsts) = &cfg.tls.hsts {
+                resp.headers_mut()
+                    .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            }
+        }
+        let status = resp.status().as_u16();
+        let metrics = self.metrics.clone();
+        resp.map(|b| Accounted::new(b, status, record, metrics))
+    }
+}
+
+/// A response body that counts what it sends and, when finished or dropped,
+/// records the request: one metrics observation and one access-log line.
+pub struct Accounted {
+    inner: Body,
+    bytes: u64,
+    /// `None` for answers that are not traffic (the metrics listener).
+    done: Option<Completion>,
+}
+
+/// What is recorded when the body ends.
+struct Completion {
+    record: Record,
+    metrics: Option<Arc<ConnMetrics>>,
+}
+
+impl Accounted {
+    fn new(
+        inner: Body,
+        status: u16,
+        mut record: Record,
+        metrics: Option<Arc<ConnMetrics>>,
+    ) -> Self {
+        record.status = status;
+        Accounted {
+            inner,
+            bytes: 0,
+            done: Some(Completion { record, metrics }),
+        }
+    }
+
+    fn unaccounted(inner: Body) -> Self {
+        Accounted {
+            inner,
+            bytes: 0,
+            done: None,
+        }
+    }
+}
+
+impl Drop for Accounted {
+    fn drop(&mut self) {
+        let Some(done) = &self.done else { return };
+        let r = &done.record;
+        if let Some(m) = &done.metrics {
+            m.request(
+                r.method_label,
+                r.status,
+                r.start.elapsed().as_secs_f64(),
+                self.bytes,
+            );
+        }
+        if r.log {
+            r.emit(self.bytes);
+        }
+    }
+}
+
+impl HttpBody for Accounted {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &poll {
+            if let Some(data) = frame.data_ref() {
+                self.bytes += data.len() as u64;
+            }
+        }
+        poll
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+
+    fn state(extra: &str) -> Arc<State> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "<p>hello</p>").unwrap();
+        let root = dir.keep();
+        let file = root.join("ruchy.toml");
+        std::fs::write(
+            &file,
+            format!("root = {root:?}\n[log]\naccess_log = \"off\"\n{extra}"),
+        )
+        .unwrap();
+        let sources = crate::config::Sources {
+            config_file: Some(file),
+            ..Default::default()
+        };
+        Arc::new(State::new(Arc::new(
+            crate::config::load(&sources).expect("config"),
+        )))
+    }
+
+    fn peer() -> Peer {
+        Peer::Tcp("127.0.0.1:40000".parse().unwrap())
+    }
+
+    fn get(path: &str) -> Request<()> {
+        Request::get(path)
+            .header("host", "example.com")
+            .body(())
+            .unwrap()
+    }
+
+    async fn text(r: Response<Accounted>) -> String {
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn site(tls: bool, redirect_https: bool) -> Role {
+        Role::Site {
+            tls,
+            redirect_https,
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_a_file_without_a_socket() {
+        let h = Handler::new(state(""), peer(), site(false, false), "test".into());
+        let r = h.handle(get("/")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(text(r).await, "<p>hello</p>");
+    }
+
+    #[tokio::test]
+    async fn guard_runs_before_anything_else() {
+        let h = Handler::new(state(""), peer(), site(false, true), "test".into());
+        // HTTP/1.1 without Host: 400 even on a redirecting listener.
+        let r = h.handle(Request::get("/").body(()).unwrap()).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn redirect_listener_sends_everything_to_https() {
+        let h = Handler::new(state(""), peer(), site(false, true), "test".into());
+        let r = h.handle(get("/a?b=c")).await;
+        assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(r.headers()["location"], "https://example.com/a?b=c");
+    }
+
+    #[tokio::test]
+    async fn health_paths_only_when_configured() {
+        let off = Handler::new(state(""), peer(), site(false, false), "test".into());
+        assert_eq!(
+            off.handle(get("/healthz")).await.status(),
+            StatusCode::NOT_FOUND
+        );
+        let on = Handler::new(
+            state("[metrics]\nmain_health_paths = true\n"),
+            peer(),
+            site(false, false),
+            "test".into(),
+        );
+        let r = on.handle(get("/healthz")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(text(r).await, "ok\n");
+    }
+
+    #[tokio::test]
+    async fn hsts_only_on_tls_connections() {
+        let cfg = "[tls]\nhsts = \"max-age=63072000\"\n";
+        let plain = Handler::new(state(cfg), peer(), site(false, false), "t".into());
+        assert!(plain
+            .handle(get("/"))
+            .await
+            .headers()
+            .get("strict-transport-security")
+            .is_none());
+        let tls = Handler::new(state(cfg), peer(), site(true, false), "t".into());
+        assert_eq!(
+            tls.handle(get("/")).await.headers()["strict-transport-security"],
+            "max-age=63072000"
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_role_answers_the_metrics_paths_only() {
+        let h = Handler::new(state(""), peer(), Role::Metrics, "m".into());
+        let r = h.handle(get("/metrics")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(text(r).await.contains("ruchy_serve_build_info{"));
+        assert_eq!(
+            h.handle(get("/index.html")).await.status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! Steps 5 to 8 of the pipeline for one representation, from a file or from
+//! memory: preconditions, range, headers, body. No I/O happens here (a file
+//! body reads only when hyper polls it), so the whole step is a function of
+//! the request and the prepared representation.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use super::body::{self, Body, Segment};
+use super::cache::Prepared;
+use super::conditional::{self, Decision, Preconditions, Validators};
+use super::range::{self, ByteRange, RangeOutcome};
+use super::response::build;
+use crate::fileid::FileId;
+
+/// Where a representation's bytes come from.
+pub enum Source {
+    /// An open file that must stay this version while it streams.
+    File(std::fs::File, FileId),
+    /// The cached bytes of the representation.
+    Memory(Bytes),
+}
+
+impl Source {
+    fn body(self, segments: Vec<Segment>) -> Body {
+        match self {
+            Source::File(f, version) => body::file(f, segments, version),
+            Source::Memory(bytes) => {
+                let slice =
+                    |offset: u64, len: u64| bytes.slice(offset as usize..(offset + len) as usize);
+                match segments.as_slice() {
+                    [Segment::File { offset, len }] => body::full(slice(*offset, *len)),
+                    parts => {
+                        let mut out = bytes::BytesMut::new();
+                        for p in parts {
+                            match p {
+                                Segment::Bytes(b) => out.extend_from_slice(b),
+                                Segment::File { offset, len } => {
+                                    out.extend_from_slice(&slice(*offset, *len))
+                                }
+                            }
+                        }
+                        body::full(out.freeze())
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request header as text, if it is text.
+pub fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Steps 5 to 8 for a representation, from a file or from memory.
+pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    let mut h = prepared.headers.clone();
+    let content_type = prepared.content_type.clone();
+    let validators = Validators {
+        etag: &prepared.etag,
+        last_modified: prepared.modified,
+    };
+    let pre = Preconditions {
+        if_match: header_str(req, header::IF_MATCH),
+        if_none_match: header_str(req, header::IF_NONE_MATCH),
+        if_modified_since: header_str(req, header::IF_MODIFIED_SINCE),
+        if_unmodified_since: header_str(req, header::IF_UNMODIFIED_SINCE),
+    };
+    match conditional::evaluate(&pre, &validators) {
+        Decision::Proceed => {}
+        Decision::NotModified => return build(StatusCode::NOT_MODIFIED, h, body::empty()),
+        Decision::Failed => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            return build(StatusCode::PRECONDITION_FAILED, h, body::empty());
+        }
+    }
+
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(enc) = prepared.encoding {
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(enc.token()),
+        );
+    }
+    let len = prepared.len;
+    // Range is defined for GET only (RFC 9110 section 14.2); HEAD ignores it.
+    let range = match header_str(req, header::RANGE) {
+        Some(r) if !head => {
+            let applies = header_str(req, header::IF_RANGE)
+                .is_none_or(|ir| conditional::if_range_allows(ir, &validators));
+            if applies {
+                range::evaluate(r, len, prepared.max_ranges)
+            } else {
+                RangeOutcome::Full
+            }
+        }
+        _ => RangeOutcome::Full,
+    };
+
+    let whole = |h: &mut HeaderMap| {
+        h.insert(header::CONTENT_TYPE, content_type.clone());
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    };
+    match range {
+        RangeOutcome::Full => {
+            whole(&mut h);
+            let b = if head {
+                body::empty()
+            } else {
+                source.body(vec![Segment::File { offset: 0, len }])
+            };
+            build(StatusCode::OK, h, b)
+        }
+        RangeOutcome::Unsatisfiable => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            build(StatusCode::RANGE_NOT_SATISFIABLE, h, body::empty())
+        }
+        RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
+            let r = ranges[0];
+            h.insert(header::CONTENT_TYPE, content_type);
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
+            if let Ok(v) = HeaderValue::from_str(&content_range(r, len)) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            let b = source.body(vec![Segment::File {
+                offset: r.start,
+                len: r.len(),
+            }]);
+            build(StatusCode::PARTIAL_CONTENT, h, b)
+        }
+        RangeOutcome::Partial(ranges) => {
+            let (segments, total, boundary) = multipart(&ranges, len, &content_type);
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
+            {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            build(StatusCode::PARTIAL_CONTENT, h, source.body(segments))
+        }
+    }
+}
+
+fn content_range(r: ByteRange, len: u64) -> String {
+    format!("bytes {}-{}/{len}", r.start, r.end)
+}
+
+/// The parts of a multipart/byteranges body (RFC 9110 section 14.6) and its
+/// exact length, so it can be sent with Content-Length.
+fn multipart(
+    ranges: &[ByteRange],
+    len: u64,
+    content_type: &HeaderValue,
+) -> (Vec<Segment>, u64, String) {
+    use std::hash::{BuildHasher, Hasher};
+    // A fresh random boundary per response: it must not occur in the parts.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(len);
+    let boundary = format!("ruchy{:016x}", hasher.finish());
+    let ct = content_type.to_str().unwrap_or("application/octet-stream");
+    let mut segments = Vec::with_capacity(ranges.len() * 2 + 1);
+    let mut total = 0u64;
+    for (i, r) in ranges.iter().enumerate() {
+        let lead = if i == 0 { "" } else { "\r\n" };
+        let part = format!(
+            "{lead}--{boundary}\r\nContent-Type: {ct}\r\nContent-Range: {}\r\n\r\n",
+            content_range(*r, len)
+        );
+        total += part.len() as u64 + r.len();
+        segments.push(Segment::Bytes(Bytes::from(part)));
+        segments.push(Segment::File {
+            offset: r.start,
+            len: r.len(),
+        });
+    }
+    let end = format!("\r\n--{boundary}--\r\n");
+    total += end.len() as u64;
+    segments.push(Segment::Bytes(Bytes::from(end)));
+    (segments, total, boundary)
+}

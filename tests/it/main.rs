@@ -1,0 +1,19 @@
+//! The integration tests: one binary, a module per area. Each starts the
+//! real server (in-process on 127.0.0.1:0, or the real binary) and talks to
+//! it with real clients; `common` holds what they share.
+
+mod common;
+
+mod browser;
+mod caching;
+mod cli;
+mod faults;
+mod hostile;
+mod limits;
+mod metrics;
+mod properties;
+mod proxy;
+mod serving;
+mod systemd;
+mod tls;
+mod traversal;
