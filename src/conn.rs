@@ -57,13 +57,13 @@ struct Listening {
     /// The metric label, fixed by the configuration: a bounded set.
     label: Arc<str>,
     state: Arc<State>,
-    /// The drain's watch; `None` for the metrics listener, whose connections
-    /// a drain does not wait for.
-    graceful: Option<Arc<GracefulShutdown>>,
 }
 
 /// Accepts until `stop` turns true, then returns (dropping the listener, so
 /// the port closes while connections already accepted drain).
+///
+/// `graceful` is the drain's watch for site listeners; `None` for the
+/// metrics listener, whose connections a drain does not wait for.
 pub async fn accept_loop(
     listener: Listener,
     purpose: Purpose,
@@ -77,7 +77,6 @@ pub async fn accept_loop(
         purpose,
         addr,
         state,
-        graceful,
     });
     let state = &listening.state;
     let mut slots = Slots::new(state.config().limits.max_connections);
@@ -124,6 +123,9 @@ pub async fn accept_loop(
             listening: Arc::clone(&listening),
             stream,
             peer,
+            // A watcher, not the drain itself: the drain must be able to
+            // take sole ownership once every accept loop has returned.
+            watcher: graceful.as_ref().map(|g| g.watcher()),
         };
         tokio::spawn(async move {
             conn.run().await;
@@ -255,6 +257,8 @@ struct Connection {
     listening: Arc<Listening>,
     stream: Stream,
     peer: Peer,
+    /// `None` for the metrics listener: a drain does not wait for scrapes.
+    watcher: Option<Watcher>,
 }
 
 /// A connection ready for HTTP: its handler, its limits and timers.
@@ -276,6 +280,7 @@ impl Connection {
             listening,
             mut stream,
             mut peer,
+            watcher,
         } = self;
         tracing::debug!(%peer, "connection accepted");
         let state = &listening.state;
@@ -335,7 +340,7 @@ impl Connection {
             protocol: Protocol::Auto,
             limits,
             activity,
-            watcher: listening.graceful.as_ref().map(|g| g.watcher()),
+            watcher,
             peer,
         };
         if !tls {
