@@ -12,6 +12,7 @@ use toml_edit::{ImDocument, Item, TableLike};
 
 use super::error::{ConfigError, Origin};
 use super::raw::{RawConfig, RawListen};
+use super::types::HINT_SEPARATOR;
 
 pub const ENV_PREFIX: &str = "RUCHY_SERVE_";
 const DEFAULT_NAME: &str = "built-in default";
@@ -175,6 +176,11 @@ impl Layered {
                 )
             }
             Kind::InvalidType(_, expected) => (err.kind.to_string(), Some(type_hint(expected))),
+            // A typed value's own error: "message<separator>hint".
+            Kind::Message(m) => match m.split_once(HINT_SEPARATOR) {
+                Some((message, hint)) => (message.to_string(), Some(hint.to_string())),
+                None => (m.clone(), None),
+            },
             other => (other.to_string(), None),
         };
         let origin = match &err.metadata {

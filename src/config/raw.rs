@@ -1,14 +1,20 @@
 //! The configuration exactly as an operator writes it: serde types that figment
 //! fills from the TOML file, `RUCHY_SERVE_*` variables and the command line.
 //!
-//! Durations and sizes stay strings here so that [`super::validate`] can parse
-//! them and name the key in its error; every struct denies unknown fields so a
-//! typo is an error instead of a silently ignored setting.
+//! Sizes, durations and keywords are typed ([`super::types`]), so serde
+//! parses them while figment reads the sources and a bad one is reported
+//! with its key and line; what needs more than one value to check (or the
+//! file system) is left to each section's `from_raw`. Every struct denies
+//! unknown fields so a typo is an error instead of a silently ignored
+//! setting.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::types::{AccessLog, Encoding, LogFormat, LogTarget, Mode, Size, Span, SymlinkPolicy};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -17,7 +23,7 @@ pub struct RawConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
     /// How long in-flight requests may run after SIGTERM before we exit anyway.
-    pub shutdown_timeout: String,
+    pub shutdown_timeout: Span,
     /// Runtime worker threads; 0 means one per CPU core. Read at start only.
     pub workers: usize,
     /// Start even when running as root (refused by default).
@@ -39,7 +45,7 @@ impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
             root: None,
-            shutdown_timeout: "30s".into(),
+            shutdown_timeout: Span(Duration::from_secs(30)),
             workers: 0,
             allow_root: false,
             trusted_proxies: Vec::new(),
@@ -68,7 +74,7 @@ pub struct RawListen {
     pub address: String,
     /// Permission bits of a unix socket file, octal (e.g. "0660").
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    pub mode: Option<Mode>,
     /// Serve HTTPS on this socket with the certificates of `[tls]`.
     #[serde(default)]
     pub tls: bool,
@@ -85,7 +91,7 @@ pub struct RawListen {
 pub struct RawFiles {
     pub index: Vec<String>,
     /// `within-root`, `always` or `never`.
-    pub follow_symlinks: String,
+    pub follow_symlinks: SymlinkPolicy,
     /// Serve names starting with a dot (other than the allowed prefixes)?
     pub dotfiles: bool,
     /// Dot-paths served even when `dotfiles = false`.
@@ -99,39 +105,39 @@ pub struct RawFiles {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_error_page: Option<String>,
     /// Precompressed twins looked for beside a file: `br`, `zstd`, `gzip`.
-    pub precompressed: Vec<String>,
+    pub precompressed: Vec<Encoding>,
     /// Files up to this size get an ETag hashed from their content.
-    pub etag_hash_limit: String,
+    pub etag_hash_limit: Size,
     /// More ranges than this in one request get the whole file (200).
     pub max_ranges: usize,
     /// Extension (without the dot) -> Content-Type, overriding the built-in table.
     pub mime_types: BTreeMap<String, String>,
     /// In-memory cache of small files: total body bytes ("0" turns it off).
-    pub cache_max_bytes: String,
+    pub cache_max_bytes: Size,
     /// Largest file kept in the cache.
-    pub cache_max_file_size: String,
+    pub cache_max_file_size: Size,
     /// How long a cached file is trusted before the file system is asked again.
-    pub cache_revalidate: String,
+    pub cache_revalidate: Span,
 }
 
 impl Default for RawFiles {
     fn default() -> Self {
         RawFiles {
             index: vec!["index.html".into()],
-            follow_symlinks: "within-root".into(),
+            follow_symlinks: SymlinkPolicy::WithinRoot,
             dotfiles: false,
             dotfiles_allow: vec![".well-known".into()],
             directory_listing: false,
             fallback: None,
             not_found_page: None,
             server_error_page: None,
-            precompressed: vec!["br".into(), "zstd".into(), "gzip".into()],
-            etag_hash_limit: "64MiB".into(),
+            precompressed: vec![Encoding::Brotli, Encoding::Zstd, Encoding::Gzip],
+            etag_hash_limit: Size(64 << 20),
             max_ranges: 16,
             mime_types: BTreeMap::new(),
-            cache_max_bytes: "64MiB".into(),
-            cache_max_file_size: "1MiB".into(),
-            cache_revalidate: "1s".into(),
+            cache_max_bytes: Size(64 << 20),
+            cache_max_file_size: Size(1 << 20),
+            cache_revalidate: Span(Duration::from_secs(1)),
         }
     }
 }
@@ -188,27 +194,27 @@ pub struct RawCacheRule {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
-    pub header_read_timeout: String,
-    pub keep_alive_timeout: String,
-    pub max_header_size: String,
+    pub header_read_timeout: Span,
+    pub keep_alive_timeout: Span,
+    pub max_header_size: Size,
     pub max_headers: usize,
     pub max_uri_length: usize,
     pub h2_max_concurrent_streams: u32,
     pub max_connections: usize,
-    pub max_request_body: String,
+    pub max_request_body: Size,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
         RawLimits {
-            header_read_timeout: "10s".into(),
-            keep_alive_timeout: "75s".into(),
-            max_header_size: "16KiB".into(),
+            header_read_timeout: Span(Duration::from_secs(10)),
+            keep_alive_timeout: Span(Duration::from_secs(75)),
+            max_header_size: Size(16 << 10),
             max_headers: 100,
             max_uri_length: 8192,
             h2_max_concurrent_streams: 128,
             max_connections: 16384,
-            max_request_body: "8KiB".into(),
+            max_request_body: Size(8 << 10),
         }
     }
 }
@@ -219,20 +225,20 @@ pub struct RawLog {
     /// A tracing filter directive: `info`, `debug`, `ruchy_serve=debug,warn`.
     pub level: String,
     /// `text` or `json`, for the daemon's own messages.
-    pub format: String,
+    pub format: LogFormat,
     /// `combined`, `json` or `off`.
-    pub access_log: String,
+    pub access_log: AccessLog,
     /// `auto` (the journal when stderr is connected to it), `stderr` or `journald`.
-    pub target: String,
+    pub target: LogTarget,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
         RawLog {
             level: "info".into(),
-            format: "text".into(),
-            access_log: "combined".into(),
-            target: "auto".into(),
+            format: LogFormat::Text,
+            access_log: AccessLog::Combined,
+            target: LogTarget::Auto,
         }
     }
 }
@@ -242,9 +248,9 @@ impl Default for RawLog {
 pub struct RawTls {
     pub certificates: Vec<RawCertificate>,
     /// A client must finish its handshake within this time.
-    pub handshake_timeout: String,
+    pub handshake_timeout: Span,
     /// How often certificate and key files are checked for changes; "0s" off.
-    pub watch_interval: String,
+    pub watch_interval: Span,
     /// Strict-Transport-Security value on TLS responses; empty sends none.
     pub hsts: String,
     /// The port named in `redirect_https` Locations (omitted when 443).
@@ -255,8 +261,8 @@ impl Default for RawTls {
     fn default() -> Self {
         RawTls {
             certificates: Vec::new(),
-            handshake_timeout: "10s".into(),
-            watch_interval: "10s".into(),
+            handshake_timeout: Span(Duration::from_secs(10)),
+            watch_interval: Span(Duration::from_secs(10)),
             hsts: String::new(),
             https_port: 443,
         }

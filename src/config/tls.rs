@@ -1,0 +1,119 @@
+//! `[tls]`: certificates (loaded and checked here, so `check` and reload
+//! refuse a bad one before anything is swapped), handshake and HSTS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderValue;
+
+use super::listen::Listen;
+use super::raw::RawTls;
+use super::{ConfigError, Ctx};
+use crate::tls::{CertSpec, CertStore, TlsError};
+
+/// The validated `[tls]` section.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Every certificate, loaded and validated.
+    pub store: Arc<CertStore>,
+    /// A client must finish its handshake within this time.
+    pub handshake_timeout: Duration,
+    /// How often certificate files are checked for changes; zero: never.
+    pub watch_interval: Duration,
+    /// Strict-Transport-Security on TLS responses.
+    pub hsts: Option<HeaderValue>,
+    /// The port named in `redirect_https` Locations (omitted when 443).
+    pub https_port: u16,
+}
+
+impl Tls {
+    pub(super) fn from_raw(raw: &RawTls, listen: &[Listen], ctx: &Ctx) -> Result<Tls, ConfigError> {
+        let specs: Vec<CertSpec> = raw
+            .certificates
+            .iter()
+            .map(|c| CertSpec {
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+                names: c.names.clone(),
+            })
+            .collect();
+        let store = CertStore::load(&specs).map_err(|e| {
+            // Point at the entry and the file the error is about.
+            let failed = match &e {
+                TlsError::Read { path, .. }
+                | TlsError::NoCertificate { path }
+                | TlsError::BadCertificate { path, .. }
+                | TlsError::Expired { path, .. }
+                | TlsError::NoNames { path }
+                | TlsError::NoKey { path }
+                | TlsError::BadKey { path, .. } => path.clone(),
+                TlsError::KeyMismatch { key, .. } => key.clone(),
+            };
+            let index = specs
+                .iter()
+                .position(|s| s.cert == failed || s.key == failed)
+                .unwrap_or(0);
+            let field = if specs
+                .get(index)
+                .is_some_and(|s| s.key == failed && s.cert != failed)
+            {
+                "key"
+            } else {
+                "cert"
+            };
+            ctx.bad(
+                &["tls", "certificates", &index.to_string(), field],
+                e.to_string(),
+                "",
+            )
+        })?;
+        if let Some(idx) = listen.iter().position(|l| l.tls) {
+            if store.certs.is_empty() {
+                return Err(ctx.bad(
+                    &["listen", &idx.to_string(), "tls"],
+                    "a TLS listener needs a certificate".into(),
+                    "add [[tls.certificates]] with cert = \"/path/fullchain.pem\" and key = \"/path/key.pem\"",
+                ));
+            }
+        }
+        Ok(Tls {
+            store: Arc::new(store),
+            handshake_timeout: raw.handshake_timeout.get(),
+            watch_interval: raw.watch_interval.get(),
+            hsts: if raw.hsts.is_empty() {
+                None
+            } else {
+                Some(ctx.header_value(&["tls", "hsts"], &raw.hsts)?)
+            },
+            https_port: raw.https_port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{invalid, valid};
+
+    #[test]
+    fn tls_listener_needs_a_certificate() {
+        let e = invalid("[[listen]]\naddress = \"127.0.0.1:0\"\ntls = true\n");
+        assert_eq!(e.key(), Some("listen[0].tls"));
+    }
+
+    #[test]
+    fn missing_certificate_file_names_the_entry() {
+        let e = invalid(
+            "[[tls.certificates]]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\n",
+        );
+        assert_eq!(e.key(), Some("tls.certificates[0].cert"));
+    }
+
+    #[test]
+    fn hsts_is_a_header_value() {
+        let t = valid("[tls]\nhsts = \"max-age=60\"\n").tls;
+        assert_eq!(t.hsts.unwrap(), "max-age=60");
+        assert!(valid("").tls.hsts.is_none());
+        let e = invalid("[tls]\nhsts = \"a\\nb\"\n");
+        assert_eq!(e.key(), Some("tls.hsts"));
+    }
+}
