@@ -9,6 +9,7 @@ mod caching;
 mod cli;
 mod faults;
 mod hostile;
+mod layering;
 mod limits;
 mod metrics;
 mod properties;
