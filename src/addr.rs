@@ -9,10 +9,13 @@ use std::path::PathBuf;
 /// Where to accept connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ListenAddr {
+    /// A TCP address we bind.
     Tcp(SocketAddr),
     /// A unix stream socket we create (a stale socket file is replaced).
     Unix {
+        /// The socket file.
         path: PathBuf,
+        /// Permission bits set on the socket file.
         mode: Option<u32>,
     },
     /// A socket inherited from systemd, by its FileDescriptorName.
@@ -50,7 +53,9 @@ impl ListenAddr {
 /// The peer of an accepted connection, as logged.
 #[derive(Debug, Clone, Copy)]
 pub enum Peer {
+    /// A TCP client (or the client a trusted proxy named).
     Tcp(SocketAddr),
+    /// A client on a unix socket (no address to log).
     Unix,
 }
 

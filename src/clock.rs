@@ -22,13 +22,7 @@ pub fn unix_now() -> u64 {
 /// of a connection, where `Instant::now` showed up in profiles
 /// (benches/README.md).
 pub fn coarse_now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to write into.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    debug_assert_eq!(rc, 0, "CLOCK_MONOTONIC_COARSE is always available on Linux");
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 

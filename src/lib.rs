@@ -1,29 +1,45 @@
+#![warn(missing_docs)]
 //! ruchy-serve: a static-file HTTP daemon on tokio and hyper 1.x.
 //!
 //! # Layout
 //!
-//! A request travels: [`listen`] accepts a socket -> [`conn`] runs HTTP/1.1 or
-//! HTTP/2 on it with hyper-util's auto builder -> [`serve`] resolves the path
-//! and builds the response -> [`access`] logs it when the body is done.
+//! A request travels: [`listen`] accepts a socket -> [`conn`] takes it
+//! through the PROXY header, TLS and protocol detection and runs hyper on it
+//! with the connection's timers -> [`handler`] decides what the request gets
+//! (guard, health, redirect, serve, headers, accounting) -> [`serve`] resolves
+//! the path and builds the response -> the handler's accounting body records
+//! it in [`metrics`] and the [`access`] log when the body is done.
 //!
-//! - [`config`]: raw figment/serde settings -> validated immutable [`config::Config`];
-//!   no sockets, so `ruchy-serve check` runs it all without binding.
-//! - [`listen`]: the [`listen::Listener`] enum (TCP now; unix and systemd fds
-//!   plug in as variants) with accept back-off. Knows nothing of HTTP.
-//! - [`conn`]: the one accept loop; per-connection limits, idle timer, and the
-//!   graceful-shutdown watch.
-//! - [`serve`]: static files as a numbered pipeline (resolve, preconditions,
-//!   ranges, headers, body); the RFC 9110 logic is pure functions.
-//! - [`access`]: per-request access-log records and the counting body.
-//! - [`lifecycle`]: phases (Starting, Ready, Draining, Stopped), the shared
-//!   configuration snapshot behind an `ArcSwap`, bind-then-serve-then-drain.
-//! - [`logging`]: the tracing subscriber, set up once by `main`.
-//! - [`metrics`]: the Prometheus registry and typed handles, bounded labels.
-//! - [`admin`]: the metrics listener: `/metrics`, `/healthz`, `/readyz`.
-//! - [`proxy`]: the client address behind a load balancer (PROXY protocol
-//!   header, X-Forwarded-For, Forwarded), believed from `trusted_proxies` only.
+//! Low modules first; no module imports one that imports it
+//! (`tests/it/layering.rs` checks):
+//! - [`addr`]: listen addresses and peers; imports nothing of ours.
+//! - [`clock`]: Unix seconds, the coarse monotonic clock, log timestamps.
+//! - [`fileid`]: the identity of a file version, for every cache and watch.
+//! - [`config`]: raw figment/serde settings -> validated immutable
+//!   [`config::Config`], one module per section; no sockets, so
+//!   `ruchy-serve check` runs it all without binding.
 //! - [`tls`]: PEM files -> validated certificates chosen by SNI behind a
 //!   swappable resolver; the process-wide rustls configuration.
+//! - [`serve`]: static files as a numbered pipeline (resolve, preconditions,
+//!   ranges, headers, body); the RFC 9110 logic is pure functions.
+//! - [`metrics`]: the Prometheus registry and typed handles, bounded labels.
+//! - [`state`]: the server state every connection shares: the configuration
+//!   generation, the lifecycle phase, the health answers.
+//! - [`access`]: the access-log record and line.
+//! - [`proxy`]: the client address behind a load balancer (PROXY protocol
+//!   header, X-Forwarded-For, Forwarded), believed from `trusted_proxies` only.
+//! - [`admin`]: what the metrics listener answers (`/metrics`, `/healthz`,
+//!   `/readyz`).
+//! - [`handler`]: one per connection, one method per request.
+//! - [`listen`]: the [`listen::Listener`] enum (TCP, unix, systemd sockets)
+//!   with accept back-off. Knows nothing of HTTP.
+//! - [`conn`]: the one accept loop for every listener (site and metrics), a
+//!   connection's slot, PROXY header, TLS, protocol, idle timer and drain
+//!   watch.
+//! - [`lifecycle`]: phases, the listener set, reload, signals, watchdog,
+//!   certificate watch, sd_notify.
+//! - [`logging`]: the tracing subscriber, set up once by `main`.
+//! - [`privileges`]: the root policy `main` applies before serving.
 
 pub mod access;
 pub mod addr;

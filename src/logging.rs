@@ -64,6 +64,7 @@ pub fn stderr_is_journal() -> bool {
     }
 }
 
+/// Installs the process-wide subscriber for `log`; call once, before the runtime starts.
 pub fn init(log: &Log) {
     use std::io::IsTerminal;
     let (level, handle) = reload::Layer::new(filter(log));

@@ -17,20 +17,34 @@ const DURATION_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
+/// Every metric the server exports, registered in its own registry.
 pub struct Metrics {
     registry: Registry,
+    /// `http_requests_total` by listener, method and status.
     pub requests: IntCounterVec,
+    /// Request durations by listener, until the body is sent.
     pub duration: HistogramVec,
+    /// Response body bytes sent, by listener.
     pub body_bytes: IntCounterVec,
+    /// Connections accepted, by listener and scheme.
     pub conns_accepted: IntCounterVec,
+    /// Connections open now, by listener.
     pub conns_open: IntGaugeVec,
+    /// Connections refused before HTTP (PROXY header, TLS), by reason.
     pub conns_rejected: IntCounterVec,
+    /// Times a listener hit `max_connections`.
     pub conns_limited: IntCounterVec,
+    /// TLS handshakes by result and protocol version.
     pub tls_handshakes: IntCounterVec,
+    /// Certificate expiry times, by certificate.
     pub cert_expiry: GaugeVec,
+    /// Configuration reloads by result.
     pub reloads: IntCounterVec,
+    /// When the configuration last loaded, Unix seconds.
     pub last_reload_success: Gauge,
+    /// The configuration generation serving now.
     pub generation: IntGauge,
+    /// The file cache counters.
     pub file_cache: crate::serve::cache::Stats,
 }
 
@@ -63,6 +77,7 @@ pub fn method_label(m: &http::Method) -> &'static str {
 }
 
 impl Metrics {
+    /// Registers every metric in a fresh registry.
     pub fn new() -> Metrics {
         let registry = Registry::new();
         macro_rules! reg {
@@ -232,6 +247,7 @@ pub struct ConnMetrics {
 }
 
 impl ConnMetrics {
+    /// Resolves the handles for connections on `listener`.
     pub fn new(all: std::sync::Arc<Metrics>, listener: std::sync::Arc<str>) -> ConnMetrics {
         ConnMetrics {
             duration: all.duration.with_label_values(&[&*listener]),

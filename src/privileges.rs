@@ -36,8 +36,7 @@ pub fn check(cfg: &Config, euid: u32) -> Result<Option<String>, String> {
 
 /// The effective user id of this process.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ pub enum Rejected {
 }
 
 impl Rejected {
+    /// The metrics label.
     pub fn label(self) -> &'static str {
         match self {
             Rejected::Untrusted => "proxy_untrusted",

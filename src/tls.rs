@@ -15,8 +15,10 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 #[cfg(feature = "aws-lc")]
 use rustls::crypto::aws_lc_rs as provider;
-#[cfg(not(feature = "aws-lc"))]
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
 use rustls::crypto::ring as provider;
+#[cfg(not(any(feature = "aws-lc", feature = "ring")))]
+compile_error!("ruchy-serve needs a TLS crypto provider: the `aws-lc` (default) or `ring` feature");
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -28,12 +30,17 @@ use crate::fileid::FileId;
 /// One `[[tls.certificates]]` entry, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSpec {
+    /// PEM certificate chain, leaf first.
     pub cert: PathBuf,
+    /// PEM private key.
     pub key: PathBuf,
     /// Explicit SNI names; empty means "the certificate's DNS names".
     pub names: Vec<String>,
 }
 
+/// Why a certificate or key was refused. Each variant's message names the
+/// file and the fix; the fields are what it prints.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {}: {source}", path.display())]
@@ -61,8 +68,11 @@ pub enum TlsError {
 /// A loaded, validated certificate.
 #[derive(Debug)]
 pub struct LoadedCert {
+    /// Where it was loaded from.
     pub spec: CertSpec,
+    /// The SNI names it answers.
     pub names: Vec<String>,
+    /// The chain and signing key, as rustls uses them.
     pub key: Arc<CertifiedKey>,
     /// Expiry of the leaf, Unix seconds (exported for monitoring).
     pub not_after: i64,
@@ -182,6 +192,7 @@ fn unix_now() -> i64 {
 /// for clients that send no SNI (or an unknown name).
 #[derive(Debug, Default)]
 pub struct CertStore {
+    /// In configuration order; the first is the default.
     pub certs: Vec<LoadedCert>,
     exact: HashMap<String, usize>,
     /// `*.example.com` stored as `example.com`.
@@ -189,6 +200,7 @@ pub struct CertStore {
 }
 
 impl CertStore {
+    /// Loads and validates every certificate, or reports the first bad one.
     pub fn load(specs: &[CertSpec]) -> Result<CertStore, TlsError> {
         let certs = specs
             .iter()
@@ -244,6 +256,7 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// The certificates in use now.
     pub fn store(&self) -> Arc<CertStore> {
         self.store.load_full()
     }
@@ -296,15 +309,14 @@ impl ResolvesServerCert for Resolver {
 
 /// The process-wide server configuration: TLS 1.3 and 1.2 only (rustls has
 /// nothing older), ALPN `h2` then `http/1.1`, stateless session tickets plus
-/// the in-memory session cache for resumption. The provider is aws-lc-rs,
-/// chosen by measurement: 1.1x to 1.4x ring's full-handshake rate in
-/// alternating runs, the same keep-alive throughput, and it builds here with
-/// only a C compiler (no cmake).
+/// the in-memory session cache for resumption. The provider is aws-lc-rs
+/// by default, chosen by measurement of full-handshake rates (README "TLS",
+/// benches/README.md), or ring with the `ring` feature.
 pub fn server_config(resolver: Arc<Resolver>) -> Arc<ServerConfig> {
     let crypto = Arc::new(provider::default_provider());
     let mut cfg = ServerConfig::builder_with_provider(crypto)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("ring supports TLS 1.2 and 1.3")
+        .expect("both providers support TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -10,7 +10,12 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// A config file, with the 1-based line when it could be found.
-    File { path: PathBuf, line: Option<usize> },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The line, 1-based.
+        line: Option<usize>,
+    },
     /// An environment variable (its full name).
     Env(String),
     /// A command-line flag.
@@ -34,6 +39,10 @@ impl fmt::Display for Origin {
     }
 }
 
+/// A configuration that cannot be used. Each variant's message names the
+/// place to edit and, where there is one, the fix; the fields are what it
+/// prints.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file named by `--config` could not be read at all.

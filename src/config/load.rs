@@ -14,6 +14,7 @@ use super::error::{ConfigError, Origin};
 use super::raw::{RawConfig, RawListen};
 use super::types::HINT_SEPARATOR;
 
+/// Environment variables with this prefix set keys (`__` between levels).
 pub const ENV_PREFIX: &str = "RUCHY_SERVE_";
 const DEFAULT_NAME: &str = "built-in default";
 const DEMO_NAME: &str = "built-in demo default";
@@ -60,13 +61,17 @@ impl DemoOverlay {
 /// What the command line contributes to the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
+    /// The `--config` file.
     pub config_file: Option<PathBuf>,
+    /// `--root`, overriding the file.
     pub root: Option<PathBuf>,
+    /// `--listen` (repeatable), replacing every `[[listen]]`.
     pub listen: Vec<String>,
 }
 
 /// A figment together with what is needed to explain its values.
 pub struct Layered {
+    /// The layers, for lookups of values and their origins.
     pub figment: Figment,
     file: Option<(PathBuf, String)>,
 }
@@ -88,6 +93,7 @@ impl<P: Provider> Provider for Named<P> {
 }
 
 impl Layered {
+    /// Stacks defaults, the file, the environment and the flags; reads the file.
     pub fn new(sources: &Sources) -> Result<Layered, ConfigError> {
         let mut figment = Figment::new().merge(Named {
             name: DEFAULT_NAME,
@@ -147,10 +153,12 @@ impl Layered {
         Ok(Layered { figment, file })
     }
 
+    /// The raw configuration, typed; a bad value is reported with its origin.
     pub fn extract(&self) -> Result<RawConfig, ConfigError> {
         self.figment.extract().map_err(|e| self.explain(e))
     }
 
+    /// The config file, if one was given.
     pub fn config_file(&self) -> Option<&Path> {
         self.file.as_ref().map(|(p, _)| p.as_path())
     }

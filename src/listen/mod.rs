@@ -24,6 +24,9 @@ pub use crate::addr::Peer;
 /// Kernel accept queue length; the same as nginx's default on Linux.
 const BACKLOG: i32 = 511;
 
+/// Why a listener could not be opened. Each variant's message names the
+/// address and, where there is one, the fix; the fields are what it prints.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("cannot listen on {addr}: {source}{}", hint(source))]
@@ -92,8 +95,11 @@ impl Inherited {
     }
 }
 
+/// A listening socket of any kind.
 pub enum Listener {
+    /// TCP, bound here or inherited.
     Tcp(TcpListener),
+    /// A unix stream socket.
     Unix(UnixSocket),
 }
 
@@ -303,7 +309,9 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// An accepted byte stream of any listener kind.
 pub enum Stream {
+    /// A TCP connection.
     Tcp(TcpStream),
+    /// A unix-socket connection.
     Unix(UnixStream),
 }
 

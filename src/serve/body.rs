@@ -13,19 +13,21 @@ use futures_util::stream;
 use http_body::Frame;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
 
+/// Every response body: boxed, so empty, in-memory and file bodies share one type.
 pub type Body = BoxBody<Bytes, io::Error>;
 
-/// Bytes read per blocking call. Measured at w5 (32 MiB, 4 connections):
-/// 128 KiB chunks moved 0.75x nginx's MB/s, 1 MiB chunks 1.19x; the thread-pool
-/// round trip and the per-chunk wake-ups were the difference. A slow client
-/// holds at most about one chunk in user memory (hyper pulls the next only
-/// once the last is written).
+/// Bytes read per blocking call: large, because each chunk costs a trip to
+/// the blocking pool and a wake-up (smaller chunks measured slower on large
+/// files, benches/README.md). A slow client holds at most about one chunk in
+/// user memory (hyper pulls the next only once the last is written).
 const CHUNK: u64 = 1024 * 1024;
 
+/// No body.
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// A body held in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
@@ -35,10 +37,13 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// A piece of a streamed body.
 #[derive(Debug, Clone)]
 pub enum Segment {
+    /// Bytes held in memory (multipart headers).
     Bytes(Bytes),
     /// `len` bytes of the file from `offset`.
     File {
+        /// Where the bytes start in the file.
         offset: u64,
+        /// How many bytes.
         len: u64,
     },
 }
@@ -100,35 +105,44 @@ pub fn file(file: File, segments: Vec<Segment>, version: FileId) -> Body {
 
 /// Reads up to `want` bytes at `offset`, fewer only at end of file.
 ///
-/// The buffer is not zeroed first: a profile of w5 showed 14% of the server
-/// core in `memset` for buffers that `pread` overwrites anyway. `pread`
-/// writes into the spare capacity and the length is set to what it wrote.
+/// The buffer is not zeroed first (zeroing showed up in profiles of large
+/// files, benches/README.md): `pread` writes into the spare capacity and the
+/// length grows by what it wrote. The capacity may exceed `want`, so the
+/// bytes past it are cut off at the end.
 pub fn read_exact_at(file: &File, want: usize, offset: u64) -> io::Result<Vec<u8>> {
-    use std::os::fd::AsRawFd;
+    use rustix::buffer::spare_capacity;
     let mut buf: Vec<u8> = Vec::with_capacity(want);
     while buf.len() < want {
-        let filled = buf.len();
-        let at = offset + filled as u64;
-        let at = libc::off_t::try_from(at).map_err(io::Error::other)?;
-        let spare = &mut buf.spare_capacity_mut()[..want - filled];
-        // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by
-        // `buf`; pread writes at most that many bytes and returns how many.
-        let n =
-            unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
-        match n {
-            0 => break,
-            n if n > 0 => {
-                // SAFETY: pread initialized the first `n` bytes of the spare
-                // capacity, and n <= spare.len() <= capacity - len.
-                unsafe { buf.set_len(filled + n as usize) };
-            }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, spare_capacity(&mut buf), at) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
+    buf.truncate(want);
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_exact_at_reads_the_window_and_stops_at_end_of_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+        std::fs::write(&path, &data).unwrap();
+        let f = File::open(&path).unwrap();
+        assert_eq!(read_exact_at(&f, 1000, 5).unwrap(), &data[5..1005]);
+        assert_eq!(
+            read_exact_at(&f, 200_000, 100_000).unwrap(),
+            &data[100_000..]
+        );
+        assert_eq!(read_exact_at(&f, 10, 299_995).unwrap(), &data[299_995..]);
+        assert!(read_exact_at(&f, 10, 400_000).unwrap().is_empty());
+        assert!(read_exact_at(&f, 0, 0).unwrap().is_empty());
+    }
 }

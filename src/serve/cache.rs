@@ -27,16 +27,22 @@ pub struct Prepared {
     /// ETag, Last-Modified, Cache-Control, Vary, rule and security headers:
     /// what 200, 206 and 304 all carry.
     pub headers: HeaderMap,
+    /// Content-Type of the whole representation (ranges may wrap it).
     pub content_type: HeaderValue,
+    /// The strong ETag, quotes included.
     pub etag: String,
+    /// Last-Modified.
     pub modified: SystemTime,
+    /// The content coding of a precompressed twin, `None` for identity.
     pub encoding: Option<Encoding>,
+    /// Length of the representation in bytes.
     pub len: u64,
     /// `files.max_ranges` of the configuration this was prepared under.
     pub max_ranges: usize,
 }
 
 impl Prepared {
+    /// Prepares the headers of `rel_path` under `cfg`.
     pub fn new(
         cfg: &Config,
         rel_path: &str,
@@ -77,7 +83,9 @@ impl Prepared {
 /// A cached representation.
 #[derive(Debug)]
 pub struct Variant {
+    /// Headers and validators.
     pub prepared: Prepared,
+    /// The whole body.
     pub body: Bytes,
 }
 
@@ -88,6 +96,7 @@ pub struct Entry {
     /// A path that resolved to nothing (nginx's open_file_cache_errors):
     /// scanners hammering missing paths then cost no file-system calls either.
     pub missing: bool,
+    /// The twins that exist, in server preference order.
     pub available: Vec<Encoding>,
     /// identity, br, zstd, gzip.
     variants: [OnceLock<Arc<Variant>>; 4],
@@ -118,6 +127,7 @@ impl Entry {
             .sum()
     }
 
+    /// The cached variant for `encoding`, if loaded.
     pub fn variant(&self, encoding: Option<Encoding>) -> Option<&Arc<Variant>> {
         self.variants[slot(encoding)].get()
     }
@@ -127,13 +137,18 @@ impl Entry {
 /// counting into the same series).
 #[derive(Debug, Clone)]
 pub struct Stats {
+    /// Requests answered from the cache.
     pub hits: prometheus::IntCounter,
+    /// Requests that went to the file system.
     pub misses: prometheus::IntCounter,
+    /// Times the cache was emptied to stay within its size.
     pub evictions: prometheus::IntCounter,
+    /// Bytes charged to the cache now.
     pub bytes: prometheus::IntGauge,
 }
 
 #[derive(Debug)]
+/// Small hot files by request path, bounded by `files.cache_max_bytes`.
 pub struct FileCache {
     map: RwLock<HashMap<String, Arc<Entry>>>,
     bytes: AtomicU64,
@@ -144,6 +159,7 @@ pub struct FileCache {
 }
 
 impl FileCache {
+    /// Prepares the headers of `rel_path` under `cfg`.
     pub fn new(cfg: &Config, stats: Stats) -> FileCache {
         stats.bytes.set(0);
         FileCache {
@@ -171,14 +187,17 @@ impl FileCache {
         (entry.created.elapsed() < self.ttl).then(|| Arc::clone(entry))
     }
 
+    /// Counts a request answered from the cache.
     pub fn hit(&self) {
         self.stats.hits.inc();
     }
 
+    /// Counts a request that was not.
     pub fn miss(&self) {
         self.stats.misses.inc();
     }
 
+    /// Bytes charged now.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }

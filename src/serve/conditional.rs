@@ -17,13 +17,18 @@ pub struct Validators<'a> {
 /// The precondition header fields of a request, raw.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Preconditions<'a> {
+    /// If-Match.
     pub if_match: Option<&'a str>,
+    /// If-None-Match.
     pub if_none_match: Option<&'a str>,
+    /// If-Modified-Since.
     pub if_modified_since: Option<&'a str>,
+    /// If-Unmodified-Since.
     pub if_unmodified_since: Option<&'a str>,
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
+/// What the preconditions decide.
 pub enum Decision {
     /// Send the representation (possibly partial).
     Proceed,

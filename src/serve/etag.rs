@@ -24,6 +24,7 @@ const MAX_ENTRIES: usize = 65_536;
 const HASH_CHUNK: usize = 256 * 1024;
 
 #[derive(Default)]
+/// Content ETags by path, valid while the file keeps its [`FileId`].
 pub struct EtagCache {
     map: Mutex<HashMap<PathBuf, (FileId, String)>>,
 }

@@ -4,7 +4,7 @@
 //!
 //! hyper itself refuses malformed request lines and header fields, bare CR,
 //! obs-fold, NUL and invalid chunked framing, and Content-Length together with
-//! Transfer-Encoding; `tests/hostile.rs` holds a case for each.
+//! Transfer-Encoding; `tests/it/hostile.rs` holds a case for each.
 
 use http::{header, HeaderMap, Request, StatusCode, Version};
 
@@ -13,7 +13,9 @@ use http::{header, HeaderMap, Request, StatusCode, Version};
 /// request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
+    /// The status to answer with.
     pub status: StatusCode,
+    /// Close the connection after the answer.
     pub close: bool,
 }
 

@@ -69,6 +69,7 @@ fn fmt_date(t: SystemTime) -> String {
     httpdate::fmt_http_date(t)
 }
 
+/// HTML-escapes text for element content and attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

@@ -4,7 +4,9 @@
 /// An inclusive byte range within a representation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {
+    /// First byte, inclusive.
     pub start: u64,
+    /// Last byte, inclusive.
     pub end: u64,
 }
 
@@ -12,12 +14,14 @@ pub struct ByteRange {
 // is_empty to offer.
 #[allow(clippy::len_without_is_empty)]
 impl ByteRange {
+    /// Bytes in the range.
     pub fn len(&self) -> u64 {
         self.end - self.start + 1
     }
 }
 
 #[derive(Debug, PartialEq, Eq)]
+/// What a Range header asks for, judged against the length.
 pub enum RangeOutcome {
     /// Ignore the Range header and send the whole representation (200).
     Full,

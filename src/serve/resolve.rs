@@ -22,11 +22,13 @@ use super::etag::EtagCache;
 /// What a request path resolves to.
 #[derive(Debug)]
 pub enum Outcome {
+    /// A regular file, opened.
     File(Box<Found>),
     /// A directory asked for without its trailing slash: 308 to this location.
     Redirect(String),
     /// A directory without an index, listing enabled.
     Listing(PathBuf),
+    /// Nothing there (or hidden by the dotfile policy).
     NotFound,
     /// Exists but policy or permissions forbid serving it.
     Forbidden,
@@ -43,8 +45,11 @@ pub struct Found {
     pub file: File,
     /// The identity of the opened file, taken with the validators.
     pub id: FileId,
+    /// Length when opened.
     pub len: u64,
+    /// Modification time when opened (Last-Modified).
     pub modified: SystemTime,
+    /// The strong ETag, quotes included.
     pub etag: String,
     /// The coding of the twin chosen, `None` for the file itself.
     pub encoding: Option<Encoding>,
@@ -68,7 +73,9 @@ impl Found {
 /// A decoded request path: plain components and whether it ended in `/`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct DecodedPath {
+    /// The decoded components, none empty, `.` or `..`.
     pub components: Vec<Vec<u8>>,
+    /// The path ended in `/`.
     pub trailing_slash: bool,
 }
 
@@ -261,6 +268,7 @@ fn checked(cfg: &Config, path: &Path) -> io::Result<Option<(PathBuf, Metadata)>>
     }
 }
 
+/// ENOENT, or ENOTDIR (a path through a regular file): answers, not failures.
 pub fn is_not_found(e: &io::Error) -> bool {
     // ENOTDIR: `/file.txt/x` walks through a regular file.
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20)
