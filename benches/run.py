@@ -12,6 +12,7 @@ Method (the same for every server):
     byte for byte: a wrong byte fails the run.
 
 Usage: benches/run.py [--quick] [--duration S] [--reps N] [--only w1,w4] [--servers ruchy,nginx]
+                      [--binary B] [--label L] [--compare B2] [--compare-label L2]
 Writes benches/results/latest.md (table + commands + configs) and
 benches/results/chart.svg (ratios against nginx), and prints the table.
 --quick (1 run of 2 s per workload, under 3 minutes) writes quick.md and
@@ -154,7 +155,7 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def servers(work: Path, www: Path, binary: Path, wanted, metrics_on=False):
+def servers(work: Path, www: Path, binary: Path, wanted, metrics_on=False, tag="ruchy"):
     out = []
     certp, keyp = work / "cert.pem", work / "key.pem"
     if "ruchy" in wanted:
@@ -177,7 +178,7 @@ level = "warn"
 [metrics]
 address = {metrics}
 """
-        path = work / ("ruchy-metrics.toml" if metrics_on else "ruchy.toml")
+        path = work / (f"{tag}-metrics.toml" if metrics_on else f"{tag}.toml")
         path.write_text(conf)
         name = "ruchy-serve+metrics" if metrics_on else "ruchy-serve"
         out.append(Server(name, [str(binary), "--config", str(path)], http, h2=http, tls=tls, config_text=conf))
@@ -333,6 +334,9 @@ def main():
     ap.add_argument("--idle", action="store_true", help="also measure RSS with 10,000 idle connections")
     ap.add_argument("--binary", help="ruchy-serve binary to measure (default: build target/release)")
     ap.add_argument("--label", default="ruchy-serve", help="name of that binary in the results")
+    ap.add_argument("--compare", metavar="BINARY",
+                    help="a second ruchy-serve build in the same interleaved run (A/B against --binary)")
+    ap.add_argument("--compare-label", default="ruchy-serve-before", help="name of the --compare build")
     ap.add_argument("--metrics-ab", type=int, metavar="ROUNDS",
                     help="only compare w1 with metrics off and on, alternating ROUNDS times")
     args = ap.parse_args()
@@ -358,6 +362,10 @@ def main():
     for s in srv:
         if s.name == "ruchy-serve":
             s.name = args.label
+    if args.compare:
+        other = servers(work, www, Path(args.compare).resolve(), ["ruchy"], tag="compare")
+        other[0].name = args.compare_label
+        srv[1:1] = other
     if args.metrics_overhead:
         srv += servers(work, www, binary, ["ruchy"], metrics_on=True)
     results = {}

@@ -275,11 +275,13 @@ struct Session {
 }
 
 impl Connection {
+    /// The connection's life before HTTP: role, PROXY header, TLS; then the
+    /// session.
     async fn run(self) {
         let Connection {
             listening,
             mut stream,
-            mut peer,
+            peer,
             watcher,
         } = self;
         tracing::debug!(%peer, "connection accepted");
@@ -296,29 +298,22 @@ impl Connection {
         });
         let limits = cfg.limits.clone();
         let handshake_timeout = cfg.tls.handshake_timeout;
-        let mut prefix = Bytes::new();
-        if proxy_protocol {
-            // Before TLS and HTTP: the balancer's header comes first on the wire.
-            let header = if cfg.trusted_proxies.trusts(&peer) {
-                crate::proxy::read_header(&mut stream, limits.header_read_timeout).await
-            } else {
-                Err(crate::proxy::Rejected::Untrusted)
-            };
-            match header {
-                Ok((client, rest)) => {
-                    peer = client.map_or(peer, Peer::Tcp);
-                    prefix = rest;
-                }
-                Err(reason) => {
-                    tracing::debug!(%peer, reason = reason.label(), "PROXY protocol header refused");
-                    metrics
-                        .conns_rejected
-                        .with_label_values(&[label, reason.label()])
-                        .inc();
-                    return;
-                }
+        let (peer, prefix) = if proxy_protocol {
+            match proxy_header(
+                &listening,
+                &cfg,
+                &mut stream,
+                peer,
+                limits.header_read_timeout,
+            )
+            .await
+            {
+                Some(found) => found,
+                None => return,
             }
-        }
+        } else {
+            (peer, Bytes::new())
+        };
         drop(cfg);
         let activity = Arc::new(Activity::default());
         let tracked = Tracked {
@@ -343,54 +338,99 @@ impl Connection {
             watcher,
             peer,
         };
+        // Boxed, here and below: the connection's state machine is several
+        // KiB, and a boxed one is built in place instead of being copied into
+        // the task (memmove in profiles, benches/README.md).
         if !tls {
-            // Boxed, here and below: the connection's state machine is several
-            // KiB, and a boxed one is built in place instead of being copied
-            // into the task (memmove in profiles, benches/README.md).
             return Box::pin(session.serve(tracked)).await;
         }
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&state.tls_config));
-        let handshake = Box::pin(tokio::time::timeout(
-            handshake_timeout,
-            acceptor.accept(tracked),
-        ))
-        .await;
-        let rejected = |reason: &str| {
+        let handshake = tls_handshake(&listening, tracked, handshake_timeout, peer);
+        if let Some((stream, protocol)) = Box::pin(handshake).await {
+            session.protocol = protocol;
+            Box::pin(session.serve(stream)).await
+        }
+    }
+}
+
+/// Reads the PROXY header a balancer sends before TLS and HTTP, from a
+/// trusted peer only. The client it names (or the peer, for a LOCAL header)
+/// and the bytes read past it; `None` when the connection is refused
+/// (counted and logged at debug).
+async fn proxy_header(
+    listening: &Listening,
+    cfg: &Config,
+    stream: &mut Stream,
+    peer: Peer,
+    timeout: Duration,
+) -> Option<(Peer, Bytes)> {
+    let header = if cfg.trusted_proxies.trusts(&peer) {
+        crate::proxy::read_header(stream, timeout).await
+    } else {
+        Err(crate::proxy::Rejected::Untrusted)
+    };
+    match header {
+        Ok((client, rest)) => Some((client.map_or(peer, Peer::Tcp), rest)),
+        Err(reason) => {
+            tracing::debug!(%peer, reason = reason.label(), "PROXY protocol header refused");
+            listening
+                .state
+                .metrics
+                .conns_rejected
+                .with_label_values(&[&*listening.label, reason.label()])
+                .inc();
+            None
+        }
+    }
+}
+
+/// The TLS handshake under `timeout`, and the protocol ALPN chose; `None`
+/// when it failed or timed out (counted and logged at debug).
+async fn tls_handshake(
+    listening: &Listening,
+    io: Tracked,
+    timeout: Duration,
+    peer: Peer,
+) -> Option<(tokio_rustls::server::TlsStream<Tracked>, Protocol)> {
+    let metrics = &listening.state.metrics;
+    let label = &*listening.label;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&listening.state.tls_config));
+    let rejected = |reason: &str| {
+        metrics
+            .tls_handshakes
+            .with_label_values(&[label, "failure", "unknown"])
+            .inc();
+        metrics
+            .conns_rejected
+            .with_label_values(&[label, reason])
+            .inc();
+    };
+    match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => {
+            let conn = stream.get_ref().1;
+            let version = match conn.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "unknown",
+            };
             metrics
                 .tls_handshakes
-                .with_label_values(&[label, "failure", "unknown"])
+                .with_label_values(&[label, "success", version])
                 .inc();
-            metrics
-                .conns_rejected
-                .with_label_values(&[label, reason])
-                .inc();
-        };
-        match handshake {
-            Ok(Ok(stream)) => {
-                let conn = stream.get_ref().1;
-                let version = match conn.protocol_version() {
-                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-                    _ => "unknown",
-                };
-                metrics
-                    .tls_handshakes
-                    .with_label_values(&[label, "success", version])
-                    .inc();
-                session.protocol = match conn.alpn_protocol() {
-                    Some(b"h2") => Protocol::Http2,
-                    _ => Protocol::Http1,
-                };
-                Box::pin(session.serve(stream)).await
-            }
-            Ok(Err(e)) => {
-                rejected("tls_handshake_failed");
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            }
-            Err(_) => {
-                rejected("tls_handshake_timeout");
-                tracing::debug!(%peer, "TLS handshake timed out");
-            }
+            let protocol = match conn.alpn_protocol() {
+                Some(b"h2") => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            Some((stream, protocol))
+        }
+        Ok(Err(e)) => {
+            rejected("tls_handshake_failed");
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            rejected("tls_handshake_timeout");
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
         }
     }
 }
