@@ -33,7 +33,7 @@ use crate::access::Record;
 use crate::addr::Peer;
 use crate::config::AccessLog;
 use crate::metrics::ConnMetrics;
-use crate::serve::body::Body;
+use crate::serve::body::{Body, Budget};
 use crate::serve::{self, response};
 use crate::state::State;
 
@@ -59,12 +59,21 @@ pub struct Handler {
     /// Per-connection metric handles; `None` when no metrics listener exists
     /// to read them, and for the metrics listener itself.
     metrics: Option<Arc<ConnMetrics>>,
+    /// What this connection's response bodies may hold in user memory; put
+    /// in each request's extensions for the file bodies to draw on.
+    budget: Budget,
 }
 
 impl Handler {
     /// A handler for a connection from `peer` on the listener labelled
     /// `listener` in metrics.
-    pub fn new(state: Arc<State>, peer: Peer, role: Role, listener: Arc<str>) -> Handler {
+    pub fn new(
+        state: Arc<State>,
+        peer: Peer,
+        role: Role,
+        listener: Arc<str>,
+        budget: Budget,
+    ) -> Handler {
         let metered =
             matches!(role, Role::Site { .. }) && state.site().config.metrics.address.is_some();
         let metrics =
@@ -74,11 +83,12 @@ impl Handler {
             peer,
             role,
             metrics,
+            budget,
         }
     }
 
     /// Answers one request. Never fails: every error is a status code.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Accounted> {
+    pub async fn handle<B>(&self, mut req: Request<B>) -> Response<Accounted> {
         let Role::Site {
             tls,
             redirect_https,
@@ -106,6 +116,7 @@ impl Handler {
         } else if redirect_https {
             serve::redirect_https(cfg, &req)
         } else {
+            req.extensions_mut().insert(self.budget.clone());
             serve::respond(Arc::clone(&site), &req).await
         };
         if tls {
@@ -251,7 +262,13 @@ mod tests {
 
     #[tokio::test]
     async fn serves_a_file_without_a_socket() {
-        let h = Handler::new(state(""), peer(), site(false, false), "test".into());
+        let h = Handler::new(
+            state(""),
+            peer(),
+            site(false, false),
+            "test".into(),
+            Budget::default(),
+        );
         let r = h.handle(get("/")).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(text(r).await, "<p>hello</p>");
@@ -259,7 +276,13 @@ mod tests {
 
     #[tokio::test]
     async fn guard_runs_before_anything_else() {
-        let h = Handler::new(state(""), peer(), site(false, true), "test".into());
+        let h = Handler::new(
+            state(""),
+            peer(),
+            site(false, true),
+            "test".into(),
+            Budget::default(),
+        );
         // HTTP/1.1 without Host: 400 even on a redirecting listener.
         let r = h.handle(Request::get("/").body(()).unwrap()).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -267,7 +290,13 @@ mod tests {
 
     #[tokio::test]
     async fn redirect_listener_sends_everything_to_https() {
-        let h = Handler::new(state(""), peer(), site(false, true), "test".into());
+        let h = Handler::new(
+            state(""),
+            peer(),
+            site(false, true),
+            "test".into(),
+            Budget::default(),
+        );
         let r = h.handle(get("/a?b=c")).await;
         assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(r.headers()["location"], "https://example.com/a?b=c");
@@ -275,7 +304,13 @@ mod tests {
 
     #[tokio::test]
     async fn health_paths_only_when_configured() {
-        let off = Handler::new(state(""), peer(), site(false, false), "test".into());
+        let off = Handler::new(
+            state(""),
+            peer(),
+            site(false, false),
+            "test".into(),
+            Budget::default(),
+        );
         assert_eq!(
             off.handle(get("/healthz")).await.status(),
             StatusCode::NOT_FOUND
@@ -285,6 +320,7 @@ mod tests {
             peer(),
             site(false, false),
             "test".into(),
+            Budget::default(),
         );
         let r = on.handle(get("/healthz")).await;
         assert_eq!(r.status(), StatusCode::OK);
@@ -294,14 +330,26 @@ mod tests {
     #[tokio::test]
     async fn hsts_only_on_tls_connections() {
         let cfg = "[tls]\nhsts = \"max-age=63072000\"\n";
-        let plain = Handler::new(state(cfg), peer(), site(false, false), "t".into());
+        let plain = Handler::new(
+            state(cfg),
+            peer(),
+            site(false, false),
+            "t".into(),
+            Budget::default(),
+        );
         assert!(plain
             .handle(get("/"))
             .await
             .headers()
             .get("strict-transport-security")
             .is_none());
-        let tls = Handler::new(state(cfg), peer(), site(true, false), "t".into());
+        let tls = Handler::new(
+            state(cfg),
+            peer(),
+            site(true, false),
+            "t".into(),
+            Budget::default(),
+        );
         assert_eq!(
             tls.handle(get("/")).await.headers()["strict-transport-security"],
             "max-age=63072000"
@@ -310,7 +358,13 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_role_answers_the_metrics_paths_only() {
-        let h = Handler::new(state(""), peer(), Role::Metrics, "m".into());
+        let h = Handler::new(
+            state(""),
+            peer(),
+            Role::Metrics,
+            "m".into(),
+            Budget::default(),
+        );
         let r = h.handle(get("/metrics")).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert!(text(r).await.contains("ruchy_serve_build_info{"));

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub conns_open: IntGaugeVec,
     /// Connections refused before HTTP (PROXY header, TLS), by reason.
     pub conns_rejected: IntCounterVec,
+    /// Connections a deadline or limit ended, by reason.
+    pub conns_closed: IntCounterVec,
     /// Times a listener hit `max_connections`.
     pub conns_limited: IntCounterVec,
     /// TLS handshakes by result and protocol version.
@@ -126,6 +128,14 @@ impl Metrics {
             ),
             &["listener", "reason"]
         ));
+        let conns_closed = reg!(IntCounterVec::new(
+            Opts::new(
+                "http_connections_closed_total",
+                "Connections ended by a deadline or limit (first_request_timeout, header_timeout, \
+                 idle, send_timeout, max_age, max_requests)."
+            ),
+            &["listener", "reason"]
+        ));
         let conns_limited = reg!(IntCounterVec::new(
             Opts::new(
                 "http_connections_limit_reached_total",
@@ -205,6 +215,7 @@ impl Metrics {
             conns_accepted,
             conns_open,
             conns_rejected,
+            conns_closed,
             conns_limited,
             tls_handshakes,
             cert_expiry,

@@ -7,6 +7,8 @@ use super::{ConfigError, Ctx};
 
 /// hyper's HTTP/1 parser refuses buffers below 8 KiB.
 const MIN_HEADER_BUFFER: usize = 8192;
+/// One HTTP/2 body chunk: a smaller budget could not send a chunk at all.
+const MIN_RESPONSE_BUFFER: u64 = 64 << 10;
 
 /// The validated `[limits]` section.
 #[derive(Debug, Clone)]
@@ -29,6 +31,18 @@ pub struct Limits {
     /// Largest request body announced by Content-Length that is answered;
     /// larger ones get 413 and the connection closes. Bodies are never read.
     pub max_request_body: u64,
+    /// A response whose bytes have not moved for this long is ended: on
+    /// HTTP/1 the connection closes; on HTTP/2 the connection closes once
+    /// nothing at all has been written to it for this long.
+    pub send_timeout: Duration,
+    /// Requests one connection may carry before it is closed gracefully
+    /// (Connection: close, GOAWAY); `None`: no limit.
+    pub max_requests_per_connection: Option<u64>,
+    /// A connection older than this is closed gracefully; `None`: no limit.
+    pub max_connection_age: Option<Duration>,
+    /// Response body bytes one connection may hold in user memory at once
+    /// (file chunks read but not yet written); readers wait for room.
+    pub max_response_buffer: u64,
 }
 
 impl Limits {
@@ -41,6 +55,14 @@ impl Limits {
                 "use at least \"8KiB\"",
             ));
         }
+        let max_response_buffer = l.max_response_buffer.bytes();
+        if max_response_buffer < MIN_RESPONSE_BUFFER {
+            return Err(ctx.bad(
+                &["limits", "max_response_buffer"],
+                format!("{max_response_buffer} bytes is below the 64KiB minimum"),
+                "use at least \"64KiB\" (the default is \"2MiB\")",
+            ));
+        }
         Ok(Limits {
             header_read_timeout: l.header_read_timeout.get(),
             keep_alive_timeout: l.keep_alive_timeout.get(),
@@ -50,6 +72,11 @@ impl Limits {
             h2_max_concurrent_streams: l.h2_max_concurrent_streams.max(1),
             max_connections: l.max_connections.max(1),
             max_request_body: l.max_request_body.bytes(),
+            send_timeout: l.send_timeout.get(),
+            max_requests_per_connection: (l.max_requests_per_connection > 0)
+                .then_some(l.max_requests_per_connection),
+            max_connection_age: Some(l.max_connection_age.get()).filter(|d| !d.is_zero()),
+            max_response_buffer,
         })
     }
 }
@@ -85,6 +112,26 @@ mod tests {
             ),
             (1, 16, 1, 1)
         );
+    }
+
+    #[test]
+    fn connection_limits_default_to_nginxs_send_timeout_and_no_caps() {
+        let l = valid("").limits;
+        assert_eq!(l.send_timeout, Duration::from_secs(60));
+        assert_eq!(l.max_requests_per_connection, None);
+        assert_eq!(l.max_connection_age, None);
+        assert_eq!(l.max_response_buffer, 2 << 20);
+        let l = valid(
+            "[limits]\nmax_requests_per_connection = 1000\nmax_connection_age = \"1h\"\n\
+             send_timeout = \"5s\"\nmax_response_buffer = \"256KiB\"\n",
+        )
+        .limits;
+        assert_eq!(l.max_requests_per_connection, Some(1000));
+        assert_eq!(l.max_connection_age, Some(Duration::from_secs(3600)));
+        assert_eq!(l.send_timeout, Duration::from_secs(5));
+        assert_eq!(l.max_response_buffer, 256 << 10);
+        let e = invalid("[limits]\nmax_response_buffer = \"1KiB\"\n");
+        assert_eq!(e.key(), Some("limits.max_response_buffer"));
     }
 
     #[test]

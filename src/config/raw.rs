@@ -207,6 +207,14 @@ pub struct RawLimits {
     pub h2_max_concurrent_streams: u32,
     pub max_connections: usize,
     pub max_request_body: Size,
+    /// A response whose bytes have not moved this long is ended.
+    pub send_timeout: Span,
+    /// Requests on one connection before it is closed gracefully; 0: no limit.
+    pub max_requests_per_connection: u64,
+    /// Age at which a connection is closed gracefully; "0s": no limit.
+    pub max_connection_age: Span,
+    /// Response bytes one connection may hold in user space.
+    pub max_response_buffer: Size,
 }
 
 impl Default for RawLimits {
@@ -220,6 +228,10 @@ impl Default for RawLimits {
             h2_max_concurrent_streams: 128,
             max_connections: 16384,
             max_request_body: Size(8 << 10),
+            send_timeout: Span(Duration::from_secs(60)),
+            max_requests_per_connection: 0,
+            max_connection_age: Span(Duration::ZERO),
+            max_response_buffer: Size(2 << 20),
         }
     }
 }

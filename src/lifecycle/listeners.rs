@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::addr::ListenAddr;
 use crate::config::Config;
+use crate::conn::drain::Drain;
 use crate::conn::{self, Purpose};
 use crate::listen::{Inherited, ListenError, Listener};
 use crate::state::State;
@@ -91,7 +91,7 @@ pub struct Serving {
 }
 
 /// Starts one accept loop per socket of `bound`, all stopped by one switch.
-pub fn serve(bound: Bound, state: &Arc<State>, graceful: &Arc<GracefulShutdown>) -> Serving {
+pub fn serve(bound: Bound, state: &Arc<State>, drain: &Drain) -> Serving {
     let (stop, stop_rx) = watch::channel(false);
     let local = bound.local();
     let loops = bound
@@ -104,7 +104,7 @@ pub fn serve(bound: Bound, state: &Arc<State>, graceful: &Arc<GracefulShutdown>)
                 bound.endpoint.addr.clone(),
                 Arc::clone(state),
                 // Only site connections hold up a drain.
-                (bound.endpoint.purpose == Purpose::Site).then(|| Arc::clone(graceful)),
+                (bound.endpoint.purpose == Purpose::Site).then(|| drain.watch()),
                 stop_rx.clone(),
             ))
         })

@@ -24,13 +24,13 @@ pub mod watchdog;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::mpsc;
 
 pub use signals::Signals;
 
 use crate::addr::ListenAddr;
 use crate::config::{Config, Sources};
+use crate::conn::drain::Drain;
 use crate::conn::Purpose;
 use crate::listen::{Inherited, ListenError};
 pub use crate::state::Phase;
@@ -109,10 +109,10 @@ impl Server {
             bound,
             state,
         } = self;
-        let graceful = Arc::new(GracefulShutdown::new());
+        let drain = Drain::new();
         let mut set = Set::default();
         for b in bound {
-            set.push(listeners::serve(b, &state, &graceful));
+            set.push(listeners::serve(b, &state, &drain));
         }
         let status = status_line(&state, &set);
         tracing::info!("ready: {status}");
@@ -124,7 +124,7 @@ impl Server {
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Some(Event::Reload) => reloader.reload(&state, &graceful, &mut set).await,
+                    Some(Event::Reload) => reloader.reload(&state, &drain, &mut set).await,
                     Some(Event::Shutdown) | None => break,
                 },
                 _ = tick.tick(), if period.is_some() => watchdog::tick(&set).await,
@@ -132,7 +132,7 @@ impl Server {
         }
 
         cert_watch.abort();
-        drain(&state, graceful, &mut set).await;
+        drain_site(&state, drain, &mut set).await;
         enter(&state, Phase::Stopped, "stopped");
         // Probes answered "draining" until now; the metrics listener goes last.
         set.stop(Purpose::Metrics).await;
@@ -141,7 +141,7 @@ impl Server {
 
 /// Stops accepting on the site listeners and waits for in-flight requests,
 /// at most `shutdown_timeout`.
-async fn drain(state: &State, graceful: Arc<GracefulShutdown>, set: &mut Set) {
+async fn drain_site(state: &State, drain: Drain, set: &mut Set) {
     let timeout = state.config().shutdown_timeout;
     enter(
         state,
@@ -149,23 +149,19 @@ async fn drain(state: &State, graceful: Arc<GracefulShutdown>, set: &mut Set) {
         "draining: finishing in-flight requests",
     );
     set.stop(Purpose::Site).await;
+    // Every site accept loop has returned: what still watches the drain is
+    // connections (and loops a reload stopped that have not yet returned).
     tracing::info!(
-        connections = graceful.count(),
+        connections = drain.count(),
         timeout_s = timeout.as_secs_f64(),
         "draining: stopped accepting, waiting for in-flight requests"
     );
-    // Every site accept loop has returned, so we hold the last reference
-    // (the metrics listener's loops never had one: a drain does not wait for
-    // scrapes).
-    match Arc::try_unwrap(graceful) {
-        Ok(graceful) => match tokio::time::timeout(timeout, graceful.shutdown()).await {
-            Ok(()) => tracing::info!("drained: all connections closed"),
-            Err(_) => tracing::warn!(
-                "shutdown_timeout ({:?}) reached; closing the remaining connections",
-                timeout
-            ),
-        },
-        Err(_) => tracing::warn!("accept loops still hold the drain token; not waiting"),
+    match tokio::time::timeout(timeout, drain.shutdown()).await {
+        Ok(()) => tracing::info!("drained: all connections closed"),
+        Err(_) => tracing::warn!(
+            "shutdown_timeout ({:?}) reached; closing the remaining connections",
+            timeout
+        ),
     }
 }
 

@@ -6,11 +6,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use hyper_util::server::graceful::GracefulShutdown;
-
 use super::listeners::{self, Set};
 use super::{enter, status_line};
 use crate::config::{self, Config, Sources};
+use crate::conn::drain::Drain;
 use crate::listen::Inherited;
 use crate::state::{Phase, State};
 
@@ -24,12 +23,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// One reload, start to end.
-    pub async fn reload(
-        &self,
-        state: &Arc<State>,
-        graceful: &Arc<GracefulShutdown>,
-        set: &mut Set,
-    ) {
+    pub async fn reload(&self, state: &Arc<State>, drain: &Drain, set: &mut Set) {
         enter(state, Phase::Reloading, "reloading configuration");
         let src = self.sources.clone();
         let loaded = tokio::task::spawn_blocking(move || config::load(&src))
@@ -37,7 +31,7 @@ impl Reloader {
             .unwrap_or_else(|e| panic!("config loader panicked: {e}"));
         let result = match loaded {
             Err(e) => Err(e.to_string()),
-            Ok(cfg) => self.swap(cfg, state, graceful, set),
+            Ok(cfg) => self.swap(cfg, state, drain, set),
         };
         let status = match result {
             Ok(()) => {
@@ -70,7 +64,7 @@ impl Reloader {
         &self,
         cfg: Config,
         state: &Arc<State>,
-        graceful: &Arc<GracefulShutdown>,
+        drain: &Drain,
         set: &mut Set,
     ) -> Result<(), String> {
         let wanted = listeners::wanted(&cfg);
@@ -83,7 +77,7 @@ impl Reloader {
             for addr in b.local() {
                 tracing::info!(listen = %addr, "opening listener added to the configuration");
             }
-            set.push(listeners::serve(b, state, graceful));
+            set.push(listeners::serve(b, state, drain));
         }
         Ok(())
     }

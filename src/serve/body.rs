@@ -16,11 +16,78 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
 /// Every response body: boxed, so empty, in-memory and file bodies share one type.
 pub type Body = BoxBody<Bytes, io::Error>;
 
-/// Bytes read per blocking call: large, because each chunk costs a trip to
-/// the blocking pool and a wake-up (smaller chunks measured slower on large
-/// files, benches/README.md). A slow client holds at most about one chunk in
-/// user memory (hyper pulls the next only once the last is written).
-const CHUNK: u64 = 1024 * 1024;
+/// Bytes read per blocking call on HTTP/1: large, because each chunk costs a
+/// trip to the blocking pool and a wake-up (smaller chunks measured slower on
+/// large files, benches/README.md). hyper pulls the next chunk only once the
+/// last is written.
+pub const CHUNK_HTTP1: usize = 1024 * 1024;
+/// On HTTP/2, where one connection carries many streams and hyper reads a
+/// stream's body before the client has granted window to send it: the
+/// protocol's default stream window, so a stream holds about what it may send.
+pub const CHUNK_HTTP2: usize = 64 * 1024;
+
+/// What one connection's response bodies may hold in user memory: file
+/// chunks are read only with room in the budget, and give it back when hyper
+/// drops them (written, or the stream reset). A client that stops reading
+/// (a zero HTTP/2 window on every stream, a full socket) stops the reads
+/// instead of growing the memory; the send timeout then ends it.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Permits are KiB.
+    room: Arc<tokio::sync::Semaphore>,
+    kib: u32,
+}
+
+impl Budget {
+    /// A budget of `bytes` (rounded down to KiB, at least one chunk's worth
+    /// of the smaller chunk).
+    pub fn new(bytes: u64) -> Budget {
+        let kib = (bytes / 1024).clamp((CHUNK_HTTP2 / 1024) as u64, u32::MAX as u64 >> 4) as u32;
+        Budget {
+            room: Arc::new(tokio::sync::Semaphore::new(kib as usize)),
+            kib,
+        }
+    }
+
+    /// The chunk to read for `want` bytes: at most `chunk`, and never more
+    /// than the whole budget.
+    fn chunk(&self, want: u64, chunk: usize) -> usize {
+        want.min(chunk as u64).min(self.kib as u64 * 1024) as usize
+    }
+
+    /// Room for `bytes`, waiting until it is free.
+    async fn reserve(&self, bytes: usize) -> tokio::sync::OwnedSemaphorePermit {
+        let kib = bytes.div_ceil(1024).max(1) as u32;
+        Arc::clone(&self.room)
+            .acquire_many_owned(kib)
+            .await
+            .expect("the budget's semaphore is never closed")
+    }
+
+    /// Bytes in use now.
+    pub fn in_use(&self) -> u64 {
+        (self.kib as u64 - self.room.available_permits() as u64) * 1024
+    }
+}
+
+impl Default for Budget {
+    /// For bodies made outside a connection (tests, benchmarks): 64 MiB.
+    fn default() -> Budget {
+        Budget::new(64 << 20)
+    }
+}
+
+/// A chunk read from a file, holding its room in the budget until dropped.
+struct Held {
+    buf: Vec<u8>,
+    _room: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
 
 /// No body.
 pub fn empty() -> Body {
@@ -55,52 +122,100 @@ pub enum Segment {
 /// sees a failed transfer, never a short body that looks complete or one that
 /// mixes two versions. (A file replaced by rename or deleted is no change to
 /// the open file: its old bytes are sent whole.)
-pub fn file(file: File, segments: Vec<Segment>, version: FileId) -> Body {
+///
+/// Chunks are at most `chunk` bytes ([`CHUNK_HTTP1`], [`CHUNK_HTTP2`]) and
+/// each waits for room in `budget` before it is read.
+pub fn file(
+    file: File,
+    segments: Vec<Segment>,
+    version: FileId,
+    chunk: usize,
+    budget: Budget,
+) -> Body {
     let state = (Arc::new(file), VecDeque::from(segments));
-    let s = stream::unfold(state, move |(file, mut segs)| async move {
-        let seg = segs.pop_front()?;
-        let item = match seg {
-            Segment::Bytes(b) => Ok(Frame::data(b)),
-            Segment::File { offset, len } => {
-                let want = len.min(CHUNK) as usize;
-                let f = Arc::clone(&file);
-                let read = tokio::task::spawn_blocking(move || {
-                    let buf = read_exact_at(&f, want, offset)?;
-                    if FileId::of(&f.metadata()?) != version {
-                        return Err(io::Error::other("file changed while it was being sent"));
-                    }
-                    Ok(buf)
-                })
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)));
-                match read {
-                    Ok(buf) if buf.len() == want => {
-                        let n = buf.len() as u64;
-                        if n < len {
-                            segs.push_front(Segment::File {
-                                offset: offset + n,
-                                len: len - n,
-                            });
+    let s = stream::unfold(state, move |(file, mut segs)| {
+        let budget = budget.clone();
+        async move {
+            let seg = segs.pop_front()?;
+            let item = match seg {
+                Segment::Bytes(b) => Ok(Frame::data(b)),
+                Segment::File { offset, len } => {
+                    let want = budget.chunk(len, chunk);
+                    let room = budget.reserve(want).await;
+                    let f = Arc::clone(&file);
+                    let read = tokio::task::spawn_blocking(move || {
+                        let buf = read_exact_at(&f, want, offset)?;
+                        if FileId::of(&f.metadata()?) != version {
+                            return Err(io::Error::other("file changed while it was being sent"));
                         }
-                        Ok(Frame::data(Bytes::from(buf)))
-                    }
-                    Ok(_) => {
-                        segs.clear();
-                        Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "file shrank while it was being sent",
-                        ))
-                    }
-                    Err(e) => {
-                        segs.clear();
-                        Err(e)
+                        Ok(buf)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)));
+                    match read {
+                        Ok(buf) if buf.len() == want => {
+                            let n = buf.len() as u64;
+                            if n < len {
+                                segs.push_front(Segment::File {
+                                    offset: offset + n,
+                                    len: len - n,
+                                });
+                            }
+                            Ok(Frame::data(Bytes::from_owner(Held { buf, _room: room })))
+                        }
+                        Ok(_) => {
+                            segs.clear();
+                            Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "file shrank while it was being sent",
+                            ))
+                        }
+                        Err(e) => {
+                            segs.clear();
+                            Err(e)
+                        }
                     }
                 }
-            }
-        };
-        Some((item, (file, segs)))
+            };
+            Some((item, (file, segs)))
+        }
     });
     BodyExt::boxed(StreamBody::new(s))
+}
+
+/// A body streamed from `file` for `req`: chunks sized to the protocol, held
+/// within the connection's [`Budget`] (which the handler puts in the
+/// request's extensions; a request from elsewhere gets a default one).
+pub fn file_for<B>(
+    req: &http::Request<B>,
+    open: File,
+    segments: Vec<Segment>,
+    version: FileId,
+) -> Body {
+    let chunk = if req.version() == http::Version::HTTP_2 {
+        CHUNK_HTTP2
+    } else {
+        CHUNK_HTTP1
+    };
+    let budget = req
+        .extensions()
+        .get::<Budget>()
+        .cloned()
+        .unwrap_or_default();
+    file(open, segments, version, chunk, budget)
+}
+
+/// `segments` of `bytes` (a cached file) and the multipart headers between
+/// them, as slices of the one buffer: nothing is copied per response.
+pub fn slices(bytes: Bytes, segments: Vec<Segment>) -> Body {
+    let frames = segments.into_iter().map(move |seg| {
+        let data = match seg {
+            Segment::Bytes(b) => b,
+            Segment::File { offset, len } => bytes.slice(offset as usize..(offset + len) as usize),
+        };
+        Ok(Frame::data(data))
+    });
+    BodyExt::boxed(StreamBody::new(stream::iter(frames)))
 }
 
 /// Reads up to `want` bytes at `offset`, fewer only at end of file.

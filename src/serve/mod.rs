@@ -222,7 +222,7 @@ async fn respond_outcome<B>(
             }
         }
         Outcome::NotFound => not_found(site, req).await,
-        Outcome::Forbidden => error_page(site, StatusCode::FORBIDDEN, head).await,
+        Outcome::Forbidden => error_page(site, req, StatusCode::FORBIDDEN).await,
         Outcome::BadRequest => response::status_text(cfg, StatusCode::BAD_REQUEST, head),
     }
 }
@@ -240,20 +240,18 @@ where
 }
 
 async fn io_error<B>(site: &Arc<Site>, req: &Request<B>, e: std::io::Error) -> Response<Body> {
-    let head = req.method() == Method::HEAD;
     if resolve::is_not_found(&e) {
         return not_found(site, req).await;
     }
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         tracing::warn!(path = req.uri().path(), error = %e, "permission denied");
-        return error_page(site, StatusCode::FORBIDDEN, head).await;
+        return error_page(site, req, StatusCode::FORBIDDEN).await;
     }
     tracing::error!(path = req.uri().path(), error = %e, "I/O error while serving");
-    error_page(site, StatusCode::INTERNAL_SERVER_ERROR, head).await
+    error_page(site, req, StatusCode::INTERNAL_SERVER_ERROR).await
 }
 
 async fn not_found<B>(site: &Arc<Site>, req: &Request<B>) -> Response<Body> {
-    let head = req.method() == Method::HEAD;
     if let Some(fallback) = site.config.files.fallback.clone() {
         let accept = header_str(req, header::ACCEPT_ENCODING).map(str::to_string);
         let found = blocking(site, move |s| {
@@ -268,12 +266,13 @@ async fn not_found<B>(site: &Arc<Site>, req: &Request<B>) -> Response<Body> {
             ),
         }
     }
-    error_page(site, StatusCode::NOT_FOUND, head).await
+    error_page(site, req, StatusCode::NOT_FOUND).await
 }
 
 /// The configured page for 404 or 5xx, else a one-line text body.
-async fn error_page(site: &Arc<Site>, status: StatusCode, head: bool) -> Response<Body> {
+async fn error_page<B>(site: &Arc<Site>, req: &Request<B>, status: StatusCode) -> Response<Body> {
     let cfg = &site.config;
+    let head = req.method() == Method::HEAD;
     let page = match status {
         StatusCode::NOT_FOUND => cfg.files.not_found_page.clone(),
         s if s.is_server_error() => cfg.files.server_error_page.clone(),
@@ -285,7 +284,7 @@ async fn error_page(site: &Arc<Site>, status: StatusCode, head: bool) -> Respons
         })
         .await;
         if let Ok(Outcome::File(found)) = found {
-            return response::error_file(cfg, status, *found, head);
+            return response::error_file(cfg, req, status, *found);
         }
         tracing::warn!(status = status.as_u16(), "error page file is missing");
     }

@@ -23,28 +23,15 @@ pub enum Source {
 }
 
 impl Source {
-    fn body(self, segments: Vec<Segment>) -> Body {
+    fn body<B>(self, segments: Vec<Segment>, req: &Request<B>) -> Body {
         match self {
-            Source::File(f, version) => body::file(f, segments, version),
-            Source::Memory(bytes) => {
-                let slice =
-                    |offset: u64, len: u64| bytes.slice(offset as usize..(offset + len) as usize);
-                match segments.as_slice() {
-                    [Segment::File { offset, len }] => body::full(slice(*offset, *len)),
-                    parts => {
-                        let mut out = bytes::BytesMut::new();
-                        for p in parts {
-                            match p {
-                                Segment::Bytes(b) => out.extend_from_slice(b),
-                                Segment::File { offset, len } => {
-                                    out.extend_from_slice(&slice(*offset, *len))
-                                }
-                            }
-                        }
-                        body::full(out.freeze())
-                    }
+            Source::File(f, version) => body::file_for(req, f, segments, version),
+            Source::Memory(bytes) => match segments.as_slice() {
+                [Segment::File { offset, len }] => {
+                    body::full(bytes.slice(*offset as usize..(*offset + *len) as usize))
                 }
-            }
+                _ => body::slices(bytes, segments),
+            },
         }
     }
 }
@@ -110,7 +97,7 @@ pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Re
             let b = if head {
                 body::empty()
             } else {
-                source.body(vec![Segment::File { offset: 0, len }])
+                source.body(vec![Segment::File { offset: 0, len }], req)
             };
             build(StatusCode::OK, h, b)
         }
@@ -128,10 +115,13 @@ pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Re
             if let Ok(v) = HeaderValue::from_str(&content_range(r, len)) {
                 h.insert(header::CONTENT_RANGE, v);
             }
-            let b = source.body(vec![Segment::File {
-                offset: r.start,
-                len: r.len(),
-            }]);
+            let b = source.body(
+                vec![Segment::File {
+                    offset: r.start,
+                    len: r.len(),
+                }],
+                req,
+            );
             build(StatusCode::PARTIAL_CONTENT, h, b)
         }
         RangeOutcome::Partial(ranges) => {
@@ -142,7 +132,7 @@ pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Re
                 h.insert(header::CONTENT_TYPE, v);
             }
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
-            build(StatusCode::PARTIAL_CONTENT, h, source.body(segments))
+            build(StatusCode::PARTIAL_CONTENT, h, source.body(segments, req))
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 
 use super::body::{self, Body, Segment};
 use super::headers;
@@ -80,7 +80,13 @@ pub fn redirect(cfg: &Config, status: StatusCode, location: &str, head: bool) ->
 
 /// A configured error page (404, 403, 5xx) from its resolved file: never
 /// stored by caches, since the same file answers many paths.
-pub fn error_file(cfg: &Config, status: StatusCode, found: Found, head: bool) -> Response<Body> {
+pub fn error_file<B>(
+    cfg: &Config,
+    req: &Request<B>,
+    status: StatusCode,
+    found: Found,
+) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
     let mut h = HeaderMap::new();
     h.insert(
         header::CONTENT_TYPE,
@@ -97,7 +103,7 @@ pub fn error_file(cfg: &Config, status: StatusCode, found: Found, head: bool) ->
             offset: 0,
             len: found.len,
         }];
-        body::file(found.file, whole, version)
+        body::file_for(req, found.file, whole, version)
     };
     build(status, h, b)
 }

@@ -7,6 +7,7 @@ mod common;
 mod browser;
 mod caching;
 mod cli;
+mod deadlines;
 mod faults;
 mod hostile;
 mod layering;

@@ -20,6 +20,8 @@ use super::ConfigFile;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub addrs: Vec<SocketAddr>,
+    /// The metrics listener, when there is one on TCP.
+    pub metrics_addr: Option<SocketAddr>,
     pub config_file: PathBuf,
     pub state: Arc<State>,
     stop: Option<mpsc::Sender<Event>>,
@@ -57,11 +59,16 @@ impl TestServer {
                 _ => None,
             })
             .collect();
+        let metrics_addr = match server.metrics_addr() {
+            Some(ListenAddr::Tcp(a)) => Some(a),
+            _ => None,
+        };
         let state = server.state();
         let (tx, rx) = mpsc::channel(1);
         let done = tokio::spawn(server.run(rx));
         TestServer {
             state,
+            metrics_addr,
             addr: addrs[0],
             addrs,
             config_file: config.path.clone(),

@@ -10,32 +10,32 @@
 //! What each request gets is not decided here: each connection builds a
 //! [`Handler`] from its facts (peer, TLS, the listener's role) and hyper
 //! calls it once per request.
+//!
+//! - [`timers`]: the connection's clocks and every phase's deadline;
+//! - [`session`]: hyper's builder and the loop that runs a connection
+//!   against its deadlines and the drain;
+//! - [`drain`]: how a shutdown reaches the connections.
 
-use std::convert::Infallible;
-use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub mod drain;
+pub mod session;
+pub mod timers;
+
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use crate::addr::{ListenAddr, Peer};
 use crate::clock::coarse_now_ms;
-use crate::config::{Config, Limits};
+use crate::config::Config;
 use crate::handler::{Handler, Role};
 use crate::listen::{Listener, Stream};
+use crate::serve::body::Budget;
 use crate::state::State;
+use drain::DrainWatch;
+use session::{Protocol, Session};
+use timers::{Activity, Tracked};
 
 /// What a listening socket is for. The metrics listener may share an
 /// address spelling with a `[[listen]]` entry (`127.0.0.1:0` for both), so
@@ -62,14 +62,14 @@ struct Listening {
 /// Accepts until `stop` turns true, then returns (dropping the listener, so
 /// the port closes while connections already accepted drain).
 ///
-/// `graceful` is the drain's watch for site listeners; `None` for the
-/// metrics listener, whose connections a drain does not wait for.
+/// `drain` is the drain's watch for site listeners; `None` for the metrics
+/// listener, whose connections a drain does not wait for.
 pub async fn accept_loop(
     listener: Listener,
     purpose: Purpose,
     addr: ListenAddr,
     state: Arc<State>,
-    graceful: Option<Arc<GracefulShutdown>>,
+    drain: Option<DrainWatch>,
     mut stop: watch::Receiver<bool>,
 ) {
     let listening = Arc::new(Listening {
@@ -123,9 +123,9 @@ pub async fn accept_loop(
             listening: Arc::clone(&listening),
             stream,
             peer,
-            // A watcher, not the drain itself: the drain must be able to
-            // take sole ownership once every accept loop has returned.
-            watcher: graceful.as_ref().map(|g| g.watcher()),
+            accepted: Instant::now(),
+            accepted_ms: coarse_now_ms(),
+            drain: drain.clone(),
         };
         tokio::spawn(async move {
             conn.run().await;
@@ -191,59 +191,6 @@ fn role(cfg: &Config, purpose: Purpose, addr: &ListenAddr) -> (Role, bool) {
     (plain, false)
 }
 
-/// Which HTTP versions to speak on a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    /// Plain TCP or unix: HTTP/1.1, or HTTP/2 when the client opens with the
-    /// HTTP/2 preface (h2c prior knowledge).
-    Auto,
-    Http1,
-    Http2,
-}
-
-/// Streams a client may reset before they were accepted (h2's default).
-const H2_MAX_PENDING_RESETS: usize = 20;
-/// Stream errors one client may cause before the connection is closed.
-const H2_MAX_LOCAL_ERROR_RESETS: usize = 200;
-
-/// hyper's own limit when `max_headers` is not called.
-const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
-
-fn builder(limits: &Limits, protocol: Protocol) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        // Without a timer hyper silently ignores header_read_timeout and a
-        // client sending one byte a second holds the connection forever.
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_size)
-        .keep_alive(true);
-    // hyper parses into a stack array of 100 headers unless told another
-    // count, which costs a heap vector filled on every request (seen in
-    // profiles, benches/README.md): only say it when it differs.
-    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-        b.http1().max_headers(limits.max_headers);
-    }
-    // HTTP/2 floods, stated rather than left to defaults that could change:
-    // rapid reset (CVE-2023-44487) ends the connection with GOAWAY once a
-    // client has reset 20 streams still waiting to be accepted; a client that
-    // provokes more than 200 stream errors is cut off (RUSTSEC-2024-0003);
-    // CONTINUATION floods (CVE-2024-27316 class) are bounded by h2 through
-    // the header list size, so a header block cannot grow past
-    // `max_header_size` however it is split into frames.
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(limits.max_header_size as u32)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
-    match protocol {
-        Protocol::Auto => b,
-        Protocol::Http1 => b.http1_only(),
-        Protocol::Http2 => b.http2_only(),
-    }
-}
-
 /// Keeps `http_connections_open` right however the connection ends.
 struct OpenGuard(prometheus::IntGauge);
 impl Drop for OpenGuard {
@@ -257,21 +204,13 @@ struct Connection {
     listening: Arc<Listening>,
     stream: Stream,
     peer: Peer,
+    /// When it was accepted: the first request's head is due
+    /// `header_read_timeout` after this, PROXY header and TLS included.
+    accepted: Instant,
+    /// The same moment on the coarse clock the timers use.
+    accepted_ms: u64,
     /// `None` for the metrics listener: a drain does not wait for scrapes.
-    watcher: Option<Watcher>,
-}
-
-/// A connection ready for HTTP: its handler, its limits and timers.
-struct Session {
-    handler: Handler,
-    protocol: Protocol,
-    /// Connection-level settings come from the generation current at accept;
-    /// each request then reads the newest generation.
-    limits: Limits,
-    activity: Arc<Activity>,
-    /// `None` for the metrics listener: a drain does not wait for scrapes.
-    watcher: Option<Watcher>,
-    peer: Peer,
+    drain: Option<DrainWatch>,
 }
 
 impl Connection {
@@ -282,7 +221,9 @@ impl Connection {
             listening,
             mut stream,
             peer,
-            watcher,
+            accepted,
+            accepted_ms,
+            drain,
         } = self;
         tracing::debug!(%peer, "connection accepted");
         let state = &listening.state;
@@ -297,17 +238,13 @@ impl Connection {
             OpenGuard(open)
         });
         let limits = cfg.limits.clone();
-        let handshake_timeout = cfg.tls.handshake_timeout;
+        // Everything before the first request head shares one deadline.
+        let head_due = tokio::time::Instant::from_std(accepted + limits.header_read_timeout);
+        let handshake_due = head_due.min(tokio::time::Instant::from_std(
+            accepted + cfg.tls.handshake_timeout,
+        ));
         let (peer, prefix) = if proxy_protocol {
-            match proxy_header(
-                &listening,
-                &cfg,
-                &mut stream,
-                peer,
-                limits.header_read_timeout,
-            )
-            .await
-            {
+            match proxy_header(&listening, &cfg, &mut stream, peer, head_due).await {
                 Some(found) => found,
                 None => return,
             }
@@ -315,7 +252,7 @@ impl Connection {
             (peer, Bytes::new())
         };
         drop(cfg);
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::new(accepted_ms));
         let tracked = Tracked {
             inner: stream,
             prefix,
@@ -329,14 +266,23 @@ impl Connection {
                 .with_label_values(&[label, scheme])
                 .inc();
         }
-        let handler = Handler::new(Arc::clone(state), peer, role, Arc::clone(&listening.label));
+        // What this connection's response bodies may hold in user memory.
+        let budget = Budget::new(limits.max_response_buffer);
+        let handler = Handler::new(
+            Arc::clone(state),
+            peer,
+            role,
+            Arc::clone(&listening.label),
+            budget,
+        );
         let mut session = Session {
             handler,
             protocol: Protocol::Auto,
             limits,
             activity,
-            watcher,
+            drain,
             peer,
+            closed: traffic.then(|| (Arc::clone(metrics), Arc::clone(&listening.label))),
         };
         // Boxed, here and below: the connection's state machine is several
         // KiB, and a boxed one is built in place instead of being copied into
@@ -344,7 +290,7 @@ impl Connection {
         if !tls {
             return Box::pin(session.serve(tracked)).await;
         }
-        let handshake = tls_handshake(&listening, tracked, handshake_timeout, peer);
+        let handshake = tls_handshake(&listening, tracked, handshake_due, peer);
         if let Some((stream, protocol)) = Box::pin(handshake).await {
             session.protocol = protocol;
             Box::pin(session.serve(stream)).await
@@ -353,17 +299,18 @@ impl Connection {
 }
 
 /// Reads the PROXY header a balancer sends before TLS and HTTP, from a
-/// trusted peer only. The client it names (or the peer, for a LOCAL header)
-/// and the bytes read past it; `None` when the connection is refused
-/// (counted and logged at debug).
+/// trusted peer only, by `due`. The client it names (or the peer, for a
+/// LOCAL header) and the bytes read past it; `None` when the connection is
+/// refused (counted and logged at debug).
 async fn proxy_header(
     listening: &Listening,
     cfg: &Config,
     stream: &mut Stream,
     peer: Peer,
-    timeout: Duration,
+    due: tokio::time::Instant,
 ) -> Option<(Peer, Bytes)> {
     let header = if cfg.trusted_proxies.trusts(&peer) {
+        let timeout = due.saturating_duration_since(tokio::time::Instant::now());
         crate::proxy::read_header(stream, timeout).await
     } else {
         Err(crate::proxy::Rejected::Untrusted)
@@ -383,12 +330,12 @@ async fn proxy_header(
     }
 }
 
-/// The TLS handshake under `timeout`, and the protocol ALPN chose; `None`
-/// when it failed or timed out (counted and logged at debug).
+/// The TLS handshake, finished by `due`, and the protocol ALPN chose;
+/// `None` when it failed or timed out (counted and logged at debug).
 async fn tls_handshake(
     listening: &Listening,
     io: Tracked,
-    timeout: Duration,
+    due: tokio::time::Instant,
     peer: Peer,
 ) -> Option<(tokio_rustls::server::TlsStream<Tracked>, Protocol)> {
     let metrics = &listening.state.metrics;
@@ -404,7 +351,7 @@ async fn tls_handshake(
             .with_label_values(&[label, reason])
             .inc();
     };
-    match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+    match tokio::time::timeout_at(due, acceptor.accept(io)).await {
         Ok(Ok(stream)) => {
             let conn = stream.get_ref().1;
             let version = match conn.protocol_version() {
@@ -432,206 +379,6 @@ async fn tls_handshake(
             tracing::debug!(%peer, "TLS handshake timed out");
             None
         }
-    }
-}
-
-impl Session {
-    /// Runs HTTP on `io` until the client leaves, the connection idles out,
-    /// or a drain ends it.
-    async fn serve<I>(self, io: I)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let Session {
-            handler,
-            protocol,
-            limits,
-            activity,
-            watcher,
-            peer,
-        } = self;
-        let handler = Arc::new(handler);
-        let svc_activity = Arc::clone(&activity);
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let handler = Arc::clone(&handler);
-            let activity = Arc::clone(&svc_activity);
-            async move {
-                let resp = handler.handle(req).await;
-                Ok::<_, Infallible>(resp.map(|b| InFlight::new(b, activity)))
-            }
-        });
-        let conn = builder(&limits, protocol)
-            .serve_connection(TokioIo::new(io), svc)
-            .into_owned();
-        let run = async move {
-            match watcher {
-                Some(w) => w.watch(conn).await,
-                None => conn.await,
-            }
-        };
-        tokio::select! {
-            result = run => {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            }
-            _ = idle(&activity, limits.keep_alive_timeout) => {
-                tracing::debug!(%peer, "closing idle connection");
-            }
-        }
-    }
-}
-
-/// Resolves once the connection has had no response in flight and no traffic
-/// for `timeout`. (For HTTP/1 hyper's header timer also closes a connection
-/// that stays idle for `header_read_timeout` between requests.)
-async fn idle(activity: &Activity, timeout: Duration) {
-    loop {
-        let quiet = activity.idle_for();
-        if activity.inflight() == 0 && quiet >= timeout {
-            return;
-        }
-        let wait = timeout
-            .saturating_sub(quiet)
-            .max(Duration::from_millis(250));
-        tokio::time::sleep(wait).await;
-    }
-}
-
-/// Per-connection activity for the idle timer: when bytes last moved, and
-/// how many responses are in flight. A connection is idle only when both say
-/// so.
-///
-/// `touch` runs on every read and write, so it reads the coarse monotonic
-/// clock ([`coarse_now_ms`]).
-#[derive(Debug)]
-struct Activity {
-    last_ms: AtomicU64,
-    inflight: AtomicUsize,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Activity {
-            last_ms: AtomicU64::new(coarse_now_ms()),
-            inflight: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Activity {
-    fn touch(&self) {
-        self.last_ms.store(coarse_now_ms(), Ordering::Relaxed);
-    }
-    fn idle_for(&self) -> Duration {
-        let last = self.last_ms.load(Ordering::Relaxed);
-        Duration::from_millis(coarse_now_ms().saturating_sub(last))
-    }
-    fn inflight(&self) -> usize {
-        self.inflight.load(Ordering::Relaxed)
-    }
-}
-
-/// A response body in flight: counted from the moment the response exists
-/// until hyper has sent or dropped its body, so the idle timer never closes a
-/// connection in the middle of a response.
-struct InFlight<B> {
-    inner: B,
-    activity: Arc<Activity>,
-}
-
-impl<B> InFlight<B> {
-    fn new(inner: B, activity: Arc<Activity>) -> Self {
-        activity.inflight.fetch_add(1, Ordering::Relaxed);
-        InFlight { inner, activity }
-    }
-}
-
-impl<B> Drop for InFlight<B> {
-    fn drop(&mut self) {
-        self.activity.inflight.fetch_sub(1, Ordering::Relaxed);
-        self.activity.touch();
-    }
-}
-
-impl<B: HttpBody + Unpin> HttpBody for InFlight<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A stream that records when bytes last moved, for the idle timer, and
-/// first replays the bytes read past a PROXY header.
-struct Tracked {
-    inner: Stream,
-    prefix: bytes::Bytes,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            let head = self.prefix.split_to(n);
-            buf.put_slice(&head);
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        poll
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        poll
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        poll
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -1,0 +1,497 @@
+//! A connection's clocks: what it has done and when, and the deadlines that
+//! follow from that. Every phase of a connection has one:
+//!
+//! | phase | deadline | ends it |
+//! |---|---|---|
+//! | accept to the end of the first request head (PROXY header, TLS, protocol detection, HTTP/2 preface included) | `header_read_timeout` | closed |
+//! | first byte of a later HTTP/1 request head to its end | `header_read_timeout` | closed |
+//! | nothing in flight, before or between requests (HTTP/1 and HTTP/2; PINGs do not count) | `keep_alive_timeout` | graceful |
+//! | a response in flight whose bytes do not move | `send_timeout` | closed |
+//! | the connection's age, its request count | `max_connection_age`, `max_requests_per_connection` | graceful |
+//!
+//! "Graceful" is hyper's: HTTP/1 closes after the response in flight (or at
+//! once when idle), HTTP/2 sends GOAWAY and lets open streams finish.
+//! The clocks are the coarse monotonic clock in milliseconds
+//! ([`coarse_now_ms`]): [`Tracked`] touches them on every read and write.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+use crate::clock::coarse_now_ms;
+use crate::config::Limits;
+use crate::listen::Stream;
+
+/// How long a connection with nothing in flight has to finish a graceful
+/// close (GOAWAY sent, or an idle HTTP/1 close) before it is dropped: a
+/// client that never answers cannot keep it open.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// Why a connection was ended by one of its deadlines: the `reason` label of
+/// `http_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// No complete first request head within `header_read_timeout` of accept.
+    FirstRequest,
+    /// A later HTTP/1 request head not complete within `header_read_timeout`.
+    Head,
+    /// Nothing in flight for `keep_alive_timeout`.
+    Idle,
+    /// A response in flight and no byte written for `send_timeout`.
+    Send,
+    /// Older than `max_connection_age`.
+    Age,
+    /// `max_requests_per_connection` requests served.
+    Requests,
+}
+
+impl Close {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Close::FirstRequest => "first_request_timeout",
+            Close::Head => "header_timeout",
+            Close::Idle => "idle",
+            Close::Send => "send_timeout",
+            Close::Age => "max_age",
+            Close::Requests => "max_requests",
+        }
+    }
+
+    /// Whether the connection may finish what it is doing (GOAWAY,
+    /// Connection: close) rather than be dropped.
+    pub fn graceful(self) -> bool {
+        matches!(self, Close::Idle | Close::Age | Close::Requests)
+    }
+}
+
+/// What a connection has done, and when; shared by the transport (reads and
+/// writes), the service (requests) and the response bodies (in flight).
+#[derive(Debug)]
+pub struct Activity {
+    /// When the connection was accepted.
+    born_ms: u64,
+    /// The last request event: a request head completed, or a response ended.
+    last_event_ms: AtomicU64,
+    /// The last byte written to the socket.
+    last_write_ms: AtomicU64,
+    /// When the first byte of an unfinished HTTP/1 request head arrived; 0
+    /// when no head is in progress.
+    head_since_ms: AtomicU64,
+    /// Responses whose bodies are not finished.
+    inflight: AtomicUsize,
+    /// Request heads completed.
+    requests: AtomicU64,
+    /// The connection speaks HTTP/2, where bytes between requests are frames
+    /// (PING, WINDOW_UPDATE), not the start of a request head.
+    h2: AtomicBool,
+    /// The first bytes have been looked at for the HTTP/2 preface.
+    sniffed: AtomicBool,
+    /// Wakes the deadline watch early (a request count reached its limit).
+    wake: Notify,
+    /// HTTP/1: the next response carries `Connection: close` (HTTP/1 cannot
+    /// announce a close on an idle connection without racing the client's
+    /// next request, so an age limit waits for one).
+    closing: AtomicBool,
+}
+
+impl Activity {
+    /// A connection accepted at `born_ms` (coarse clock).
+    pub fn new(born_ms: u64) -> Activity {
+        Activity {
+            born_ms,
+            last_event_ms: AtomicU64::new(born_ms),
+            last_write_ms: AtomicU64::new(born_ms),
+            head_since_ms: AtomicU64::new(0),
+            inflight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+            sniffed: AtomicBool::new(false),
+            wake: Notify::new(),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the connection speaks HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Relaxed)
+    }
+
+    /// HTTP/1: end the connection after the next response.
+    pub fn close_after_next_response(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the response being made should carry `Connection: close`.
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// The connection speaks HTTP/2 (ALPN said so, or the preface came).
+    pub fn set_h2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+        self.sniffed.store(true, Ordering::Relaxed);
+    }
+
+    /// A request head is complete: hyper is about to call the handler.
+    /// Returns how many requests the connection has carried.
+    pub fn request_started(&self, now: u64) -> u64 {
+        self.head_since_ms.store(0, Ordering::Relaxed);
+        self.last_event_ms.store(now, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Wakes the deadline watch now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn read(&self, bytes: &[u8]) {
+        if !self.sniffed.swap(true, Ordering::Relaxed) && bytes.starts_with(b"PRI ") {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        if !self.h2.load(Ordering::Relaxed) && self.head_since_ms.load(Ordering::Relaxed) == 0 {
+            self.head_since_ms
+                .store(coarse_now_ms().max(1), Ordering::Relaxed);
+        }
+    }
+
+    fn wrote(&self) {
+        self.last_write_ms.store(coarse_now_ms(), Ordering::Relaxed);
+    }
+
+    /// The first deadline that has passed at `now`, or how long until the
+    /// next one might. `graceful_since`: when a graceful close began, if one
+    /// has; age and count no longer matter then, and an idle connection gets
+    /// [`GRACE`] more to finish closing before it is dropped.
+    pub fn check(
+        &self,
+        limits: &Limits,
+        now: u64,
+        graceful_since: Option<u64>,
+    ) -> Result<Close, Duration> {
+        let ms = |d: Duration| d.as_millis() as u64;
+        let requests = self.requests.load(Ordering::Relaxed);
+        let inflight = self.inflight.load(Ordering::Relaxed);
+        // Each candidate: (reason, when it fires, applies now).
+        let mut next = u64::MAX;
+        // An HTTP/1 connection already told to close after its next
+        // response has dealt with its age and count; idle still applies.
+        let closing = self.closing.load(Ordering::Relaxed);
+        let graceful_done = graceful_since.is_some();
+        let mut due = |reason: Close, at: u64, applies: bool| -> Option<Close> {
+            let handled = match reason {
+                Close::Age | Close::Requests => graceful_done || closing,
+                _ => false,
+            };
+            if !applies || handled {
+                return None;
+            }
+            if now >= at {
+                return Some(reason);
+            }
+            next = next.min(at);
+            None
+        };
+        let head = self.head_since_ms.load(Ordering::Relaxed);
+        let last_event = self.last_event_ms.load(Ordering::Relaxed);
+        let last_write = self.last_write_ms.load(Ordering::Relaxed);
+        let checks = [
+            (
+                Close::FirstRequest,
+                self.born_ms + ms(limits.header_read_timeout),
+                requests == 0,
+            ),
+            (
+                Close::Head,
+                head + ms(limits.header_read_timeout),
+                requests > 0 && head != 0 && inflight == 0,
+            ),
+            (
+                Close::Send,
+                last_write.max(last_event) + ms(limits.send_timeout),
+                inflight > 0,
+            ),
+            (
+                Close::Idle,
+                (last_event + ms(limits.keep_alive_timeout))
+                    .max(graceful_since.map_or(0, |g| g + ms(GRACE))),
+                inflight == 0,
+            ),
+            (
+                Close::Age,
+                self.born_ms + limits.max_connection_age.map_or(u64::MAX / 2, ms),
+                limits.max_connection_age.is_some(),
+            ),
+            (
+                Close::Requests,
+                now,
+                limits
+                    .max_requests_per_connection
+                    .is_some_and(|max| requests >= max),
+            ),
+        ];
+        for (reason, at, applies) in checks {
+            if let Some(r) = due(reason, at, applies) {
+                return Ok(r);
+            }
+        }
+        Err(Duration::from_millis(next.saturating_sub(now)))
+    }
+
+    /// Waits until a deadline passes and says which.
+    ///
+    /// Requests, reads and writes move the deadlines without waking this
+    /// watch (a wake-up per request would cost every request). That is safe
+    /// because it never sleeps longer than the shortest timeout an event can
+    /// start (`header_read_timeout` for a head, `send_timeout` for a
+    /// response, `keep_alive_timeout` when one ends): a deadline created at
+    /// time t is at least t plus that, and the watch, last awake at or
+    /// before t, looks again by then. So an idle connection costs one timer
+    /// wake-up per `header_read_timeout` (10 s by default). A request count
+    /// reaching its limit wakes it at once ([`Activity::wake`]).
+    pub async fn deadline(&self, limits: &Limits, graceful_since: Option<u64>) -> Close {
+        let longest = limits
+            .header_read_timeout
+            .min(limits.send_timeout)
+            .min(limits.keep_alive_timeout)
+            .max(Duration::from_millis(50));
+        loop {
+            let wait = match self.check(limits, coarse_now_ms(), graceful_since) {
+                Ok(reason) => return reason,
+                Err(wait) => wait.clamp(Duration::from_millis(50), longest),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+}
+
+/// A response body in flight: counted from the moment the response exists
+/// until hyper has sent or dropped its body, so the idle timer never closes a
+/// connection in the middle of a response, and the send timer watches it.
+pub struct InFlight<B> {
+    inner: B,
+    activity: Arc<Activity>,
+}
+
+impl<B> InFlight<B> {
+    /// Counts `inner` as in flight on the connection of `activity`.
+    pub fn new(inner: B, activity: Arc<Activity>) -> Self {
+        activity.inflight.fetch_add(1, Ordering::Relaxed);
+        InFlight { inner, activity }
+    }
+}
+
+impl<B> Drop for InFlight<B> {
+    fn drop(&mut self) {
+        let a = &self.activity;
+        let now = coarse_now_ms();
+        a.inflight.fetch_sub(1, Ordering::Relaxed);
+        a.last_event_ms.store(now, Ordering::Relaxed);
+        // Bytes that came while the response was going out (a pipelined
+        // request, a TLS record) get a full head timeout from now, when
+        // hyper turns to reading them.
+        if a.head_since_ms.load(Ordering::Relaxed) != 0 {
+            a.head_since_ms.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<B: HttpBody + Unpin> HttpBody for InFlight<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The connection's byte stream, with its clocks: reads start the head
+/// timer, writes feed the send timer. It first replays the bytes read past a
+/// PROXY header.
+pub struct Tracked {
+    pub(super) inner: Stream,
+    pub(super) prefix: Bytes,
+    pub(super) activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+        } else {
+            let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+            if !matches!(poll, Poll::Ready(Ok(()))) {
+                return poll;
+            }
+        }
+        if buf.filled().len() > before {
+            self.activity.read(&buf.filled()[before..]);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        poll
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        poll
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(75),
+            max_header_size: 16 << 10,
+            max_headers: 100,
+            max_uri_length: 8192,
+            h2_max_concurrent_streams: 128,
+            max_connections: 100,
+            max_request_body: 0,
+            send_timeout: Duration::from_secs(60),
+            max_requests_per_connection: None,
+            max_connection_age: None,
+            max_response_buffer: 2 << 20,
+        }
+    }
+
+    const S: u64 = 1000;
+
+    #[test]
+    fn a_silent_connection_gets_the_head_timeout_not_the_idle_one() {
+        let a = Activity::new(0);
+        assert_eq!(a.check(&limits(), 9 * S, None), Err(Duration::from_secs(1)));
+        assert_eq!(a.check(&limits(), 10 * S, None), Ok(Close::FirstRequest));
+    }
+
+    #[test]
+    fn idle_keep_alive_is_its_own_timer() {
+        let l = limits();
+        let a = Arc::new(Activity::new(0));
+        a.request_started(S);
+        drop(InFlight::new((), Arc::clone(&a)));
+        a.last_event_ms.store(S, Ordering::Relaxed);
+        // Served at 1 s; nothing since: idle until 76 s, even though the
+        // head timeout is 10 s.
+        assert!(a.check(&l, 30 * S, None).is_err());
+        assert_eq!(a.check(&l, 76 * S, None), Ok(Close::Idle));
+        // A graceful close began at 76 s: dropped if not done a grace later.
+        assert!(a.check(&l, 76 * S, Some(76 * S)).is_err());
+        assert_eq!(a.check(&l, 77 * S, Some(76 * S)), Ok(Close::Idle));
+    }
+
+    #[test]
+    fn a_started_http1_head_must_finish_in_time_but_http2_frames_do_not_start_one() {
+        let l = limits();
+        let a = Activity::new(0);
+        a.request_started(S);
+        a.head_since_ms.store(20 * S, Ordering::Relaxed);
+        assert_eq!(a.check(&l, 30 * S, None), Ok(Close::Head));
+
+        let h2 = Activity::new(0);
+        h2.set_h2();
+        h2.request_started(S);
+        h2.read(b"\0\0\x08\x06\0\0\0\0\0PINGPING");
+        assert_eq!(h2.head_since_ms.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_preface_marks_http2() {
+        let a = Activity::new(0);
+        a.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert!(a.h2.load(Ordering::Relaxed));
+        let b = Activity::new(0);
+        b.read(b"GET / HTTP/1.1\r\n");
+        assert!(!b.h2.load(Ordering::Relaxed));
+        assert_ne!(b.head_since_ms.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_stuck_response_hits_the_send_timeout() {
+        let l = limits();
+        let a = Arc::new(Activity::new(0));
+        a.request_started(S);
+        let _body = InFlight::new((), Arc::clone(&a));
+        a.last_write_ms.store(2 * S, Ordering::Relaxed);
+        assert!(a.check(&l, 61 * S, None).is_err());
+        assert_eq!(a.check(&l, 62 * S, None), Ok(Close::Send));
+    }
+
+    #[test]
+    fn age_and_request_count_close_gracefully() {
+        let mut l = limits();
+        l.max_connection_age = Some(Duration::from_secs(3600));
+        l.max_requests_per_connection = Some(2);
+        let a = Activity::new(0);
+        a.request_started(S);
+        assert!(a.check(&l, 2 * S, None).is_err());
+        a.request_started(2 * S);
+        assert_eq!(a.check(&l, 2 * S, None), Ok(Close::Requests));
+        // A long download in flight, still moving: age ends it gracefully.
+        let b = Arc::new(Activity::new(0));
+        b.request_started(S);
+        let _body = InFlight::new((), Arc::clone(&b));
+        b.last_write_ms.store(3599 * S, Ordering::Relaxed);
+        assert_eq!(b.check(&l, 3600 * S, None), Ok(Close::Age));
+        assert!(Close::Age.graceful() && !Close::Send.graceful());
+    }
+}
