@@ -156,7 +156,34 @@ def get(port, path, headers=None, conn=None):
     return c, r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
 
 
-def run_front(label, front_port, instances, files):
+def nginx_retries(log):
+    """Requests nginx sent to more than one upstream ($upstream_addr lists
+    each one tried, comma-separated)."""
+    try:
+        return sum(1 for line in Path(log).read_text().splitlines() if "," in line)
+    except FileNotFoundError:
+        return 0
+
+
+def haproxy_retries(sock):
+    """HAProxy's own count of retries and redispatches on the backend
+    (`show stat`: wretr + wredis)."""
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(str(sock))
+        c.sendall(b"show stat\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    head = lines[0].lstrip("# ").split(",")
+    for line in lines[1:]:
+        row = dict(zip(head, line.split(",")))
+        if row.get("pxname") == "ruchy_serve" and row.get("svname") == "BACKEND":
+            return int(row.get("wretr") or 0) + int(row.get("wredis") or 0)
+    return 0
+
+
+def run_front(label, front_port, instances, files, retries=None):
     print(f"--- {label}", flush=True)
     # 1. Correct bytes through the balancer, many times (round robin).
     for i in range(60):
@@ -229,6 +256,11 @@ def run_front(label, front_port, instances, files):
     print(f"{label}: drain under load: {counts['ok']} requests ok, {counts['failed']} failed "
           f"({during['ok']} ok / {during['failed']} failed while {drained.name} drained); "
           f"{drained.name} served {taken} requests after its restart", flush=True)
+    if retries is not None:
+        # What the balancer's retry on an empty response or a refused
+        # connection saved: requests that crossed a backend's close (a
+        # drain, where HTTP/1 cannot announce it) and were sent again.
+        print(f"{label}: {retries()} requests needed the balancer's retry", flush=True)
     check(counts["failed"] == 0, f"{label}: {counts['failed']} client requests failed: {errors[:5]}")
     check(counts["ok"] > 200, f"{label}: too little load ({counts['ok']})")
     check(taken > 0, f"{label}: restarted {drained.name} took no traffic")
@@ -284,7 +316,8 @@ pid {nd}/nginx.pid;
 error_log {nd}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    log_format upstreams '$upstream_addr $status';
+    access_log {nd}/upstreams.log upstreams;
     client_body_temp_path {nd}; proxy_temp_path {nd}; fastcgi_temp_path {nd};
     uwsgi_temp_path {nd}; scgi_temp_path {nd};
     include {work}/site.conf;
@@ -293,7 +326,8 @@ http {{
         nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(nd)])
         procs.append(nginx)
         check(wait_port(front), "nginx started")
-        results["nginx"] = run_front("nginx", front, insts, files)
+        results["nginx"] = run_front("nginx", front, insts, files,
+                                     retries=lambda: nginx_retries(nd / "upstreams.log"))
         nginx.terminate()
         nginx.wait(timeout=10)
         for i in insts:
@@ -305,7 +339,8 @@ http {{
             cfg = (ROOT / "deploy/haproxy/haproxy.cfg").read_text()
             cfg = (cfg.replace("unix@/run/ruchy-serve/a.sock", f"unix@{work}/a.sock")
                    .replace("127.0.0.1:8081", f"127.0.0.1:{pb}").replace("127.0.0.1:8082", f"127.0.0.1:{pc}")
-                   .replace("bind :80", f"bind 127.0.0.1:{front}"))
+                   .replace("bind :80", f"bind 127.0.0.1:{front}")
+                   .replace("global\n", f"global\n    stats socket {work}/haproxy.sock level user\n", 1))
             (work / "haproxy.cfg").write_text(cfg)
             check(subprocess.run(["haproxy", "-c", "-q", "-f", str(work / "haproxy.cfg")]).returncode == 0,
                   "haproxy -c")
@@ -313,7 +348,8 @@ http {{
             procs.append(ha)
             check(wait_port(front), "haproxy started")
             time.sleep(1.5)  # health checks rise
-            results["haproxy"] = run_front("haproxy", front, insts, files)
+            results["haproxy"] = run_front("haproxy", front, insts, files,
+                                           retries=lambda: haproxy_retries(work / "haproxy.sock"))
             ha.terminate()
             ha.wait(timeout=10)
             for i in insts:
