@@ -60,7 +60,7 @@ impl Limits {
             return Err(ctx.bad(
                 &["limits", "max_response_buffer"],
                 format!("{max_response_buffer} bytes is below the 64KiB minimum"),
-                "use at least \"64KiB\" (the default is \"2MiB\")",
+                "use at least \"64KiB\" (the default is \"4MiB\")",
             ));
         }
         Ok(Limits {
@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(l.send_timeout, Duration::from_secs(60));
         assert_eq!(l.max_requests_per_connection, None);
         assert_eq!(l.max_connection_age, None);
-        assert_eq!(l.max_response_buffer, 2 << 20);
+        assert_eq!(l.max_response_buffer, 4 << 20);
         let l = valid(
             "[limits]\nmax_requests_per_connection = 1000\nmax_connection_age = \"1h\"\n\
              send_timeout = \"5s\"\nmax_response_buffer = \"256KiB\"\n",

@@ -231,7 +231,7 @@ impl Default for RawLimits {
             send_timeout: Span(Duration::from_secs(60)),
             max_requests_per_connection: 0,
             max_connection_age: Span(Duration::ZERO),
-            max_response_buffer: Size(2 << 20),
+            max_response_buffer: Size(4 << 20),
         }
     }
 }

@@ -155,8 +155,13 @@ impl Activity {
     }
 
     fn read(&self, bytes: &[u8]) {
-        if !self.sniffed.swap(true, Ordering::Relaxed) && bytes.starts_with(b"PRI ") {
-            self.h2.store(true, Ordering::Relaxed);
+        // Only the first read is looked at; a plain load after that, so the
+        // hot path pays no read-modify-write.
+        if !self.sniffed.load(Ordering::Relaxed) {
+            self.sniffed.store(true, Ordering::Relaxed);
+            if bytes.starts_with(b"PRI ") {
+                self.h2.store(true, Ordering::Relaxed);
+            }
         }
         if !self.h2.load(Ordering::Relaxed) && self.head_since_ms.load(Ordering::Relaxed) == 0 {
             self.head_since_ms
@@ -410,7 +415,7 @@ mod tests {
             send_timeout: Duration::from_secs(60),
             max_requests_per_connection: None,
             max_connection_age: None,
-            max_response_buffer: 2 << 20,
+            max_response_buffer: 4 << 20,
         }
     }
 
