@@ -97,17 +97,18 @@ impl Record {
     }
 }
 
-/// Escapes `"`, `\` and control bytes the way nginx does (`\xHH`), so a
-/// hostile user agent cannot forge a log line.
+/// Escapes the way nginx does: `"`, `\\` and every byte outside printable
+/// ASCII as `\xHH`, so a hostile user agent can neither forge a log line nor
+/// reorder what a terminal shows (U+202E right-to-left override, U+2028 line
+/// separator).
 fn escape(s: &str) -> String {
+    use std::fmt::Write;
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c == '"' || c == '\\' || c.is_control() {
-            for b in c.to_string().bytes() {
-                out.push_str(&format!("\\x{b:02X}"));
-            }
+    for b in s.bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..=0x7e).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
         } else {
-            out.push(c);
+            out.push(b as char);
         }
     }
     out
@@ -120,5 +121,13 @@ mod tests {
     #[test]
     fn escape_stops_log_forging() {
         assert_eq!(escape("a\"b\nc"), "a\\x22b\\x0Ac");
+    }
+
+    #[test]
+    fn escape_covers_every_byte_outside_printable_ascii() {
+        assert_eq!(escape("x\u{202E}y"), "x\\xE2\\x80\\xAEy");
+        assert_eq!(escape("\u{2028}"), "\\xE2\\x80\\xA8");
+        assert_eq!(escape("é\x7f"), "\\xC3\\xA9\\x7F");
+        assert_eq!(escape("curl/8.0 (x; y)"), "curl/8.0 (x; y)");
     }
 }

@@ -2,8 +2,11 @@
 //! that remembers a file: the ETag cache ([`crate::serve::etag`]), the body's
 //! change check while it streams ([`crate::serve::body`]) and the
 //! certificate watch ([`crate::tls`]). Replacing a file (rename, new inode)
-//! or rewriting it (new length or modification time) changes at least one
-//! field; the same bytes at the same place keep all of them.
+//! or rewriting it changes at least one field. The change time is what makes
+//! a rewrite in place visible even when the length stays and the
+//! modification time is put back (`rsync -t --inplace`, `touch -r`, builds
+//! pinned with SOURCE_DATE_EPOCH): the kernel sets ctime on every write and
+//! no system call lets user space choose it.
 
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
@@ -17,6 +20,8 @@ pub struct FileId {
     pub len: u64,
     /// Modification time, nanoseconds since the Unix epoch (negative before).
     pub mtime_ns: i128,
+    /// Status change time, nanoseconds since the Unix epoch.
+    pub ctime_ns: i128,
     /// Inode number.
     pub ino: u64,
     /// Device the inode lives on.
@@ -29,6 +34,7 @@ impl FileId {
         FileId {
             len: meta.len(),
             mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
             ino: meta.ino(),
             dev: meta.dev(),
         }
@@ -38,12 +44,6 @@ impl FileId {
     /// when it cannot be read.
     pub fn at(path: &Path) -> Option<FileId> {
         std::fs::metadata(path).ok().map(|m| FileId::of(&m))
-    }
-
-    /// The modification time, whole seconds since the epoch (for
-    /// Last-Modified and the length-and-time ETag).
-    pub fn mtime_secs(&self) -> i64 {
-        self.mtime_ns.div_euclid(1_000_000_000) as i64
     }
 
     /// The modification time as a `SystemTime`.
@@ -87,6 +87,25 @@ mod tests {
         let after = FileId::at(&path).unwrap();
         assert_ne!(after.ino, before.ino);
         assert_ne!(after, before);
+    }
+
+    #[test]
+    fn a_rewrite_in_place_with_the_old_mtime_put_back_is_a_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"version-A").unwrap();
+        let before = FileId::at(&path).unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"version-B", 0).unwrap();
+        f.set_modified(mtime).unwrap();
+        let after = FileId::at(&path).unwrap();
+        assert_eq!(
+            (after.len, after.mtime_ns, after.ino),
+            (before.len, before.mtime_ns, before.ino)
+        );
+        assert_ne!(after, before, "ctime tells them apart");
     }
 
     #[test]

@@ -320,6 +320,10 @@ pub fn server_config(resolver: Arc<Resolver>) -> Arc<ServerConfig> {
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server's suite order wins: every suite offered is AEAD, TLS 1.3
+    // first, strongest first, so a client preferring a weaker one (or a
+    // downgrade in the middle) does not choose it.
+    cfg.ignore_client_order = true;
     match provider::Ticketer::new() {
         Ok(t) => cfg.ticketer = t,
         Err(e) => tracing::warn!(error = %e, "session tickets unavailable"),

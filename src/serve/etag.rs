@@ -3,10 +3,12 @@
 //! mtime-length tags differ whenever deploys touch mtimes differently).
 //!
 //! Hashing costs one read of the file, so results are cached per file version
-//! ([`FileId`]: length, mtime, inode, device). Files above `etag_hash_limit`
-//! get a tag from length and mtime instead, which is still strong for files
-//! not rewritten twice within one second, and equal across replicas only when
-//! the deploy preserves mtimes (rsync -a, image layers).
+//! ([`FileId`]: length, mtime, ctime, inode, device). Files above
+//! `etag_hash_limit` get a tag from their identity instead: length, inode,
+//! and modification and change times in nanoseconds. It stays strong (so
+//! If-Range can resume large downloads) because no two versions of a file on
+//! one machine share all four; the price is that replicas give the same
+//! large file different tags (raise `etag_hash_limit` where that matters).
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
@@ -53,7 +55,10 @@ impl EtagCache {
         let tag = if meta.len() <= hash_limit {
             hash_file(file, meta.len())?
         } else {
-            format!("\"{:x}-{:x}\"", meta.len(), key.mtime_secs())
+            format!(
+                "\"{:x}-{:x}-{:x}-{:x}\"",
+                key.len, key.ino, key.mtime_ns, key.ctime_ns
+            )
         };
         let mut map = self.map.lock().expect("etag cache");
         if map.len() >= MAX_ENTRIES {
@@ -128,5 +133,15 @@ mod tests {
             .etag(&p, &f, &f.metadata().unwrap(), 10)
             .unwrap();
         assert!(tag.starts_with("\"64-"), "{tag}");
+        // Rewritten in place, same length, old mtime put back: a new tag.
+        let mtime = f.metadata().unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        w.write_all_at(&[8u8; 100], 0).unwrap();
+        w.set_modified(mtime).unwrap();
+        let again = EtagCache::default()
+            .etag(&p, &f, &f.metadata().unwrap(), 10)
+            .unwrap();
+        assert_ne!(tag, again);
     }
 }

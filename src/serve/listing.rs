@@ -1,5 +1,12 @@
 //! HTML directory listings (`directory_listing = true`): sorted, escaped,
 //! with sizes and dates, like nginx's autoindex.
+//!
+//! Anyone who can create a file in a listed directory chooses a name, so
+//! names are data: every href starts with `./` (a name like
+//! `javascript:alert(1)` cannot become a scheme) and is percent-encoded, and
+//! the text is HTML-escaped. Entries follow the symlink policy: a link the
+//! server would refuse to serve is not listed, so its target's size and date
+//! do not leak.
 
 use std::fmt::Write;
 use std::io;
@@ -7,6 +14,8 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+use crate::config::Config;
 
 /// Characters escaped in an href path segment.
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -22,15 +31,21 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'}')
     .add(b'/')
     .add(b'\\')
-    .add(b'\'');
+    .add(b'\'')
+    .add(b':');
 
-/// Renders the listing of `dir`, requested as `request_path` (decoded, ends in `/`).
-pub fn render(dir: &Path, request_path: &str, show_dotfiles: bool) -> io::Result<String> {
+/// Renders the listing of `dir`, requested as `request_path` (decoded, ends
+/// in `/`), with the dotfile and symlink policies of `cfg`.
+pub fn render(dir: &Path, request_path: &str, cfg: &Config) -> io::Result<String> {
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !show_dotfiles && name.starts_with('.') {
+        if !cfg.files.dotfiles && name.starts_with('.') {
+            continue;
+        }
+        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        if is_link && !super::resolve::allowed(cfg, &entry.path()) {
             continue;
         }
         // Follow symlinks for display; a dangling one is shown without size.
@@ -55,7 +70,7 @@ pub fn render(dir: &Path, request_path: &str, show_dotfiles: bool) -> io::Result
         let href = utf8_percent_encode(&name, SEGMENT);
         let _ = writeln!(
             html,
-            "<tr><td><a href=\"{href}{slash}\">{}{slash}</a></td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"./{href}{slash}\">{}{slash}</a></td><td>{}</td><td>{}</td></tr>",
             escape(&name),
             size.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
             modified.map(fmt_date).unwrap_or_default(),
@@ -89,6 +104,17 @@ pub fn escape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A configuration whose root is `root`.
+    fn config(root: &Path, extra: &str) -> Config {
+        let file = root.join("c.toml");
+        std::fs::write(&file, format!("root = {root:?}\n{extra}")).unwrap();
+        crate::config::load(&crate::config::Sources {
+            config_file: Some(file),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
     #[test]
     fn names_are_escaped_and_sorted_directories_first() {
         let dir = tempfile::tempdir().unwrap();
@@ -96,7 +122,7 @@ mod tests {
         std::fs::write(dir.path().join("a.txt"), b"1").unwrap();
         std::fs::write(dir.path().join(".hidden"), b"1").unwrap();
         std::fs::create_dir(dir.path().join("zdir")).unwrap();
-        let html = render(dir.path(), "/x/", false).unwrap();
+        let html = render(dir.path(), "/x/", &config(dir.path(), "")).unwrap();
         assert!(html.contains("b&lt;script&gt;.txt"));
         assert!(!html.contains("<script>"));
         assert!(!html.contains(".hidden"));
@@ -107,5 +133,36 @@ mod tests {
         );
         assert!(z < a && a < b);
         assert!(html.contains("<td>5</td>"));
+    }
+
+    #[test]
+    fn a_name_cannot_become_a_script_url() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("javascript:alert(document.domain)"), b"x").unwrap();
+        let html = render(dir.path(), "/", &config(dir.path(), "")).unwrap();
+        assert!(!html.contains("href=\"javascript:"), "{html}");
+        assert!(
+            html.contains("href=\"./javascript%3Aalert(document.domain)\""),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn links_the_policy_refuses_are_not_listed() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), vec![0u8; 4242]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("inside.txt"), b"1").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("out")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("inside.txt"), dir.path().join("in")).unwrap();
+        let html = render(dir.path(), "/", &config(dir.path(), "")).unwrap();
+        assert!(
+            !html.contains("4242") && !html.contains("\"./out\""),
+            "{html}"
+        );
+        assert!(html.contains("\"./in\""), "{html}");
+        let never = config(dir.path(), "[files]\nfollow_symlinks = \"never\"\n");
+        let html = render(dir.path(), "/", &never).unwrap();
+        assert!(!html.contains("\"./in\""), "{html}");
     }
 }

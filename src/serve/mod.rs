@@ -207,8 +207,7 @@ async fn respond_outcome<B>(
             let shown = percent_encoding::percent_decode_str(req.uri().path())
                 .decode_utf8_lossy()
                 .into_owned();
-            let dotfiles = cfg.files.dotfiles;
-            match blocking(site, move |_| listing::render(&dir, &shown, dotfiles)).await {
+            match blocking(site, move |s| listing::render(&dir, &shown, &s.config)).await {
                 Ok(html) => {
                     let mut h = HeaderMap::new();
                     h.insert(
@@ -227,6 +226,34 @@ async fn respond_outcome<B>(
     }
 }
 
+/// A request path for a log line: at most 256 bytes of it, so a client
+/// cannot make one line kilobytes long.
+fn truncated(path: &str) -> &str {
+    let mut end = path.len().min(256);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+/// At most one event a minute, process-wide.
+struct RateLimit(std::sync::atomic::AtomicU64);
+
+impl RateLimit {
+    fn due(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = crate::clock::unix_now();
+        let last = self.0.load(Ordering::Relaxed);
+        now >= last + 60
+            && self
+                .0
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+static PERMISSION_WARNING: RateLimit = RateLimit(std::sync::atomic::AtomicU64::new(0));
+
 /// Runs file-system work on the blocking pool with the site in hand.
 async fn blocking<T, F>(site: &Arc<Site>, f: F) -> std::io::Result<T>
 where
@@ -244,10 +271,16 @@ async fn io_error<B>(site: &Arc<Site>, req: &Request<B>, e: std::io::Error) -> R
         return not_found(site, req).await;
     }
     if e.kind() == std::io::ErrorKind::PermissionDenied {
-        tracing::warn!(path = req.uri().path(), error = %e, "permission denied");
+        // Every request for the file would log it: a warning at most once a
+        // minute (a client can repeat the request as often as it likes).
+        if PERMISSION_WARNING.due() {
+            tracing::warn!(path = %truncated(req.uri().path()), error = %e, "permission denied (logged at most once a minute)");
+        } else {
+            tracing::debug!(path = %truncated(req.uri().path()), error = %e, "permission denied");
+        }
         return error_page(site, req, StatusCode::FORBIDDEN).await;
     }
-    tracing::error!(path = req.uri().path(), error = %e, "I/O error while serving");
+    tracing::error!(path = %truncated(req.uri().path()), error = %e, "I/O error while serving");
     error_page(site, req, StatusCode::INTERNAL_SERVER_ERROR).await
 }
 

@@ -129,7 +129,10 @@ pub fn resolve(
     let mut rel: Vec<&[u8]> = decoded.components.iter().map(|c| c.as_slice()).collect();
     let (path, meta) = if meta.is_dir() {
         if !decoded.trailing_slash && !decoded.components.is_empty() {
-            let mut location = format!("{raw_path}/");
+            // Built from the decoded components, never from the request's
+            // spelling: `//evil.com` must not become the protocol-relative
+            // `//evil.com/`, which a browser follows to another host.
+            let mut location = location_of(&decoded.components);
             if let Some(q) = query {
                 location.push('?');
                 location.push_str(q);
@@ -179,6 +182,10 @@ pub fn resolve(
         twin.push(enc.suffix());
         if let Ok(Some((p, m))) = checked(cfg, Path::new(&twin)) {
             if m.is_file() {
+                if stale(&m, &meta) {
+                    report_stale(&p, &meta);
+                    continue;
+                }
                 twins.push((enc, p));
             }
         }
@@ -215,6 +222,38 @@ pub fn resolve(
     })))
 }
 
+/// The bytes left as they are in a Location path: RFC 3986 unreserved
+/// characters and the sub-delimiters that are safe inside a segment.
+const PATH_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
+
+/// `/a/b/` for the components `a`, `b`: exactly one leading slash, every
+/// component percent-encoded, a trailing slash.
+pub fn location_of(components: &[Vec<u8>]) -> String {
+    let mut out = String::from("/");
+    for c in components {
+        out.extend(percent_encoding::percent_encode(c, PATH_SAFE));
+        out.push('/');
+    }
+    out
+}
+
 /// Is any component a dot-name not covered by an allowed prefix such as
 /// `.well-known`?
 fn hidden(components: &[Vec<u8>], allow: &[String]) -> bool {
@@ -233,6 +272,40 @@ fn hidden(components: &[Vec<u8>], allow: &[String]) -> bool {
                 .iter()
                 .all(|c| c.first() != Some(&b'.'))
     })
+}
+
+/// A twin last written before its original describes an older version of
+/// it: serving it would hand out old content under the new file's name
+/// (nginx's gzip_static has this trap).
+fn stale(twin: &Metadata, original: &Metadata) -> bool {
+    let t = FileId::of(twin).mtime_ns;
+    let o = FileId::of(original).mtime_ns;
+    t < o
+}
+
+/// Logs a stale twin once per version of its original (a client can ask
+/// for it as often as it likes); the memory is bounded like the ETag cache.
+fn report_stale(twin: &Path, original: &Metadata) {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static SEEN: Mutex<Option<HashSet<(std::path::PathBuf, FileId)>>> = Mutex::new(None);
+    let key = (twin.to_path_buf(), FileId::of(original));
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = seen.get_or_insert_with(HashSet::new);
+    if seen.len() >= 4096 {
+        seen.clear();
+    }
+    if seen.insert(key) {
+        tracing::warn!(
+            twin = %twin.display(),
+            "precompressed file is older than its original; serving the original until it is rebuilt"
+        );
+    }
+}
+
+/// Whether the symlink policy lets `path` (inside the root) be served.
+pub fn allowed(cfg: &Config, path: &Path) -> bool {
+    matches!(checked(cfg, path), Ok(Some(_)))
 }
 
 /// Applies the symlink policy. `Ok(None)` means forbidden by policy; the
@@ -270,8 +343,20 @@ fn checked(cfg: &Config, path: &Path) -> io::Result<Option<(PathBuf, Metadata)>>
 
 /// ENOENT, or ENOTDIR (a path through a regular file): answers, not failures.
 pub fn is_not_found(e: &io::Error) -> bool {
-    // ENOTDIR: `/file.txt/x` walks through a regular file.
-    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20)
+    // ENOTDIR: `/file.txt/x` walks through a regular file. ENAMETOOLONG: a
+    // component or path longer than the file system allows names nothing
+    // that exists; the client's doing, not a server error.
+    e.kind() == io::ErrorKind::NotFound
+        || matches!(
+            e.raw_os_error(),
+            Some(libc_errno::ENOTDIR | libc_errno::ENAMETOOLONG)
+        )
+}
+
+/// The two errno values above, as Linux numbers them.
+mod libc_errno {
+    pub const ENOTDIR: i32 = 20;
+    pub const ENAMETOOLONG: i32 = 36;
 }
 
 #[cfg(test)]

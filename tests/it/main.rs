@@ -9,6 +9,7 @@ mod caching;
 mod cli;
 mod deadlines;
 mod faults;
+mod files;
 mod hostile;
 mod layering;
 mod limits;

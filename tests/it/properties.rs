@@ -40,6 +40,20 @@ fn hostile_path() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
 
+    /// A directory redirect's Location is one path on this host: one leading
+    /// slash, never the protocol-relative `//host`, whatever the request
+    /// spelled.
+    #[test]
+    fn redirect_locations_never_leave_the_host(raw in hostile_path()) {
+        if let Some(decoded) = resolve::decode_path(&raw) {
+            let location = resolve::location_of(&decoded.components);
+            prop_assert!(location.starts_with('/'), "{raw} -> {location}");
+            prop_assert!(!location.starts_with("//"), "{raw} -> {location}");
+            prop_assert!(!location.contains("/./") && !location.contains("/../"), "{raw} -> {location}");
+            prop_assert!(location.bytes().all(|b| b.is_ascii_graphic()), "{raw} -> {location}");
+        }
+    }
+
     #[test]
     fn decoded_paths_stay_below_the_root(raw in hostile_path()) {
         let root = Path::new("/srv/www");

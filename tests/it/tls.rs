@@ -230,6 +230,63 @@ fn openssl_handshake(addr: std::net::SocketAddr, version_flag: &str) -> bool {
     out.status.success() && text.contains("Cipher is") && !text.contains("Cipher is (NONE)")
 }
 
+/// The cipher `openssl s_client` ended up with when offering `args`.
+fn openssl_cipher(addr: std::net::SocketAddr, args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "a.test",
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed by tests/run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.split("Cipher is ").nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// testssl.sh's "Has server cipher order? no (NOT ok)": a client that lists
+/// a weaker suite first still gets the server's first choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_cipher_order_wins() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let root = fixture();
+    let s = TestServer::start_raw(root.path(), &body(&[&leaf], "")).await;
+    let addr = s.addr;
+    let (tls12, tls13) = tokio::task::spawn_blocking(move || {
+        (
+            openssl_cipher(
+                addr,
+                &[
+                    "-tls1_2",
+                    "-cipher",
+                    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384",
+                ],
+            ),
+            openssl_cipher(
+                addr,
+                &[
+                    "-tls1_3",
+                    "-ciphersuites",
+                    "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384",
+                ],
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(tls12, "ECDHE-ECDSA-AES256-GCM-SHA384");
+    assert_eq!(tls13, "TLS_AES_256_GCM_SHA384");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openssl_sees_tls13_and_tls12_accepted_and_tls11_tls10_refused() {
     let p = pki();

@@ -1,0 +1,134 @@
+//! Files and what is said about them (issue 14, in part): an ETag that
+//! follows every change, no stale precompressed twin, redirects that stay on
+//! the host, client mistakes that are not server errors, log lines a client
+//! cannot bend. Each test failed before its fix.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use crate::common::{fixture, get, Daemon, TestServer};
+
+/// `rsync -t --inplace`, `touch -r`, builds pinned with SOURCE_DATE_EPOCH:
+/// the same length, the old modification time, new bytes.
+fn rewrite_in_place_keeping_mtime(path: &std::path::Path, bytes: &[u8]) {
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, 0).unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
+#[tokio::test]
+async fn an_in_place_rewrite_with_the_old_mtime_gets_a_new_etag() {
+    let dir = fixture();
+    let file = dir.path().join("v.txt");
+    std::fs::write(&file, b"version-A").unwrap();
+    let s = TestServer::start(dir.path(), "[files]\ncache_revalidate = \"100ms\"\n").await;
+    let a = s.get("/v.txt").await;
+    let old_tag = a.header("etag").unwrap().to_string();
+    let old_lm = a.header("last-modified").unwrap().to_string();
+    rewrite_in_place_keeping_mtime(&file, b"version-B");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = s.get_with("/v.txt", &[("if-none-match", &old_tag)]).await;
+    assert_eq!(b.status, 200, "the old tag must not match the new bytes");
+    assert_eq!(b.text(), "version-B");
+    assert_ne!(b.header("etag").unwrap(), old_tag);
+    assert_eq!(
+        b.header("last-modified").unwrap(),
+        old_lm,
+        "the mtime was put back"
+    );
+}
+
+#[tokio::test]
+async fn a_twin_older_than_its_original_is_not_served() {
+    let dir = fixture();
+    let js = dir.path().join("assets/app.js");
+    // The twin was built from the old file; then the original changed.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&js, b"console.log('NEW');\n").unwrap();
+    let s = TestServer::start(dir.path(), "").await;
+    let r = s
+        .get_with("/assets/app.js", &[("accept-encoding", "gzip")])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.text(), "console.log('NEW');\n");
+    // A twin rebuilt after the original is served again (a new path, so the
+    // file cache has nothing to say).
+    std::fs::copy(
+        dir.path().join("assets/app.js"),
+        dir.path().join("assets/b.js"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(dir.path().join("assets/b.js.gz"), b"GZ").unwrap();
+    let r = s
+        .get_with("/assets/b.js", &[("accept-encoding", "gzip")])
+        .await;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+}
+
+/// `GET //evil.com` where a directory named `evil.com` exists answered
+/// `Location: //evil.com/`, which a browser follows to another host.
+#[tokio::test]
+async fn directory_redirects_stay_on_the_host() {
+    let dir = fixture();
+    std::fs::create_dir(dir.path().join("evil.com")).unwrap();
+    std::fs::create_dir(dir.path().join("a b")).unwrap();
+    let s = TestServer::start(dir.path(), "").await;
+    for (path, want) in [
+        ("//evil.com?x=1", "/evil.com/?x=1"),
+        ("///evil.com", "/evil.com/"),
+        ("//docs", "/docs/"),
+        ("/a%20b", "/a%20b/"),
+        ("/docs", "/docs/"),
+    ] {
+        let r = get(s.addr, path, &[]).await;
+        assert_eq!(r.status, 308, "{path}");
+        assert_eq!(r.header("location"), Some(want), "{path}");
+    }
+}
+
+/// A name longer than the file system allows is the client's mistake: 404,
+/// and no ERROR line (which monitoring would count as a server fault).
+#[test]
+fn an_overlong_path_component_is_a_404_not_a_server_error() {
+    let dir = fixture();
+    let d = Daemon::serving(dir.path(), &[]);
+    let long = "a".repeat(300);
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    write!(
+        s,
+        "GET /{long} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    d.wait_for_line(&format!("/{long} HTTP/1.1\" 404"));
+    assert!(!d.log_text().contains("ERROR"), "{}", d.log_text());
+}
+
+/// nginx escapes every byte outside printable ASCII; a right-to-left
+/// override in a User-Agent must not reach a terminal that shows the log.
+#[test]
+fn non_ascii_in_a_user_agent_is_escaped_in_the_access_log() {
+    let dir = fixture();
+    let d = Daemon::serving(dir.path(), &[]);
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    s.write_all(
+        "GET /hello.txt HTTP/1.1\r\nHost: x\r\nUser-Agent: evil\u{202E}txt.exe\u{2028}x\r\nConnection: close\r\n\r\n"
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let line = d.wait_for_line("GET /hello.txt");
+    assert!(
+        line.contains("\"evil\\xE2\\x80\\xAEtxt.exe\\xE2\\x80\\xA8x\""),
+        "{line}"
+    );
+    assert!(!line.contains('\u{202E}'), "{line}");
+}
