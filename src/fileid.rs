@@ -26,6 +26,8 @@ pub struct FileId {
     pub ino: u64,
     /// Device the inode lives on.
     pub dev: u64,
+    /// Hard links to the inode (0 once it is deleted or replaced by rename).
+    pub nlink: u64,
 }
 
 impl FileId {
@@ -37,7 +39,21 @@ impl FileId {
             ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
             ino: meta.ino(),
             dev: meta.dev(),
+            nlink: meta.nlink(),
         }
+    }
+
+    /// Whether an open file that was `self` still holds the same bytes, as
+    /// far as its metadata can tell: the same length and modification time,
+    /// and the change time too unless the change was a lost link. Deleting
+    /// the file or replacing it by rename changes the old inode's ctime but
+    /// not its bytes, and an open file keeps them: those are sent whole.
+    pub fn same_bytes(&self, now: &FileId) -> bool {
+        self.len == now.len
+            && self.mtime_ns == now.mtime_ns
+            && self.ino == now.ino
+            && self.dev == now.dev
+            && (self.ctime_ns == now.ctime_ns || now.nlink < self.nlink)
     }
 
     /// The identity of the file at `path` now (following symlinks), or `None`
@@ -106,6 +122,34 @@ mod tests {
             (before.len, before.mtime_ns, before.ino)
         );
         assert_ne!(after, before, "ctime tells them apart");
+    }
+
+    #[test]
+    fn unlinking_an_open_file_keeps_its_bytes_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"bytes").unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let opened = FileId::of(&f.metadata().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::remove_file(&path).unwrap();
+        let now = FileId::of(&f.metadata().unwrap());
+        assert_eq!(now.nlink, 0);
+        assert!(opened.same_bytes(&now));
+        // A write to it is a change.
+        let w = dir.path().join("g");
+        std::fs::write(&w, b"bytes").unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&w)
+            .unwrap();
+        let opened = FileId::of(&f.metadata().unwrap());
+        let mtime = f.metadata().unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::os::unix::fs::FileExt::write_all_at(&f, b"BYTES", 0).unwrap();
+        f.set_modified(mtime).unwrap();
+        assert!(!opened.same_bytes(&FileId::of(&f.metadata().unwrap())));
     }
 
     #[test]

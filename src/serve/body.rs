@@ -145,7 +145,7 @@ pub fn file(
                     let f = Arc::clone(&file);
                     let read = tokio::task::spawn_blocking(move || {
                         let buf = read_exact_at(&f, want, offset)?;
-                        if FileId::of(&f.metadata()?) != version {
+                        if !version.same_bytes(&FileId::of(&f.metadata()?)) {
                             return Err(io::Error::other("file changed while it was being sent"));
                         }
                         Ok(buf)

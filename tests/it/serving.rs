@@ -139,7 +139,7 @@ async fn directory_without_index_is_404_unless_listing_enabled() {
     let html = r.text();
     assert!(html.contains("readme.md"), "{html}");
     assert!(html.contains("&lt;b&gt;&amp;x.txt"), "{html}");
-    assert!(html.contains("href=\"%3Cb%3E&x.txt\""), "{html}");
+    assert!(html.contains("href=\"./%3Cb%3E&x.txt\""), "{html}");
     assert!(!html.contains("<b>&"), "names must be escaped");
 }
 
