@@ -276,7 +276,17 @@ impl Resolver {
         }
         match CertStore::load(&current.specs()) {
             Ok(store) => {
-                for c in &store.certs {
+                // Only over the set it started from: a SIGHUP that installed
+                // a new configuration's certificates meanwhile wins, instead
+                // of being undone by a list loaded from the old one.
+                let previous = self.store.compare_and_swap(&current, Arc::new(store));
+                if !Arc::ptr_eq(&previous, &current) {
+                    tracing::debug!(
+                        "certificate set replaced by a reload meanwhile; file change dropped"
+                    );
+                    return;
+                }
+                for c in &self.store().certs {
                     tracing::info!(
                         cert = %c.spec.cert.display(),
                         serial = %c.serial,
@@ -284,7 +294,6 @@ impl Resolver {
                         "certificate reloaded from disk"
                     );
                 }
-                self.replace(Arc::new(store));
                 *last_error = None;
             }
             Err(e) => {

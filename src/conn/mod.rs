@@ -50,9 +50,8 @@ pub enum Purpose {
 
 /// One accept loop's fixed facts, shared by its connections.
 struct Listening {
-    purpose: Purpose,
     /// The configured address, to look up the listener's current flags (TLS,
-    /// redirect, PROXY) in the newest configuration for each connection.
+    /// redirect, PROXY) in the newest configuration at each accept.
     addr: ListenAddr,
     /// The metric label, fixed by the configuration: a bounded set.
     label: Arc<str>,
@@ -74,12 +73,22 @@ pub async fn accept_loop(
 ) {
     let listening = Arc::new(Listening {
         label: Arc::from(addr.to_string()),
-        purpose,
         addr,
         state,
     });
     let state = &listening.state;
     let mut slots = Slots::new(state.config().limits.max_connections);
+    // The listener's flags as last configured: a connection accepted just
+    // as a reload removes the listener keeps them (TLS, PROXY) instead of
+    // being served as plain HTTP.
+    let plain = (
+        Role::Site {
+            tls: false,
+            redirect_https: false,
+        },
+        false,
+    );
+    let mut flags = role(&state.config(), purpose, &listening.addr).unwrap_or(plain);
     let mut last_warning: Option<Instant> = None;
     loop {
         // A slot first: at the limit we stop accepting, so newcomers wait in
@@ -119,8 +128,12 @@ pub async fn accept_loop(
             _ = stop.wait_for(|s| *s) => return,
             conn = listener.accept() => conn,
         };
+        if let Some(now) = role(&state.config(), purpose, &listening.addr) {
+            flags = now;
+        }
         let conn = Connection {
             listening: Arc::clone(&listening),
+            flags,
             stream,
             peer,
             accepted: Instant::now(),
@@ -171,24 +184,22 @@ impl Slots {
 }
 
 /// A listener's role and whether it expects a PROXY header, from the newest
-/// configuration. An address no longer configured (its loop is stopping)
-/// serves plain HTTP until then.
-fn role(cfg: &Config, purpose: Purpose, addr: &ListenAddr) -> (Role, bool) {
+/// configuration; `None` for an address a reload has just removed (its loop
+/// is stopping).
+fn role(cfg: &Config, purpose: Purpose, addr: &ListenAddr) -> Option<(Role, bool)> {
     if purpose == Purpose::Metrics {
-        return (Role::Metrics, false);
+        return Some((Role::Metrics, false));
     }
-    if let Some(l) = cfg.listen.iter().find(|l| l.addr.same_socket(addr)) {
-        let role = Role::Site {
-            tls: l.tls,
-            redirect_https: l.redirect_https,
-        };
-        return (role, l.proxy_protocol);
-    }
-    let plain = Role::Site {
-        tls: false,
-        redirect_https: false,
-    };
-    (plain, false)
+    cfg.listen
+        .iter()
+        .find(|l| l.addr.same_socket(addr))
+        .map(|l| {
+            let role = Role::Site {
+                tls: l.tls,
+                redirect_https: l.redirect_https,
+            };
+            (role, l.proxy_protocol)
+        })
 }
 
 /// Keeps `http_connections_open` right however the connection ends.
@@ -202,6 +213,8 @@ impl Drop for OpenGuard {
 /// One accepted connection, before anything is read from it.
 struct Connection {
     listening: Arc<Listening>,
+    /// The listener's role and PROXY flag when the connection was accepted.
+    flags: (Role, bool),
     stream: Stream,
     peer: Peer,
     /// When it was accepted: the first request's head is due
@@ -219,6 +232,7 @@ impl Connection {
     async fn run(self) {
         let Connection {
             listening,
+            flags: (role, proxy_protocol),
             mut stream,
             peer,
             accepted,
@@ -230,7 +244,6 @@ impl Connection {
         let metrics = &state.metrics;
         let label = &*listening.label;
         let cfg = state.config();
-        let (role, proxy_protocol) = role(&cfg, listening.purpose, &listening.addr);
         let traffic = role != Role::Metrics;
         let _open = traffic.then(|| {
             let open = metrics.conns_open.with_label_values(&[label]);

@@ -102,6 +102,9 @@ pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Re
             build(StatusCode::OK, h, b)
         }
         RangeOutcome::Unsatisfiable => {
+            // No payload, so no coding to announce: Content-Encoding on an
+            // empty 416 would describe bytes that are not there.
+            h.remove(header::CONTENT_ENCODING);
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 h.insert(header::CONTENT_RANGE, v);

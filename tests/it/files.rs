@@ -132,3 +132,20 @@ fn non_ascii_in_a_user_agent_is_escaped_in_the_access_log() {
     );
     assert!(!line.contains('\u{202E}'), "{line}");
 }
+
+/// A 416 has no payload, so no Content-Encoding, even when the range was
+/// asked of a precompressed twin.
+#[tokio::test]
+async fn a_416_for_a_twin_announces_no_coding() {
+    let dir = fixture();
+    let s = TestServer::start(dir.path(), "").await;
+    let r = s
+        .get_with(
+            "/assets/app.js",
+            &[("accept-encoding", "gzip"), ("range", "bytes=5000-6000")],
+        )
+        .await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.header("vary"), Some("accept-encoding"));
+}
