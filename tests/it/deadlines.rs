@@ -14,26 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{fixture, ConfigFile, Daemon, TestServer};
-
-/// Waits for the server to close a connection we neither write to nor read
-/// from (the bytes it sent are discarded); how long that took.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match tokio::time::timeout_at(
-            tokio::time::Instant::from_std(start + limit),
-            stream.read(&mut buf),
-        )
-        .await
-        {
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
-            Ok(Ok(_)) => continue,
-            Err(_) => return None,
-        }
-    }
-}
+use crate::common::{closed_within, fixture, ConfigFile, Daemon, TestServer};
 
 async fn server(limits: &str) -> (tempfile::TempDir, TestServer) {
     let dir = fixture();

@@ -4,23 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{fixture, raw, raw_status, TestServer};
+use crate::common::{closed_within, fixture, raw, raw_status, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Reads until EOF or `limit`; returns whether the server closed.
-async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = vec![0u8; 4096];
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
-        }
-    }
-}
 
 #[tokio::test]
 async fn slowloris_client_is_cut_off_at_header_read_timeout() {
@@ -71,7 +57,9 @@ async fn idle_keep_alive_connection_is_closed() {
     let n = c.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert!(
-        closed_within(&mut c, Duration::from_secs(5)).await,
+        closed_within(&mut c, Duration::from_secs(5))
+            .await
+            .is_some(),
         "idle connection left open"
     );
 }
@@ -86,7 +74,9 @@ async fn idle_http2_connection_is_closed() {
         .await
         .unwrap();
     assert!(
-        closed_within(&mut c, Duration::from_secs(5)).await,
+        closed_within(&mut c, Duration::from_secs(5))
+            .await
+            .is_some(),
         "idle h2 connection left open"
     );
 }

@@ -3,7 +3,7 @@
 //! outside a runtime.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -122,4 +122,23 @@ pub fn blocking_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<St
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Waits for the server to close a connection we neither write to nor read
+/// from (the bytes it sent are discarded); how long that took.
+pub async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(start + limit),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
 }
