@@ -111,20 +111,44 @@ fn slot(encoding: Option<Encoding>) -> usize {
     }
 }
 
-/// What a negative entry is charged besides its path.
-const MISSING_OVERHEAD: u64 = 64;
+/// What an entry costs besides its key and variants: the map slot, the
+/// `Arc<Entry>` and its fields, the allocator's rounding. Generous, so the
+/// byte bound holds for the process's memory and not only for a counter.
+const ENTRY_OVERHEAD: u64 = 256;
+/// What a variant costs besides its body and header bytes.
+const VARIANT_OVERHEAD: u64 = 512;
+
+impl Variant {
+    /// The bytes this variant holds: body, every header name and value, the
+    /// validators, and a fixed overhead.
+    fn cost(&self) -> u64 {
+        let headers: usize = self
+            .prepared
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        self.body.len() as u64
+            + headers as u64
+            + self.prepared.content_type.len() as u64
+            + self.prepared.etag.len() as u64
+            + VARIANT_OVERHEAD
+    }
+}
 
 impl Entry {
-    /// The bytes this entry counts against `cache_max_bytes`.
-    fn charge(&self, path: &str) -> u64 {
-        if self.missing {
-            return path.len() as u64 + MISSING_OVERHEAD;
-        }
-        self.variants
-            .iter()
-            .filter_map(|v| v.get())
-            .map(|v| v.body.len() as u64)
-            .sum()
+    /// The bytes this entry counts against `cache_max_bytes`: its key, a
+    /// fixed overhead and every variant loaded (so an empty file or a
+    /// missing path is not free).
+    fn charge(&self, key: &str) -> u64 {
+        key.len() as u64
+            + ENTRY_OVERHEAD
+            + self
+                .variants
+                .iter()
+                .filter_map(|v| v.get())
+                .map(|v| v.cost())
+                .sum::<u64>()
     }
 
     /// The cached variant for `encoding`, if loaded.
@@ -148,7 +172,8 @@ pub struct Stats {
 }
 
 #[derive(Debug)]
-/// Small hot files by request path, bounded by `files.cache_max_bytes`.
+/// Small hot files by normalized request path ([`key`]), bounded by
+/// `files.cache_max_bytes` counting everything an entry holds.
 pub struct FileCache {
     map: RwLock<HashMap<String, Arc<Entry>>>,
     bytes: AtomicU64,
@@ -218,7 +243,7 @@ impl FileCache {
         if self.max_bytes == 0 {
             return;
         }
-        let size = path.len() as u64 + MISSING_OVERHEAD;
+        let size = path.len() as u64 + ENTRY_OVERHEAD;
         let mut map = self.map.write().expect("file cache lock");
         self.make_room(&mut map, size);
         let entry = Arc::new(Entry {
@@ -240,7 +265,7 @@ impl FileCache {
     /// Stores a freshly resolved variant for `path`. The entry is reused when
     /// it is still fresh and lists the same twins; otherwise it is replaced.
     pub fn insert(&self, path: &str, available: &[Encoding], variant: Variant) -> Arc<Variant> {
-        let size = variant.body.len() as u64;
+        let mut size = variant.cost();
         let encoding = variant.prepared.encoding;
         let variant = Arc::new(variant);
         let mut map = self.map.write().expect("file cache lock");
@@ -265,6 +290,8 @@ impl FileCache {
                         Ordering::Relaxed,
                     );
                 }
+                // A new entry: its key and overhead count too.
+                size += path.len() as u64 + ENTRY_OVERHEAD;
                 e
             }
         };
@@ -279,6 +306,33 @@ impl FileCache {
             .set(self.bytes.load(Ordering::Relaxed) as i64);
         variant
     }
+}
+
+/// The cache key for a request path: the path as decoded and normalized
+/// (one slash between components, the trailing slash kept), so every
+/// spelling of one file (`//a.txt`, `/%61.txt`, `/./a.txt` refused earlier)
+/// is one entry. A path that is already in that form is its own key, with
+/// no allocation; one that does not decode to UTF-8 is not cached at all
+/// (two different byte strings must never share a key).
+pub fn key(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let plain = raw.starts_with('/')
+        && !raw.contains("//")
+        && !raw.bytes().any(|b| b == b'%' || b == b'\\')
+        && !raw.split('/').any(|c| c == "." || c == "..");
+    if plain {
+        return Some(Cow::Borrowed(raw));
+    }
+    let decoded = super::resolve::decode_path(raw)?;
+    let mut out = String::with_capacity(raw.len());
+    for c in &decoded.components {
+        out.push('/');
+        out.push_str(std::str::from_utf8(c).ok()?);
+    }
+    if decoded.trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    Some(Cow::Owned(out))
 }
 
 #[cfg(test)]
@@ -320,26 +374,63 @@ mod tests {
     }
 
     #[test]
+    fn every_spelling_of_a_path_is_one_key() {
+        for spelling in [
+            "/a/b.txt",
+            "//a/b.txt",
+            "/a//b.txt",
+            "/%61/b.txt",
+            "/a%2Fb.txt",
+        ] {
+            assert_eq!(key(spelling).as_deref(), Some("/a/b.txt"), "{spelling}");
+        }
+        assert_eq!(key("/docs/").as_deref(), Some("/docs/"));
+        assert_eq!(key("//docs//").as_deref(), Some("/docs/"));
+        assert_eq!(key("/").as_deref(), Some("/"));
+        assert_eq!(key("//").as_deref(), Some("/"));
+        assert!(matches!(
+            key("/plain.txt"),
+            Some(std::borrow::Cow::Borrowed(_))
+        ));
+        // Not UTF-8 once decoded: not cached rather than sharing a key.
+        assert_eq!(key("/%ff.txt"), None);
+        assert_eq!(key("/a/../b"), None);
+    }
+
+    #[test]
     fn replacing_entries_keeps_the_byte_count_exact() {
         // A revalidate interval of 0 makes every entry stale at once, so each
         // insert replaces the previous entry for the path.
         let c = cache("1MiB");
+        let cost = variant(100).cost();
+        assert!(cost > 100 + VARIANT_OVERHEAD - 1);
         c.insert_missing("/a");
-        assert_eq!(c.bytes(), 2 + MISSING_OVERHEAD);
+        assert_eq!(c.bytes(), 2 + ENTRY_OVERHEAD);
         c.insert("/a", &[], variant(100));
-        assert_eq!(c.bytes(), 100);
+        assert_eq!(c.bytes(), 2 + ENTRY_OVERHEAD + cost);
         c.insert_missing("/a");
-        assert_eq!(c.bytes(), 2 + MISSING_OVERHEAD);
-        c.insert("/b", &[], variant(10));
-        assert_eq!(c.bytes(), 2 + MISSING_OVERHEAD + 10);
+        assert_eq!(c.bytes(), 2 + ENTRY_OVERHEAD);
+        c.insert("/b", &[], variant(100));
+        assert_eq!(c.bytes(), 2 * (2 + ENTRY_OVERHEAD) + cost);
+    }
+
+    #[test]
+    fn an_empty_file_is_not_free() {
+        let c = cache("1MiB");
+        c.insert("/empty", &[], variant(0));
+        assert!(c.bytes() >= ENTRY_OVERHEAD + VARIANT_OVERHEAD);
     }
 
     #[test]
     fn passing_the_bound_drops_everything_first() {
-        let c = cache("1000");
+        let c = cache("3000");
         c.insert("/a", &[], variant(600));
+        let one = c.bytes();
         c.insert("/b", &[], variant(600));
-        // /a was dropped to make room: only /b is charged.
-        assert_eq!(c.bytes(), 600);
+        c.insert("/c", &[], variant(600));
+        // The third did not fit beside the first two: everything before it
+        // was dropped, and only /c is charged.
+        assert!(2 * one <= 3000 && 3 * one > 3000, "{one}");
+        assert_eq!(c.bytes(), one);
     }
 }

@@ -109,7 +109,9 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
         return response::status_text(cfg, StatusCode::URI_TOO_LONG, head);
     }
 
-    if let Some(entry) = site.cache.lookup(req.uri().path()) {
+    // One entry per file, however the request spells its path.
+    let key = cache::key(req.uri().path());
+    if let Some(entry) = key.as_deref().and_then(|k| site.cache.lookup(k)) {
         if entry.missing {
             site.cache.hit();
             return not_found(&site, req).await;
@@ -151,19 +153,23 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
             site.cache.miss();
             let found = *found;
             let prepared = prepare(cfg, &found);
-            let variant = site.cache.insert(
-                req.uri().path(),
-                &found.available,
-                cache::Variant {
-                    prepared,
-                    body: bytes,
-                },
-            );
-            represent(req, &variant.prepared, Source::Memory(variant.body.clone()))
+            let variant = cache::Variant {
+                prepared,
+                body: bytes,
+            };
+            match key.as_deref() {
+                Some(k) => {
+                    let variant = site.cache.insert(k, &found.available, variant);
+                    represent(req, &variant.prepared, Source::Memory(variant.body.clone()))
+                }
+                None => represent(req, &variant.prepared, Source::Memory(variant.body)),
+            }
         }
         Ok((Outcome::NotFound, _)) => {
             site.cache.miss();
-            site.cache.insert_missing(req.uri().path());
+            if let Some(k) = key.as_deref() {
+                site.cache.insert_missing(k);
+            }
             not_found(&site, req).await
         }
         Ok((outcome, _)) => respond_outcome(&site, req, outcome).await,

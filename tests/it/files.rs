@@ -149,3 +149,40 @@ async fn a_416_for_a_twin_announces_no_coding() {
     assert_eq!(r.header("content-encoding"), None);
     assert_eq!(r.header("vary"), Some("accept-encoding"));
 }
+
+fn metric(s: &TestServer, name: &str) -> u64 {
+    let text = String::from_utf8(s.state.metrics.render()).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// Each spelling of one file was its own cache entry with its own copy of
+/// the body, and an empty file cost nothing: 1,500 spellings with thousands
+/// of slashes grew memory by megabytes while the counter stayed at a few KiB.
+/// Now one file is one entry, and what is counted is what is held.
+#[tokio::test]
+async fn every_spelling_of_a_file_is_one_cache_entry() {
+    let dir = fixture();
+    std::fs::write(dir.path().join("empty.txt"), b"").unwrap();
+    let s = TestServer::start(dir.path(), "[files]\ncache_revalidate = \"60s\"\n").await;
+    assert_eq!(s.get("/empty.txt").await.status, 200);
+    let one = metric(&s, "file_cache_bytes");
+    assert!(one > 0, "an empty file is not free");
+    for i in 0..2000usize {
+        let path = match i % 3 {
+            0 => format!("{}empty.txt", "/".repeat(1 + i % 700)),
+            1 => format!("/%65mpty.txt{}", "").replace("%65", if i % 2 == 0 { "%65" } else { "e" }),
+            _ => format!("{}%65%6dpty.txt", "/".repeat(2 + i % 50)),
+        };
+        let r = get(s.addr, &path, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+    }
+    assert_eq!(
+        metric(&s, "file_cache_bytes"),
+        one,
+        "one entry for every spelling"
+    );
+    assert!(metric(&s, "file_cache_hits_total") >= 1999);
+}

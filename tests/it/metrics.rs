@@ -127,14 +127,15 @@ async fn known_traffic_gives_exact_counters() {
     );
     assert!(text.contains("ruchy_serve_build_info{commit="));
     // One miss each fills the cache for hello.txt and for /missing; the
-    // other nine GET/HEAD of hello.txt and the second 404 are hits. The
-    // not-found entry is charged its path length plus 64 bytes.
+    // other nine GET/HEAD of hello.txt and the second 404 are hits. Each
+    // entry is charged its key and a fixed overhead, the file's variant its
+    // body, headers and an overhead of its own: at least the bytes held,
+    // and not wildly more.
     assert_eq!(value(&text, "file_cache_misses_total"), 2.0);
     assert_eq!(value(&text, "file_cache_hits_total"), 10.0);
-    assert_eq!(
-        value(&text, "file_cache_bytes"),
-        (12 + "/missing".len() + 64) as f64
-    );
+    let charged = value(&text, "file_cache_bytes");
+    let held = (12 + "/hello.txt".len() + "/missing".len()) as f64;
+    assert!(charged > held + 512.0 && charged < 4096.0, "{charged}");
 }
 
 #[tokio::test]

@@ -122,11 +122,15 @@ fn missing_named_fd_is_a_clear_start_up_error() {
     let log = collect_stderr(&mut child);
     let status = wait_exit(&mut child, 10).expect("exits");
     assert_eq!(status.code(), Some(1));
+    // The process has exited; its last lines may still be on their way
+    // through the pipe to the reading thread.
+    let want = "systemd passed no socket named `https` (passed: http)";
+    let deadline = std::time::Instant::now() + 5 * SECOND;
+    while !log.lock().unwrap().join("\n").contains(want) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let text = log.lock().unwrap().join("\n");
-    assert!(
-        text.contains("systemd passed no socket named `https` (passed: http)"),
-        "{text}"
-    );
+    assert!(text.contains(want), "{text}");
     assert!(text.contains("FileDescriptorName=https"), "{text}");
 }
 
