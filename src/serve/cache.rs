@@ -115,6 +115,10 @@ fn slot(encoding: Option<Encoding>) -> usize {
 /// `Arc<Entry>` and its fields, the allocator's rounding. Generous, so the
 /// byte bound holds for the process's memory and not only for a counter.
 const ENTRY_OVERHEAD: u64 = 256;
+/// Inserts between two sweeps of expired entries: often enough to keep dead
+/// entries few, rare enough that the walk over the map costs nothing per
+/// request.
+const SWEEP_EVERY: u64 = 256;
 /// What a variant costs besides its body and header bytes.
 const VARIANT_OVERHEAD: u64 = 512;
 
@@ -181,6 +185,8 @@ pub struct FileCache {
     max_file: u64,
     ttl: std::time::Duration,
     stats: Stats,
+    /// Inserts so far, for the periodic sweep.
+    inserts: AtomicU64,
 }
 
 impl FileCache {
@@ -194,6 +200,7 @@ impl FileCache {
             max_file: cfg.files.cache_max_file_size.min(cfg.files.cache_max_bytes),
             ttl: cfg.files.cache_revalidate,
             stats,
+            inserts: AtomicU64::new(0),
         }
     }
 
@@ -227,9 +234,24 @@ impl FileCache {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Drops everything when `size` more bytes would pass the bound: simple,
-    /// and what is hot comes back on the next requests.
+    /// Sweeps out expired entries every [`SWEEP_EVERY`] inserts (they would
+    /// otherwise stay until the bound is reached), then drops everything
+    /// when `size` more bytes would pass the bound: simple, and what is hot
+    /// comes back on the next requests.
     fn make_room(&self, map: &mut HashMap<String, Arc<Entry>>, size: u64) {
+        if self.inserts.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            let mut freed = 0;
+            map.retain(|k, e| {
+                let fresh = e.created.elapsed() < self.ttl;
+                if !fresh {
+                    freed += e.charge(k);
+                }
+                fresh
+            });
+            let now = self.bytes.load(Ordering::Relaxed);
+            self.bytes
+                .store(now.saturating_sub(freed), Ordering::Relaxed);
+        }
         if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
             self.stats.evictions.inc_by(map.len() as u64);
             map.clear();
@@ -272,7 +294,10 @@ impl FileCache {
         self.make_room(&mut map, size);
         let reuse = map
             .get(path)
-            .filter(|e| e.created.elapsed() < self.ttl && e.available == available)
+            // Never a "missing" entry: a file created just after its path
+            // was found missing must not land its bytes in an entry that
+            // still answers 404.
+            .filter(|e| !e.missing && e.created.elapsed() < self.ttl && e.available == available)
             .cloned();
         let entry = match reuse {
             Some(e) => e,
@@ -340,12 +365,16 @@ mod tests {
     use super::*;
 
     fn cache(max: &str) -> FileCache {
+        cache_for(max, "0s")
+    }
+
+    fn cache_for(max: &str, revalidate: &str) -> FileCache {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(
             &file,
             format!(
-                "root = {:?}\n[files]\ncache_max_bytes = \"{max}\"\ncache_revalidate = \"0s\"\n",
+                "root = {:?}\n[files]\ncache_max_bytes = \"{max}\"\ncache_revalidate = \"{revalidate}\"\n",
                 dir.path().display().to_string()
             ),
         )
@@ -412,6 +441,30 @@ mod tests {
         assert_eq!(c.bytes(), 2 + ENTRY_OVERHEAD);
         c.insert("/b", &[], variant(100));
         assert_eq!(c.bytes(), 2 * (2 + ENTRY_OVERHEAD) + cost);
+    }
+
+    #[test]
+    fn a_file_found_after_a_miss_does_not_land_in_the_missing_entry() {
+        let c = cache_for("1MiB", "60s");
+        c.insert_missing("/a");
+        assert!(c.lookup("/a").unwrap().missing);
+        c.insert("/a", &[], variant(10));
+        let e = c.lookup("/a").unwrap();
+        assert!(!e.missing, "the file is there now");
+        assert!(e.variant(None).is_some());
+    }
+
+    #[test]
+    fn expired_entries_are_swept() {
+        // Every entry is expired at once (revalidate 0s).
+        let c = cache("64MiB");
+        for i in 0..SWEEP_EVERY * 2 {
+            c.insert_missing(&format!("/missing-{i}"));
+        }
+        let left = c.map.read().unwrap().len() as u64;
+        assert!(left < SWEEP_EVERY, "{left} expired entries kept");
+        let charged: u64 = c.map.read().unwrap().iter().map(|(k, e)| e.charge(k)).sum();
+        assert_eq!(c.bytes(), charged, "the count follows the sweep");
     }
 
     #[test]
