@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{closed_within, fixture, ConfigFile, Daemon, TestServer};
+use crate::common::{closed_within, fixture, kept_connection, ConfigFile, Daemon, TestServer};
 
 async fn server(limits: &str) -> (tempfile::TempDir, TestServer) {
     let dir = fixture();
@@ -112,13 +112,7 @@ async fn http1_keep_alive_outlives_the_head_timeout() {
 #[tokio::test]
 async fn a_stalled_head_on_a_kept_connection_is_cut_at_the_head_timeout() {
     let (_d, s) = server("header_read_timeout = \"1s\"\nkeep_alive_timeout = \"30s\"\n").await;
-    let mut c = TcpStream::connect(s.addr).await.unwrap();
-    c.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = c.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut c = kept_connection(s.addr).await;
     c.write_all(b"GET /hello.txt HTTP/1.1\r\nHost:")
         .await
         .unwrap();

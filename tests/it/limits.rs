@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{closed_within, fixture, raw, raw_status, TestServer};
+use crate::common::{closed_within, fixture, kept_connection, raw, raw_status, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -49,13 +49,7 @@ async fn slowloris_client_is_cut_off_at_header_read_timeout() {
 async fn idle_keep_alive_connection_is_closed() {
     let dir = fixture();
     let s = TestServer::start(dir.path(), "[limits]\nkeep_alive_timeout = \"1s\"").await;
-    let mut c = TcpStream::connect(s.addr).await.unwrap();
-    c.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = c.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut c = kept_connection(s.addr).await;
     assert!(
         closed_within(&mut c, Duration::from_secs(5))
             .await

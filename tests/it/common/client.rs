@@ -142,3 +142,16 @@ pub async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Du
         }
     }
 }
+
+/// A raw connection that has carried one request for `/hello.txt`, its 200
+/// read: a kept-alive connection, for the tests of what happens next.
+pub async fn kept_connection(addr: SocketAddr) -> TcpStream {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = c.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    c
+}
