@@ -11,7 +11,6 @@
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
 /// The identity of one version of a file, from its metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,16 +59,6 @@ impl FileId {
     /// when it cannot be read.
     pub fn at(path: &Path) -> Option<FileId> {
         std::fs::metadata(path).ok().map(|m| FileId::of(&m))
-    }
-
-    /// The modification time as a `SystemTime`.
-    pub fn modified(&self) -> SystemTime {
-        let ns = self.mtime_ns;
-        if ns >= 0 {
-            SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64)
-        } else {
-            SystemTime::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs() as u64)
-        }
     }
 }
 
@@ -153,12 +142,8 @@ mod tests {
     }
 
     #[test]
-    fn modified_round_trips_the_metadata_time() {
+    fn a_missing_file_has_no_identity() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, b"x").unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(FileId::of(&meta).modified(), meta.modified().unwrap());
         assert_eq!(FileId::at(&dir.path().join("missing")), None);
     }
 }

@@ -63,11 +63,6 @@ impl Budget {
             .await
             .expect("the budget's semaphore is never closed")
     }
-
-    /// Bytes in use now.
-    pub fn in_use(&self) -> u64 {
-        (self.kib as u64 - self.room.available_permits() as u64) * 1024
-    }
 }
 
 impl Default for Budget {
