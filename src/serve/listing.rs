@@ -10,11 +10,13 @@
 
 use std::fmt::Write;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::SystemTime;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
+use super::tree::Tree;
 use crate::config::Config;
 
 /// Characters escaped in an href path segment.
@@ -37,22 +39,51 @@ const SEGMENT: &AsciiSet = &CONTROLS
 /// Renders the listing of `dir`, requested as `request_path` (decoded, ends
 /// in `/`), with the dotfile and symlink policies of `cfg`.
 pub fn render(dir: &Path, request_path: &str, cfg: &Config) -> io::Result<String> {
+    use rustix::fs::{AtFlags, FileType};
+    // Read through a handle opened below the root without following
+    // symlinks: a directory swapped for a link since resolution fails to
+    // open rather than listing somewhere else.
+    let tree = Tree::open(cfg)?;
+    let fd = tree.open_dir(dir)?;
     let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
+    for entry in rustix::fs::Dir::read_from(&fd)? {
         let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+        let raw = entry.file_name().to_bytes();
+        if raw == b"." || raw == b".." {
+            continue;
+        }
+        let name = String::from_utf8_lossy(raw).into_owned();
         if !cfg.files.dotfiles && name.starts_with('.') {
             continue;
         }
-        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
-        if is_link && !super::resolve::allowed(cfg, &entry.path()) {
-            continue;
-        }
-        // Follow symlinks for display; a dangling one is shown without size.
-        let meta = std::fs::metadata(entry.path()).ok();
-        let is_dir = meta.as_ref().is_some_and(|m| m.is_dir());
-        let size = meta.as_ref().filter(|m| m.is_file()).map(|m| m.len());
-        let modified = meta.and_then(|m| m.modified().ok());
+        let Ok(st) = rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) else {
+            continue; // gone since it was read
+        };
+        let (is_dir, size, modified) = if FileType::from_raw_mode(st.st_mode).is_symlink() {
+            let link = dir.join(std::ffi::OsStr::from_bytes(raw));
+            match tree.check(&link) {
+                // Followed for display, by the same policy as serving; a
+                // dangling link is shown without size.
+                Ok(Some((_, m))) => (
+                    m.is_dir(),
+                    m.is_file().then_some(m.len()),
+                    m.modified().ok(),
+                ),
+                Ok(None) => continue,
+                Err(_) => (false, None, None),
+            }
+        } else {
+            let kind = FileType::from_raw_mode(st.st_mode);
+            let modified = SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(
+                st.st_mtime.max(0) as u64,
+                st.st_mtime_nsec as u32,
+            ));
+            (
+                kind.is_dir(),
+                kind.is_file().then_some(st.st_size as u64),
+                modified,
+            )
+        };
         entries.push((is_dir, name, size, modified));
     }
     // Directories first, then by name, like nginx's autoindex.

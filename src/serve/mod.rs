@@ -30,6 +30,7 @@ pub mod range;
 pub mod represent;
 pub mod resolve;
 pub mod response;
+pub mod tree;
 
 use std::sync::Arc;
 

@@ -13,11 +13,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::config::{Config, Encoding, SymlinkPolicy};
+use crate::config::{Config, Encoding};
 use crate::fileid::FileId;
 
 use super::encoding::negotiate;
 use super::etag::EtagCache;
+use super::tree::{is_escape, Tree};
 
 /// What a request path resolves to.
 #[derive(Debug)]
@@ -123,7 +124,8 @@ pub fn resolve(
     for c in &decoded.components {
         path.push(OsStr::from_bytes(c));
     }
-    let Some((path, meta)) = checked(cfg, &path)? else {
+    let tree = Tree::open(cfg)?;
+    let Some((path, meta)) = tree.check(&path)? else {
         return Ok(Outcome::Forbidden);
     };
     let mut rel: Vec<&[u8]> = decoded.components.iter().map(|c| c.as_slice()).collect();
@@ -141,7 +143,7 @@ pub fn resolve(
         }
         let mut index = None;
         for name in &cfg.files.index {
-            match checked(cfg, &path.join(name)) {
+            match tree.check(&path.join(name)) {
                 Ok(Some((p, m))) if m.is_file() => {
                     index = Some((p, m, name));
                     break;
@@ -180,7 +182,7 @@ pub fn resolve(
     for &enc in &cfg.files.precompressed {
         let mut twin = path.clone().into_os_string();
         twin.push(enc.suffix());
-        if let Ok(Some((p, m))) = checked(cfg, Path::new(&twin)) {
+        if let Ok(Some((p, m))) = tree.check(Path::new(&twin)) {
             if m.is_file() {
                 if stale(&m, &meta) {
                     report_stale(&p, &meta);
@@ -202,7 +204,13 @@ pub fn resolve(
         }
         None => &path,
     };
-    let file = File::open(serve_path)?;
+    // The check above chose a symlink-free path; the open refuses to follow
+    // one, so a directory swapped for a symlink since then fails here.
+    let file = match tree.open_file(serve_path) {
+        Ok(f) => f,
+        Err(e) if is_escape(&e) => return Ok(Outcome::Forbidden),
+        Err(e) => return Err(e),
+    };
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Ok(Outcome::Forbidden);
@@ -300,44 +308,6 @@ fn report_stale(twin: &Path, original: &Metadata) {
             twin = %twin.display(),
             "precompressed file is older than its original; serving the original until it is rebuilt"
         );
-    }
-}
-
-/// Whether the symlink policy lets `path` (inside the root) be served.
-pub fn allowed(cfg: &Config, path: &Path) -> bool {
-    matches!(checked(cfg, path), Ok(Some(_)))
-}
-
-/// Applies the symlink policy. `Ok(None)` means forbidden by policy; the
-/// returned path is the one to open (canonical for `within-root`).
-fn checked(cfg: &Config, path: &Path) -> io::Result<Option<(PathBuf, Metadata)>> {
-    match cfg.files.follow_symlinks {
-        SymlinkPolicy::Always => {
-            let meta = std::fs::metadata(path)?;
-            Ok(Some((path.to_path_buf(), meta)))
-        }
-        SymlinkPolicy::WithinRoot => {
-            let real = path.canonicalize()?;
-            if !real.starts_with(&cfg.root) {
-                return Ok(None);
-            }
-            let meta = std::fs::metadata(&real)?;
-            Ok(Some((real, meta)))
-        }
-        SymlinkPolicy::Never => {
-            // lstat every component below the root: one of them being a
-            // symlink is enough to refuse.
-            let rel = path.strip_prefix(&cfg.root).unwrap_or(path);
-            let mut cur = cfg.root.clone();
-            for comp in rel.components() {
-                cur.push(comp);
-                if std::fs::symlink_metadata(&cur)?.file_type().is_symlink() {
-                    return Ok(None);
-                }
-            }
-            let meta = std::fs::metadata(path)?;
-            Ok(Some((path.to_path_buf(), meta)))
-        }
     }
 }
 

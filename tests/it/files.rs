@@ -186,3 +186,79 @@ async fn every_spelling_of_a_file_is_one_cache_entry() {
     );
     assert!(metric(&s, "file_cache_hits_total") >= 1999);
 }
+
+/// Someone who can write in the tree swaps a directory for a symlink to a
+/// directory outside the root, back and forth, while requests run. The
+/// symlink check and the open were two steps, so a request checked against
+/// the real directory could open through the symlink. Every answer must come
+/// from inside the root: no outside file's bytes, no outside name in a
+/// listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_swapped_for_an_outside_symlink_never_leaks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = fixture();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("page.txt"), b"OUTSIDE-SECRET").unwrap();
+    std::fs::write(outside.path().join("outside-name.txt"), b"x").unwrap();
+    let swap = dir.path().join("swap");
+    let real = dir.path().join("swap.real");
+    std::fs::create_dir(&swap).unwrap();
+    std::fs::write(swap.join("page.txt"), b"inside").unwrap();
+    for policy in ["within-root", "never"] {
+        let s = TestServer::start(
+            dir.path(),
+            &format!(
+                "[files]\ncache_max_bytes = 0\ndirectory_listing = true\nfollow_symlinks = \"{policy}\"\n"
+            ),
+        )
+        .await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, swap, real, target) = (
+                stop.clone(),
+                swap.clone(),
+                real.clone(),
+                outside.path().to_path_buf(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::fs::rename(&swap, &real).unwrap();
+                    std::os::unix::fs::symlink(&target, &swap).unwrap();
+                    std::fs::remove_file(&swap).unwrap();
+                    std::fs::rename(&real, &swap).unwrap();
+                }
+            })
+        };
+        let started = std::time::Instant::now();
+        let (mut inside, mut leaked) = (0, Vec::new());
+        for i in 0..3000 {
+            if started.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            let path = if i % 2 == 0 {
+                "/swap/page.txt"
+            } else {
+                "/swap/"
+            };
+            let r = get(s.addr, path, &[]).await;
+            let body = r.text();
+            if body.contains("OUTSIDE-SECRET") || body.contains("outside-name") {
+                leaked.push((path, r.status));
+            }
+            if body == "inside" {
+                inside += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert!(
+            leaked.is_empty(),
+            "{policy}: {} leaks, first {:?}",
+            leaked.len(),
+            leaked.first()
+        );
+        assert!(inside > 0, "{policy}: the real directory was never served");
+        s.stop().await;
+    }
+}
