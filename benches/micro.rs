@@ -61,27 +61,15 @@ fn resolution(c: &mut Criterion) {
     });
     g.bench_function("resolve_file_with_twin", |b| {
         b.iter(|| {
-            resolve::resolve(
-                &site.config,
-                &site.etags,
-                black_box("/assets/app.js"),
-                None,
-                Some("gzip, deflate, br"),
-            )
-            .unwrap()
+            site.resolve(black_box("/assets/app.js"), None, Some("gzip, deflate, br"))
+                .unwrap()
         })
     });
     g.bench_function("resolve_missing", |b| {
         b.iter(|| {
-            resolve::resolve(
-                &site.config,
-                &site.etags,
-                black_box("/nope/missing.html"),
-                None,
-                None,
-            )
-            // ENOENT comes back as an error; the caller maps it to 404.
-            .is_err_and(|e| resolve::is_not_found(&e))
+            site.resolve(black_box("/nope/missing.html"), None, None)
+                // ENOENT comes back as an error; the caller maps it to 404.
+                .is_err_and(|e| resolve::is_not_found(&e))
         })
     });
     g.finish();

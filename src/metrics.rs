@@ -184,7 +184,12 @@ impl Metrics {
             )),
             bytes: reg!(IntGauge::new(
                 "file_cache_bytes",
-                "Body bytes held by the file cache."
+                "Bytes held by the file cache: keys, headers, bodies and a fixed overhead per entry."
+            )),
+            stale_twins: reg!(prometheus::IntCounter::new(
+                "file_stale_twins_skipped_total",
+                "Precompressed files (.br, .zst, .gz) not served because their original is newer; \
+                 the original is served until the twin is rebuilt."
             )),
         };
         let build_info = reg!(IntGaugeVec::new(

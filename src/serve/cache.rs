@@ -173,6 +173,8 @@ pub struct Stats {
     pub evictions: prometheus::IntCounter,
     /// Bytes charged to the cache now.
     pub bytes: prometheus::IntGauge,
+    /// Precompressed twins passed over because their original is newer.
+    pub stale_twins: prometheus::IntCounter,
 }
 
 #[derive(Debug)]
@@ -227,6 +229,11 @@ impl FileCache {
     /// Counts a request that was not.
     pub fn miss(&self) {
         self.stats.misses.inc();
+    }
+
+    /// The counters this cache reports into.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Bytes charged now.

@@ -67,6 +67,23 @@ impl Site {
             etags: etag::EtagCache::default(),
         }
     }
+
+    /// [`resolve::resolve`] under this generation's configuration and caches.
+    pub fn resolve(
+        &self,
+        raw_path: &str,
+        query: Option<&str>,
+        accept_encoding: Option<&str>,
+    ) -> std::io::Result<Outcome> {
+        resolve::resolve(
+            &self.config,
+            &self.etags,
+            &self.cache.stats().stale_twins,
+            raw_path,
+            query,
+            accept_encoding,
+        )
+    }
 }
 
 /// Reads a whole small file for the cache; `None` if it is not the length
@@ -129,13 +146,7 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
     let query = req.uri().query().map(str::to_string);
     let accept = header_str(req, header::ACCEPT_ENCODING).map(str::to_string);
     let outcome = blocking(&site, move |site| {
-        let resolved = resolve::resolve(
-            &site.config,
-            &site.etags,
-            &path,
-            query.as_deref(),
-            accept.as_deref(),
-        );
+        let resolved = site.resolve(&path, query.as_deref(), accept.as_deref());
         let outcome = match resolved {
             // ENOENT and ENOTDIR are answers, not failures: cache them as such.
             Err(e) if resolve::is_not_found(&e) => Outcome::NotFound,
@@ -294,10 +305,7 @@ async fn io_error<B>(site: &Arc<Site>, req: &Request<B>, e: std::io::Error) -> R
 async fn not_found<B>(site: &Arc<Site>, req: &Request<B>) -> Response<Body> {
     if let Some(fallback) = site.config.files.fallback.clone() {
         let accept = header_str(req, header::ACCEPT_ENCODING).map(str::to_string);
-        let found = blocking(site, move |s| {
-            resolve::resolve(&s.config, &s.etags, &fallback, None, accept.as_deref())
-        })
-        .await;
+        let found = blocking(site, move |s| s.resolve(&fallback, None, accept.as_deref())).await;
         match found {
             Ok(Outcome::File(found)) => return represent_file(&site.config, req, *found),
             _ => tracing::warn!(
@@ -319,10 +327,7 @@ async fn error_page<B>(site: &Arc<Site>, req: &Request<B>, status: StatusCode) -
         _ => None,
     };
     if let Some(page) = page {
-        let found = blocking(site, move |s| {
-            resolve::resolve(&s.config, &s.etags, &page, None, None)
-        })
-        .await;
+        let found = blocking(site, move |s| s.resolve(&page, None, None)).await;
         if let Ok(Outcome::File(found)) = found {
             return response::error_file(cfg, req, status, *found);
         }

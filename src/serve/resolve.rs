@@ -110,6 +110,7 @@ pub fn decode_path(raw: &str) -> Option<DecodedPath> {
 pub fn resolve(
     cfg: &Config,
     etags: &EtagCache,
+    stale_twins: &prometheus::IntCounter,
     raw_path: &str,
     query: Option<&str>,
     accept_encoding: Option<&str>,
@@ -185,6 +186,7 @@ pub fn resolve(
         if let Ok(Some((p, m))) = tree.check(Path::new(&twin)) {
             if m.is_file() {
                 if stale(&m, &meta) {
+                    stale_twins.inc();
                     report_stale(&p, &meta);
                     continue;
                 }

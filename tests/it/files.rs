@@ -55,6 +55,7 @@ async fn a_twin_older_than_its_original_is_not_served() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-encoding"), None);
     assert_eq!(r.text(), "console.log('NEW');\n");
+    assert!(metric(&s, "file_stale_twins_skipped_total") >= 1, "counted");
     // A twin rebuilt after the original is served again (a new path, so the
     // file cache has nothing to say).
     std::fs::copy(
