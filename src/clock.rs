@@ -26,11 +26,38 @@ pub fn coarse_now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-/// nginx's `$time_local` in UTC: `27/Nov/2026:06:31:31 +0000`.
-pub fn clf_time(t: SystemTime) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+/// At most one event a minute: for log lines a client or a failing disk
+/// could otherwise repeat on every request.
+#[derive(Debug)]
+pub struct RateLimit(std::sync::atomic::AtomicU64);
+
+impl RateLimit {
+    /// Due at once, then once a minute.
+    pub const fn new() -> RateLimit {
+        RateLimit(std::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// Whether the event may happen now (and, if so, starts the next minute).
+    pub fn due(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = unix_now();
+        let last = self.0.load(Ordering::Relaxed);
+        now >= last + 60
+            && self
+                .0
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit::new()
+    }
+}
+
+/// Year, month (1-12), day, hour, minute, second of a Unix time, UTC.
+fn civil(t: SystemTime) -> (i64, i64, i64, i64, i64, i64) {
     let secs = unix_secs(t) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil-from-days.
@@ -43,13 +70,25 @@ pub fn clf_time(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// nginx's `$time_local` in UTC: `27/Nov/2026:06:31:31 +0000`.
+pub fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (year, month, day, h, m, s) = civil(t);
     format!(
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        "{day:02}/{}/{year}:{h:02}:{m:02}:{s:02} +0000",
         MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
     )
+}
+
+/// nginx's `$time_iso8601` in UTC: `2026-11-27T06:31:31Z`.
+pub fn iso_time(t: SystemTime) -> String {
+    let (year, month, day, h, m, s) = civil(t);
+    format!("{year}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
 #[cfg(test)]
@@ -65,6 +104,7 @@ mod tests {
             clf_time(SystemTime::UNIX_EPOCH),
             "01/Jan/1970:00:00:00 +0000"
         );
+        assert_eq!(iso_time(t), "2026-11-27T06:31:31Z");
     }
 
     #[test]

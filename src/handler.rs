@@ -29,7 +29,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::access::Record;
+use crate::access::{Record, Sink};
 use crate::addr::Peer;
 use crate::config::AccessLog;
 use crate::metrics::ConnMetrics;
@@ -100,9 +100,15 @@ impl Handler {
         let start = Instant::now();
         let site = self.state.site();
         let cfg = &site.config;
-        let logged = cfg.log.access_log != AccessLog::Off;
+        let sink = match cfg.log.access_log {
+            AccessLog::Off => None,
+            format => Some(match self.state.access_log() {
+                Some(file) => Sink::File(file, format),
+                None => Sink::Events,
+            }),
+        };
         let client = crate::proxy::client(&req, self.peer, &cfg.trusted_proxies);
-        let record = Record::new(&req, client, logged, start);
+        let record = Record::new(&req, client, sink, start);
         let health = cfg
             .metrics
             .main_health_paths
@@ -182,9 +188,7 @@ impl Drop for Accounted {
                 self.bytes,
             );
         }
-        if r.log {
-            r.emit(self.bytes);
-        }
+        r.emit(self.bytes);
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub generation: IntGauge,
     /// The file cache counters.
     pub file_cache: crate::serve::cache::Stats,
+    /// The access-log file's counters.
+    pub access_log: crate::access::file::Counters,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -192,6 +194,21 @@ impl Metrics {
                  the original is served until the twin is rebuilt."
             )),
         };
+        let dropped = reg!(IntCounterVec::new(
+            Opts::new(
+                "access_log_dropped_total",
+                "Access-log lines not written: buffer_full (the disk did not keep up), write_error."
+            ),
+            &["reason"]
+        ));
+        let access_log = crate::access::file::Counters {
+            dropped_full: dropped.with_label_values(&["buffer_full"]),
+            dropped_error: dropped.with_label_values(&["write_error"]),
+            write_errors: reg!(prometheus::IntCounter::new(
+                "access_log_write_errors_total",
+                "Writes and reopens of the access-log file that failed."
+            )),
+        };
         let build_info = reg!(IntGaugeVec::new(
             Opts::new("ruchy_serve_build_info", "Build information; always 1."),
             &["version", "commit"]
@@ -228,6 +245,7 @@ impl Metrics {
             last_reload_success,
             generation,
             file_cache,
+            access_log,
         }
     }
 

@@ -8,9 +8,10 @@
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::StatusCode;
 
+use crate::access::file::FileLog;
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -62,6 +63,9 @@ pub struct State {
     pub tls_config: Arc<rustls::ServerConfig>,
     /// The process's Prometheus registry and handles.
     pub metrics: Arc<Metrics>,
+    /// The access-log file, when `log.access_log_path` names one; kept
+    /// across reloads that do not change it.
+    access_log: ArcSwapOption<FileLog>,
 }
 
 impl State {
@@ -84,7 +88,19 @@ impl State {
             tls_resolver,
             tls_config,
             metrics,
+            access_log: ArcSwapOption::empty(),
         }
+    }
+
+    /// The access-log file lines go to now, if any.
+    pub fn access_log(&self) -> Option<Arc<FileLog>> {
+        self.access_log.load_full()
+    }
+
+    /// Sets the access-log file (at start and reload); the one it replaces
+    /// writes out what it holds when its last line is in.
+    pub fn set_access_log(&self, log: Option<Arc<FileLog>>) {
+        self.access_log.store(log);
     }
 
     /// The current generation; cheap (one atomic load and a refcount).

@@ -1,5 +1,8 @@
 //! `[log]`: the daemon's own messages and the access log.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use super::raw::RawLog;
 use super::types::{AccessLog, LogFormat, LogTarget};
 use super::{ConfigError, Ctx};
@@ -15,6 +18,100 @@ pub struct Log {
     pub access_log: AccessLog,
     /// Where messages go.
     pub target: LogTarget,
+    /// The access log's own file, buffered; `None`: it goes with `target`.
+    pub access_file: Option<AccessFile>,
+}
+
+/// `access_log_path` and how it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessFile {
+    /// Absolute path of the file, appended to, created 0640 when missing.
+    pub path: PathBuf,
+    /// Bytes gathered before one write (nginx's `buffer=`).
+    pub buffer: usize,
+    /// Longest a line waits before it is written (nginx's `flush=`).
+    pub flush: Duration,
+}
+
+/// Smallest and largest write buffer: below a page, writes get small;
+/// above 16 MiB, the lines held in memory while the disk stalls
+/// ([`AccessFile::max_pending`]) would be a gigabyte.
+const MIN_BUFFER: u64 = 4 << 10;
+const MAX_BUFFER: u64 = 16 << 20;
+
+impl AccessFile {
+    /// Bytes of lines held at most while the disk is slow: 64 buffers
+    /// (4 MiB with the default 64 KiB). Past it, lines are dropped and
+    /// counted; a response never waits for the log.
+    pub fn max_pending(&self) -> usize {
+        self.buffer * 64
+    }
+
+    fn from_raw(raw: &RawLog, ctx: &Ctx) -> Result<Option<AccessFile>, ConfigError> {
+        if raw.access_log_path.is_empty() {
+            return Ok(None);
+        }
+        let key = ["log", "access_log_path"];
+        let path = PathBuf::from(&raw.access_log_path);
+        if !path.is_absolute() {
+            return Err(ctx.bad(
+                &key,
+                format!("`{}` is not an absolute path", path.display()),
+                "give the whole path, e.g. \"/var/log/ruchy-serve/access.log\"",
+            ));
+        }
+        if let Err(problem) = writable(&path) {
+            return Err(ctx.bad(
+                &key,
+                format!("cannot write `{}`: {problem}", path.display()),
+                "create the directory and let the service's user write it \
+                 (the shipped unit has LogsDirectory=ruchy-serve: /var/log/ruchy-serve)",
+            ));
+        }
+        let buffer = raw.access_log_buffer.bytes();
+        if !(MIN_BUFFER..=MAX_BUFFER).contains(&buffer) {
+            return Err(ctx.bad(
+                &["log", "access_log_buffer"],
+                format!("{buffer} bytes is outside 4KiB..16MiB"),
+                "nginx's usual value is \"64KiB\"",
+            ));
+        }
+        let flush = raw.access_log_flush.get();
+        if flush.is_zero() {
+            return Err(ctx.bad(
+                &["log", "access_log_flush"],
+                "0s would write every line on its own".into(),
+                "use a short interval such as \"1s\"",
+            ));
+        }
+        Ok(Some(AccessFile {
+            path,
+            buffer: buffer as usize,
+            flush,
+        }))
+    }
+}
+
+/// Whether the file could be opened for appending, without creating it
+/// (`check` must not leave files behind): an existing file must be a
+/// regular file or FIFO we may write; a missing one needs a directory we
+/// may write.
+fn writable(path: &Path) -> Result<(), String> {
+    use rustix::fs::{access, Access};
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err("it is a directory".into()),
+        Ok(_) => access(path, Access::WRITE_OK).map_err(|e| format!("{e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => access(dir, Access::WRITE_OK | Access::EXEC_OK)
+                    .map_err(|e| format!("directory `{}`: {e}", dir.display())),
+                Ok(_) => Err(format!("`{}` is not a directory", dir.display())),
+                Err(e) => Err(format!("directory `{}`: {e}", dir.display())),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Log {
@@ -32,6 +129,7 @@ impl Log {
             format: raw.format,
             access_log: raw.access_log,
             target: raw.target,
+            access_file: AccessFile::from_raw(raw, ctx)?,
         })
     }
 }
@@ -56,5 +154,37 @@ mod tests {
         );
         let e = invalid("[log]\ntarget = \"syslog\"\n");
         assert!(e.to_string().contains("unknown log target `syslog`"), "{e}");
+    }
+
+    #[test]
+    fn the_access_log_file_must_be_writable_and_is_not_created_by_checking() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("access.log");
+        let l = valid(&format!("[log]\naccess_log_path = {ok:?}\naccess_log_buffer = \"8KiB\"\naccess_log_flush = \"250ms\"\n")).log;
+        let f = l.access_file.unwrap();
+        assert_eq!(
+            (f.path.as_path(), f.buffer, f.flush),
+            (ok.as_path(), 8192, Duration::from_millis(250))
+        );
+        assert_eq!(f.max_pending(), 64 * 8192);
+        assert!(!ok.exists(), "validation must not create the file");
+        assert_eq!(valid("").log.access_file, None);
+
+        let missing = dir.path().join("no/such/dir/access.log");
+        let e = invalid(&format!("[log]\naccess_log_path = {missing:?}\n"));
+        assert_eq!(e.key(), Some("log.access_log_path"));
+        assert!(e.to_string().contains("no/such/dir"), "{e}");
+        let e = invalid("[log]\naccess_log_path = \"access.log\"\n");
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
+        let e = invalid(&format!("[log]\naccess_log_path = {:?}\n", dir.path()));
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let e = invalid(&format!(
+            "[log]\naccess_log_path = {ok:?}\naccess_log_buffer = \"1KiB\"\n"
+        ));
+        assert_eq!(e.key(), Some("log.access_log_buffer"));
+        let e = invalid(&format!(
+            "[log]\naccess_log_path = {ok:?}\naccess_log_flush = \"0s\"\n"
+        ));
+        assert_eq!(e.key(), Some("log.access_log_flush"));
     }
 }

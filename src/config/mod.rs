@@ -33,7 +33,7 @@ pub use headers::{Headers, Rule};
 pub use limits::Limits;
 pub use listen::{Listen, TrustedProxies};
 pub use load::{demo_root, Layered, Sources, ENV_PREFIX};
-pub use log::Log;
+pub use log::{AccessFile, Log};
 pub use metrics::MetricsConfig;
 pub use tls::Tls;
 pub use types::{parse_size, AccessLog, Encoding, LogFormat, LogTarget, SymlinkPolicy};

@@ -247,6 +247,12 @@ pub struct RawLog {
     pub access_log: AccessLog,
     /// `auto` (the journal when stderr is connected to it), `stderr` or `journald`.
     pub target: LogTarget,
+    /// A file for the access log; `""`: the access log goes where `target` says.
+    pub access_log_path: String,
+    /// Bytes gathered before one write to the access-log file.
+    pub access_log_buffer: Size,
+    /// Longest time a line waits in the buffer before it is written.
+    pub access_log_flush: Span,
 }
 
 impl Default for RawLog {
@@ -256,6 +262,9 @@ impl Default for RawLog {
             format: LogFormat::Text,
             access_log: AccessLog::Combined,
             target: LogTarget::Auto,
+            access_log_path: String::new(),
+            access_log_buffer: Size(64 << 10),
+            access_log_flush: Span(std::time::Duration::from_secs(1)),
         }
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! The server is driven by [`Event`]s on a channel, not by signals directly:
 //! [`signals`] turns SIGHUP/SIGTERM/SIGINT into events in production, and
-//! tests send events without raising real signals. The jobs, one module each:
+//! tests send events without raising real signals (SIGUSR1 reopens the
+//! access-log file, for logrotate). The jobs, one module each:
 //! - [`listeners`]: every listening socket (site and metrics) as one set;
 //! - [`reload`]: load, validate, open, swap;
 //! - [`signals`]: signal handlers -> events;
@@ -28,6 +29,7 @@ use tokio::sync::mpsc;
 
 pub use signals::Signals;
 
+use crate::access::file::FileLog;
 use crate::addr::ListenAddr;
 use crate::config::{Config, Sources};
 use crate::conn::drain::Drain;
@@ -45,6 +47,47 @@ pub enum Event {
     Reload,
     /// Stop accepting and drain (SIGTERM, SIGINT).
     Shutdown,
+    /// Write what the access-log file has buffered and open its path again
+    /// (SIGUSR1, after logrotate moved the file).
+    ReopenLogs,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be opened.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// The access-log file could not be opened.
+    #[error("log.access_log_path: cannot open {}: {source}", path.display())]
+    AccessLog {
+        /// The configured path.
+        path: std::path::PathBuf,
+        /// What the open said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the access-log file `cfg` asks for, unless `current` is that file
+/// already (a reload that did not change it keeps writing the same one).
+pub(crate) fn access_log_for(
+    cfg: &Config,
+    current: Option<Arc<FileLog>>,
+    state: &State,
+) -> Result<Option<Arc<FileLog>>, StartError> {
+    let Some(spec) = &cfg.log.access_file else {
+        return Ok(None);
+    };
+    if let Some(log) = current.filter(|l| l.spec() == spec) {
+        return Ok(Some(log));
+    }
+    FileLog::open(spec, state.metrics.access_log.clone())
+        .map(|l| Some(Arc::new(l)))
+        .map_err(|source| StartError::AccessLog {
+            path: spec.path.clone(),
+            source,
+        })
 }
 
 /// Records a phase change and tells systemd, in that order, so a probe that
@@ -68,12 +111,14 @@ impl Server {
         config: Config,
         sources: Sources,
         inherited: Inherited,
-    ) -> Result<Server, ListenError> {
+    ) -> Result<Server, StartError> {
         let bound = listeners::open(&listeners::wanted(&config), &inherited)?;
+        let state = State::new(Arc::new(config));
+        state.set_access_log(access_log_for(&state.config(), None, &state)?);
         Ok(Server {
             reloader: Reloader { sources, inherited },
             bound,
-            state: Arc::new(State::new(Arc::new(config))),
+            state: Arc::new(state),
         })
     }
 
@@ -125,6 +170,12 @@ impl Server {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(Event::Reload) => reloader.reload(&state, &drain, &mut set).await,
+                    Some(Event::ReopenLogs) => {
+                        if let Some(log) = state.access_log() {
+                            tracing::info!("reopening the access log");
+                            log.reopen();
+                        }
+                    }
                     Some(Event::Shutdown) | None => break,
                 },
                 _ = tick.tick(), if period.is_some() => watchdog::tick(&set).await,
@@ -133,6 +184,15 @@ impl Server {
 
         cert_watch.abort();
         drain_site(&state, drain, &mut set).await;
+        if let Some(log) = state.access_log() {
+            // Every request has been logged; write the last lines out.
+            let written = tokio::task::spawn_blocking(move || log.close(Duration::from_secs(5)))
+                .await
+                .unwrap_or(false);
+            if !written {
+                tracing::warn!("the access log could not be written out within 5 s");
+            }
+        }
         enter(&state, Phase::Stopped, "stopped");
         // Probes answered "draining" until now; the metrics listener goes last.
         set.stop(Purpose::Metrics).await;

@@ -68,11 +68,16 @@ impl Reloader {
         set: &mut Set,
     ) -> Result<(), String> {
         let wanted = listeners::wanted(&cfg);
+        // A new access-log path that cannot be opened fails the reload
+        // before anything changed: the old file stays open.
+        let access_log =
+            super::access_log_for(&cfg, state.access_log(), state).map_err(|e| e.to_string())?;
         let added =
             listeners::open(&set.missing(&wanted), &self.inherited).map_err(|e| e.to_string())?;
         set.retain(&wanted);
         crate::logging::apply(&cfg.log);
         state.replace(Arc::new(cfg));
+        state.set_access_log(access_log);
         for b in added {
             for addr in b.local() {
                 tracing::info!(listen = %addr, "opening listener added to the configuration");

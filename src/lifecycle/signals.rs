@@ -1,4 +1,5 @@
-//! Signals in, [`Event`]s out: SIGHUP reloads; the first SIGTERM or SIGINT
+//! Signals in, [`Event`]s out: SIGHUP reloads; SIGUSR1 reopens the
+//! access-log file (logrotate's postrotate); the first SIGTERM or SIGINT
 //! shuts down gracefully; a second one exits at once, for an operator who
 //! does not want to wait for the drain. Tests send events instead.
 
@@ -13,6 +14,7 @@ pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -23,6 +25,7 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
         })
     }
 
@@ -36,6 +39,10 @@ impl Signals {
                         tracing::info!(signal = "SIGHUP", "reload requested");
                         let _ = events.send(Event::Reload).await;
                     }
+                    continue;
+                }
+                _ = self.usr1.recv() => {
+                    let _ = events.send(Event::ReopenLogs).await;
                     continue;
                 }
                 _ = self.term.recv() => "SIGTERM",

@@ -254,23 +254,7 @@ fn truncated(path: &str) -> &str {
     &path[..end]
 }
 
-/// At most one event a minute, process-wide.
-struct RateLimit(std::sync::atomic::AtomicU64);
-
-impl RateLimit {
-    fn due(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        let now = crate::clock::unix_now();
-        let last = self.0.load(Ordering::Relaxed);
-        now >= last + 60
-            && self
-                .0
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-}
-
-static PERMISSION_WARNING: RateLimit = RateLimit(std::sync::atomic::AtomicU64::new(0));
+static PERMISSION_WARNING: crate::clock::RateLimit = crate::clock::RateLimit::new();
 
 /// Runs file-system work on the blocking pool with the site in hand.
 async fn blocking<T, F>(site: &Arc<Site>, f: F) -> std::io::Result<T>

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use crate::common::{fixture, get, Daemon, TestServer};
+use crate::common::{fixture, get, pipelined_empty_gets, scrape_value, Daemon, TestServer};
 
 /// `rsync -t --inplace`, `touch -r`, builds pinned with SOURCE_DATE_EPOCH:
 /// the same length, the old modification time, new bytes.
@@ -262,4 +262,70 @@ async fn a_directory_swapped_for_an_outside_symlink_never_leaks() {
         assert!(inside > 0, "{policy}: the real directory was never served");
         s.stop().await;
     }
+}
+
+/// The review's attack at full size against the real binary: 100,000
+/// spellings of one empty file, most with hundreds of slashes. Each was its
+/// own entry holding its key (up to 8 KiB) while the cache counted nothing,
+/// so memory grew by hundreds of megabytes with no eviction. Now the
+/// process's memory stays within the configured bound plus a small
+/// constant, and `file_cache_bytes` stays at what one entry holds.
+#[test]
+fn a_hundred_thousand_spellings_stay_within_the_bound_in_rss() {
+    let dir = fixture();
+    std::fs::write(dir.path().join("empty.txt"), b"").unwrap();
+    let metrics = crate::common::free_local_addr();
+    let d = Daemon::serving(
+        dir.path(),
+        &[
+            ("RUCHY_SERVE_METRICS__ADDRESS", &metrics.to_string()),
+            ("RUCHY_SERVE_FILES__CACHE_MAX_BYTES", "1MiB"),
+            ("RUCHY_SERVE_FILES__CACHE_REVALIDATE", "600s"),
+            ("RUCHY_SERVE_LOG__ACCESS_LOG", "off"),
+        ],
+    );
+    let spelling = |i: usize| -> String {
+        let slashes = "/".repeat(1 + (i * 7919) % 3000);
+        match i % 4 {
+            0 => format!("{slashes}empty.txt"),
+            1 => format!("{slashes}%65mpty.txt"),
+            2 => format!("{slashes}%65%6D%70%74%79%2Etxt"),
+            _ => format!("{slashes}emp%74y.txt"),
+        }
+    };
+    // Warm up: the runtime's threads, buffers and the one entry.
+    let warm: Vec<String> = (0..2000).map(spelling).collect();
+    assert_eq!(pipelined_empty_gets(d.addr, &warm), warm.len());
+    let one = scrape_value(metrics, "file_cache_bytes");
+    assert!(one > 0, "an empty file is not free");
+    let before = d.rss();
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let addr = d.addr;
+            std::thread::spawn(move || {
+                let paths: Vec<String> = (0..25_000)
+                    .map(|i| spelling(2000 + t * 25_000 + i))
+                    .collect();
+                pipelined_empty_gets(addr, &paths)
+            })
+        })
+        .collect();
+    let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(ok, 100_000);
+    assert!(started.elapsed() < Duration::from_secs(120));
+    let grown = d.rss().saturating_sub(before);
+    eprintln!(
+        "100,000 spellings in {:?}: RSS {} KiB -> +{} KiB",
+        started.elapsed(),
+        before / 1024,
+        grown / 1024
+    );
+    assert!(
+        grown <= (1 << 20) + (8 << 20),
+        "RSS grew by {} KiB for spellings of one empty file",
+        grown / 1024
+    );
+    assert_eq!(scrape_value(metrics, "file_cache_bytes"), one, "one entry");
+    assert_eq!(scrape_value(metrics, "file_cache_evictions_total"), 0);
 }

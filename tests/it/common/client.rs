@@ -155,3 +155,43 @@ pub async fn kept_connection(addr: SocketAddr) -> TcpStream {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     c
 }
+
+/// Sends `paths` as pipelined HTTP/1.1 GETs on one connection, 100 at a
+/// time, and returns how many answers were 200. Every answer must have an
+/// empty body (the file asked for is empty), so one blank line ends each.
+pub fn pipelined_empty_gets(addr: std::net::SocketAddr, paths: &[String]) -> usize {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut ok = 0;
+    let mut buf = Vec::new();
+    for batch in paths.chunks(100) {
+        let mut out = Vec::new();
+        for p in batch {
+            write!(out, "GET {p} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        }
+        s.write_all(&out).unwrap();
+        let mut seen = 0;
+        while seen < batch.len() {
+            let mut chunk = [0u8; 65536];
+            let n = s.read(&mut chunk).expect("answers within 20 s");
+            assert!(n > 0, "closed after {ok} answers");
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                ok += usize::from(buf.starts_with(b"HTTP/1.1 200 "));
+                buf.drain(..end + 4);
+                seen += 1;
+            }
+        }
+    }
+    ok
+}
+
+/// One sample's value from a scrape of the metrics listener at `metrics`.
+pub fn scrape_value(metrics: std::net::SocketAddr, name: &str) -> u64 {
+    let text = blocking_get(metrics, "/metrics").unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name}")) as u64
+}

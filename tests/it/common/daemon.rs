@@ -7,8 +7,12 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// The built binary, for end-to-end tests that need a real process.
+/// `RUCHY_SERVE_TEST_BINARY` points them at another build instead (to
+/// check that a test fails against the build before a fix).
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ruchy-serve"))
+    std::env::var_os("RUCHY_SERVE_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ruchy-serve")))
 }
 
 /// Environment every spawned daemon gets: the metrics listener on an
@@ -134,6 +138,17 @@ impl Daemon {
             "no log line containing {needle:?}; log:\n{}",
             self.log_text()
         );
+    }
+
+    /// The process's resident memory now, from /proc, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
     }
 
     pub fn log_text(&self) -> String {

@@ -97,3 +97,12 @@ impl ConfigFile {
         self.path.to_str().unwrap()
     }
 }
+
+/// A loopback address with a port that was free a moment ago (for a
+/// metrics listener whose address the test must know in advance).
+pub fn free_local_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
