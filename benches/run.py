@@ -100,13 +100,17 @@ def free_port():
 
 
 class Server:
-    def __init__(self, name, cmd, http, h2=None, tls=None, config_text="", cwd=None):
+    def __init__(self, name, cmd, http, h2=None, tls=None, config_text="", cwd=None, stderr=None, log=None):
         self.name, self.cmd, self.http, self.h2, self.tls = name, cmd, http, h2, tls
         self.config_text, self.cwd, self.proc = config_text, cwd, None
+        # stderr: a file for the server's stderr (the stderr access-log
+        # target writes there); log: the access-log file it writes, if any.
+        self.stderr, self.log = stderr, log
 
     def start(self):
+        err = open(self.stderr, "ab") if self.stderr else subprocess.DEVNULL
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + self.cmd, cwd=self.cwd,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=err,
                                      start_new_session=True)
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -155,12 +159,26 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def servers(work: Path, www: Path, binary: Path, wanted, metrics_on=False, tag="ruchy"):
+def servers(work: Path, www: Path, binary: Path, wanted, metrics_on=False, tag="ruchy", log="off"):
+    """The servers in `wanted`, configured alike. `log`: the access log each
+    writes: "off" (every other workload), "file" (ruchy-serve's
+    log.access_log_path with nginx's defaults, buffer 64 KiB flush 1 s;
+    nginx `access_log ... buffer=64k flush=1s`; lighttpd mod_accesslog),
+    or, for ruchy-serve only, "stderr" (to a file) and "journal"."""
     out = []
     certp, keyp = work / "cert.pem", work / "key.pem"
+    suffix = "" if log == "off" else f"+log-{log}"
     if "ruchy" in wanted:
         http, tls = free_port(), free_port()
         metrics = f'"127.0.0.1:{free_port()}"' if metrics_on else '""'
+        logfile = work / f"{tag}-{log}-access.log"
+        logconf = {
+            "off": 'access_log = "off"',
+            "file": f'access_log = "combined"\naccess_log_path = "{logfile}"\n'
+                    f'access_log_buffer = "64KiB"\naccess_log_flush = "1s"',
+            "stderr": 'access_log = "combined"\ntarget = "stderr"',
+            "journal": 'access_log = "combined"\ntarget = "journald"',
+        }[log]
         conf = f"""root = "{www}"
 workers = 1
 allow_root = true
@@ -173,19 +191,24 @@ tls = true
 cert = "{certp}"
 key = "{keyp}"
 [log]
-access_log = "off"
+{logconf}
 level = "warn"
 [metrics]
 address = {metrics}
 """
-        path = work / (f"{tag}-metrics.toml" if metrics_on else f"{tag}.toml")
+        path = work / (f"{tag}-metrics.toml" if metrics_on else f"{tag}-{log}.toml")
         path.write_text(conf)
-        name = "ruchy-serve+metrics" if metrics_on else "ruchy-serve"
-        out.append(Server(name, [str(binary), "--config", str(path)], http, h2=http, tls=tls, config_text=conf))
+        name = "ruchy-serve+metrics" if metrics_on else "ruchy-serve" + suffix
+        out.append(Server(name, [str(binary), "--config", str(path)], http, h2=http, tls=tls, config_text=conf,
+                          stderr=work / f"{tag}-{log}.stderr" if log == "stderr" else None,
+                          log={"file": logfile, "stderr": work / f"{tag}-{log}.stderr"}.get(log)))
+    if log in ("stderr", "journal"):
+        return out
     if "nginx" in wanted and not metrics_on:
         http, h2, tls = free_port(), free_port(), free_port()
-        ndir = work / "nginx"
+        ndir = work / ("nginx" if log == "off" else f"nginx-{log}")
         ndir.mkdir(exist_ok=True)
+        nlog = "access_log off;" if log == "off" else f"access_log {ndir}/access.log combined buffer=64k flush=1s;"
         conf = f"""worker_processes 1;
 daemon off;
 pid {ndir}/nginx.pid;
@@ -194,7 +217,7 @@ events {{ worker_connections 20000; }}
 worker_rlimit_nofile 40000;
 http {{
     include /etc/nginx/mime.types;
-    access_log off;
+    {nlog}
     sendfile on;
     tcp_nopush on;
     open_file_cache max=1000 inactive=60s;
@@ -208,10 +231,12 @@ http {{
 }}
 """
         (ndir / "nginx.conf").write_text(conf)
-        out.append(Server("nginx", ["nginx", "-c", str(ndir / "nginx.conf"), "-p", str(ndir)], http, h2=h2,
-                          tls=tls, config_text=conf))
+        out.append(Server("nginx" + suffix, ["nginx", "-c", str(ndir / "nginx.conf"), "-p", str(ndir)], http, h2=h2,
+                          tls=tls, config_text=conf, log=ndir / "access.log" if log != "off" else None))
     if "lighttpd" in wanted and not metrics_on:
         http = free_port()
+        llog = work / f"lighttpd-{log}-access.log"
+        lconf = "" if log == "off" else f'server.modules += ("mod_accesslog")\naccesslog.filename = "{llog}"\n'
         conf = f"""server.document-root = "{www}"
 server.port = {http}
 server.bind = "127.0.0.1"
@@ -220,11 +245,12 @@ server.max-keep-alive-requests = 1000000
 server.max-fds = 40000
 server.feature-flags += ("server.h2proto" => "enable", "server.h2c" => "enable")
 mimetype.assign = (".html" => "text/html", ".js" => "text/javascript", ".bin" => "application/octet-stream", ".wasm" => "application/wasm")
-"""
-        (work / "lighttpd.conf").write_text(conf)
-        out.append(Server("lighttpd", ["lighttpd", "-D", "-f", str(work / "lighttpd.conf")], http, h2=http,
-                          config_text=conf))
-    if "python" in wanted and not metrics_on:
+{lconf}"""
+        lpath = work / ("lighttpd.conf" if log == "off" else f"lighttpd-{log}.conf")
+        lpath.write_text(conf)
+        out.append(Server("lighttpd" + suffix, ["lighttpd", "-D", "-f", str(lpath)], http, h2=http,
+                          config_text=conf, log=llog if log != "off" else None))
+    if "python" in wanted and not metrics_on and log == "off":
         http = free_port()
         out.append(Server("python-http.server",
                           [sys.executable, "-m", "http.server", str(http), "--bind", "127.0.0.1",
@@ -337,6 +363,9 @@ def main():
     ap.add_argument("--compare", metavar="BINARY",
                     help="a second ruchy-serve build in the same interleaved run (A/B against --binary)")
     ap.add_argument("--compare-label", default="ruchy-serve-before", help="name of the --compare build")
+    ap.add_argument("--access-log", action="store_true",
+                    help="only w1, every server with its access log off and on (file; ruchy-serve also "
+                         "stderr and journal), interleaved; writes results/<date>-access-log.md")
     ap.add_argument("--metrics-ab", type=int, metavar="ROUNDS",
                     help="only compare w1 with metrics off and on, alternating ROUNDS times")
     args = ap.parse_args()
@@ -346,6 +375,8 @@ def main():
         args.out = "quick" if args.quick else "latest"
     if args.metrics_ab:
         return metrics_ab(args)
+    if args.access_log:
+        return access_log_run(args)
     ensure_tools()
     if args.binary:
         binary = Path(args.binary).resolve()
@@ -415,6 +446,126 @@ def main():
             s.stop()
     report(results, configs, args, work)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def count_lines(path):
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def start_journald():
+    """A journald for the journal target where none runs (a container
+    without systemd as PID 1): started on the server's core, since its work
+    is the server's logging, with rate limiting off so that every line is
+    stored rather than dropped by the limiter. Returns a function that stops
+    it and removes what it made, or None."""
+    if Path("/run/systemd/journal/socket").exists() or not Path("/lib/systemd/systemd-journald").exists():
+        return None
+    conf = Path("/run/systemd/journald.conf.d")
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "ruchy-bench.conf").write_text("[Journal]\nRateLimitIntervalSec=0\nStorage=volatile\n")
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, "/lib/systemd/systemd-journald"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(50):
+        if Path("/run/systemd/journal/socket").exists():
+            break
+        time.sleep(0.1)
+
+    def stop():
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree("/run/systemd/journal", ignore_errors=True)
+        shutil.rmtree("/run/log/journal", ignore_errors=True)
+        (conf / "ruchy-bench.conf").unlink()
+    return stop
+
+
+def access_log_run(args):
+    """w1 with every server's access log off and on, interleaved: what
+    logging costs each server, and ruchy-serve's file target against
+    nginx's buffered log in the same run. Each logged run's lines are
+    counted against wrk's request count (a logger that drops lines would
+    look fast)."""
+    ensure_tools()
+    if args.binary:
+        binary = Path(args.binary).resolve()
+    else:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+        binary = ROOT / "target/release/ruchy-serve"
+    wanted = [w for w in args.servers.split(",") if w != "python"]
+    work = Path(tempfile.mkdtemp(prefix="ruchy-bench-"))
+    work.chmod(0o755)  # nginx's workers run as www-data
+    www = work / "www"
+    fixtures(www)
+    cert(work)
+    srv = servers(work, www, binary, wanted) + servers(work, www, binary, wanted, log="file")
+    journald = None
+    if "ruchy" in wanted:
+        srv += servers(work, www, binary, ["ruchy"], log="stderr")
+        journald = start_journald()
+        if Path("/run/systemd/journal/socket").exists():
+            srv += servers(work, www, binary, ["ruchy"], log="journal")
+        else:
+            print("no journald on this machine (/run/systemd/journal/socket): journal target not measured")
+    for s in srv:
+        if s.log:
+            s.log.parent.mkdir(parents=True, exist_ok=True)
+            s.log.touch()
+            os.chmod(s.log, 0o666)  # nginx's workers run as www-data
+    rps = {s.name: [] for s in srv}
+    lines_ok = {s.name: [] for s in srv}
+    try:
+        for s in srv:
+            s.start()
+            time.sleep(0.3)
+            verify(s, www)
+        for _ in range(args.reps):
+            for s in srv:
+                before = count_lines(s.log) if s.log else 0
+                r = run_wrk(s, "w1", args.duration)
+                rps[s.name].append(r["rps"])
+                if s.log:
+                    time.sleep(1.5)  # flush=1s
+                    logged = count_lines(s.log) - before
+                    lines_ok[s.name].append(logged / (r["rps"] * args.duration))
+                print(f"w1 {s.name:26} {r['rps']:>10.0f} req/s", flush=True)
+    finally:
+        for s in srv:
+            s.stop()
+        if journald:
+            journald()
+    med = {n: statistics.median(v) for n, v in rps.items()}
+    when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+    out = [f"# Access logging at w1 ({when})", "",
+           f"Command: `benches/run.py --access-log --reps {args.reps} --duration {args.duration}`. "
+           f"w1 (1 KiB, keep-alive, 100 connections, wrk -t1); every server on core {SERVER_CORE} with one "
+           f"worker, wrk on core {LOAD_CORE}; all servers running at once, {args.reps} interleaved runs of "
+           f"{args.duration} s, medians. Machine: {os.cpu_count()} cores, `{os.uname().release}`. "
+           "Logged runs: ruchy-serve `access_log_path` (64 KiB buffer, 1 s flush), nginx "
+           "`access_log ... combined buffer=64k flush=1s`, lighttpd mod_accesslog; ruchy-serve's stderr "
+           "target writes to a file through stderr. 'lines/request' is lines written over requests "
+           "answered (wrk's count), median of the runs.", "",
+           "| server | log | req/s (median) | runs | logged / unlogged | lines/request |",
+           "|---|---|--:|---|--:|--:|"]
+    for s in srv:
+        base = s.name.split("+log-")[0]
+        kind = s.name.split("+log-")[1] if "+log-" in s.name else "off"
+        ratio = med[s.name] / med[base] if base in med else float("nan")
+        lpr = f"{statistics.median(lines_ok[s.name]):.3f}" if lines_ok[s.name] else "-"
+        out.append(f"| {base} | {kind} | {med[s.name]:,.0f} | {', '.join(f'{x:,.0f}' for x in rps[s.name])} | "
+                   f"{ratio:.3f} | {lpr} |")
+    if "ruchy-serve+log-file" in med and "nginx+log-file" in med:
+        out += ["", f"ruchy-serve with its file log / nginx with its buffered log: "
+                    f"{med['ruchy-serve+log-file'] / med['nginx+log-file']:.3f}"]
+    text = "\n".join(out) + "\n"
+    (ROOT / "benches/results").mkdir(exist_ok=True)
+    name = args.out if args.out not in ("latest", "quick") else time.strftime("%Y-%m-%d") + "-access-log"
+    (ROOT / f"benches/results/{name}.md").write_text(text)
+    shutil.rmtree(work, ignore_errors=True)
+    print(text)
 
 
 def metrics_ab(args):

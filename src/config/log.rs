@@ -64,8 +64,8 @@ impl AccessFile {
             return Err(ctx.bad(
                 &key,
                 format!("cannot write `{}`: {problem}", path.display()),
-                "create the directory and let the service's user write it \
-                 (the shipped unit has LogsDirectory=ruchy-serve: /var/log/ruchy-serve)",
+                "create the directory and let the service's user write it; \
+                 the shipped units create /var/log/ruchy-serve (LogsDirectory=)",
             ));
         }
         let buffer = raw.access_log_buffer.bytes();

@@ -49,10 +49,39 @@ fn assert_config_error(body: &str, location: &str, key: &str, words: &str) {
 fn check_accepts_the_shipped_reference_config() {
     let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ruchy-serve.toml");
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/demo");
-    // The reference names /srv/www; point it at the demo tree.
-    let out = run(&["check", "--config", reference, "--root", demo], &[]);
+    // The reference names /srv/www and /var/log/ruchy-serve (which the
+    // units create); point them at the demo tree and a temporary directory.
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let env = [("RUCHY_SERVE_LOG__ACCESS_LOG_PATH", log.to_str().unwrap())];
+    let out = run(&["check", "--config", reference, "--root", demo], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
+    // As shipped, on a machine without the units' log directory, `check`
+    // says which key and what to do.
+    if !std::path::Path::new("/var/log/ruchy-serve").exists() {
+        let out = run(&["check", "--config", reference, "--root", demo], &[]);
+        assert_eq!(out.status.code(), Some(64));
+        let err = stderr(&out);
+        assert!(err.contains("log.access_log_path") && err.contains("LogsDirectory"), "{err}");
+    }
+}
+
+/// An empty value in the environment turns the file off again (the
+/// container test's journal check relies on it).
+#[test]
+fn an_empty_access_log_path_in_the_environment_means_no_file() {
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ruchy-serve.toml");
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/demo");
+    let env = [("RUCHY_SERVE_LOG__ACCESS_LOG_PATH", "")];
+    let out = run(&["config", "--config", reference, "--root", demo], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("access_log_path"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("\"\""), "{line}");
 }
 
 #[test]

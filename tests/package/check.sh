@@ -33,6 +33,11 @@ zcat /usr/share/man/man1/ruchy-serve.1.gz | grep -q '^\.TH' && ok "man page is r
 grep -q 'ruchy-serve' /usr/share/bash-completion/completions/ruchy-serve && ok "bash completion" || bad "bash completion"
 getent passwd ruchy-serve >/dev/null && ok "system user ruchy-serve" || bad "system user"
 [ -f /srv/www/index.html ] && ok "/srv/www exists" || bad "/srv/www"
+[ "$(stat -c '%U:%G %a' /var/log/ruchy-serve)" = "ruchy-serve:adm 2750" ] && ok "/var/log/ruchy-serve for the access log" || bad "/var/log/ruchy-serve: $(stat -c '%U:%G %a' /var/log/ruchy-serve 2>&1)"
+grep -qx /etc/logrotate.d/ruchy-serve /var/lib/dpkg/info/ruchy-serve.conffiles && ok "logrotate config is a conffile" || bad "logrotate conffile"
+if command -v logrotate >/dev/null; then
+    out=$(logrotate -d /etc/logrotate.d/ruchy-serve 2>&1) && ! grep -qi error <<<"$out" && ok "logrotate accepts /etc/logrotate.d/ruchy-serve" || bad "logrotate -d: $out"
+fi
 version=$(systemctl --version | awk 'NR == 1 { print $2 }')
 dropin=/etc/systemd/system/ruchy-serve.service.d/10-before-systemd-253.conf
 if [ "$version" -lt 253 ]; then

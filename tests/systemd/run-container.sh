@@ -105,15 +105,25 @@ if grep -q '^http_requests_total{code="200",listener="systemd:http",method="GET"
 ready=$(inside curl -s --max-time 10 -o /dev/null -w '%{http_code}' http://127.0.0.1:9898/readyz || true)
 if [ "$ready" = 200 ]; then ok "/readyz is 200 when serving"; else bad "/readyz $ready"; fi
 
-# 2. The journal has the access log's structured fields at PRIORITY 6.
-inside curl -sS -o /dev/null http://127.0.0.1/index.html?journal-check
+# 2. The shipped configuration writes the access log to
+# /var/log/ruchy-serve/access.log (LogsDirectory=), flushed within 1 s, not to
+# the journal; SIGUSR1 as logrotate's postrotate sends it moves new lines to
+# a new file.
+alog=/var/log/ruchy-serve/access.log
+inside curl -sS -o /dev/null http://127.0.0.1/index.html?file-check
+sleep 1.5
+if inside grep -q 'GET /index.html?file-check HTTP/1.1" 200' "$alog"; then ok "access log in $alog"; else bad "no line in $alog: $(inside ls -la /var/log/ruchy-serve/ 2>&1)"; fi
+if [ "$(inside journalctl -u ruchy-serve -o cat --no-pager | grep -c 'file-check' || true)" = 0 ]; then ok "access log not in the journal"; else bad "access line in the journal"; fi
+inside mv "$alog" "$alog.1"
+inside systemctl kill --kill-whom=main --signal=USR1 ruchy-serve.service
 sleep 0.5
-entry=$(inside journalctl -u ruchy-serve -o json --no-pager | grep 'journal-check' | tail -1 || true)
-missing=""
-for field in '"HTTP_STATUS":"200"' '"HTTP_METHOD":"GET"' '"REQUEST_PATH":"/index.html?journal-check"' '"REMOTE_ADDR":"127.0.0.1"' '"DURATION_US":' '"PRIORITY":"6"' '"SYSLOG_IDENTIFIER":"ruchy-serve"'; do
-    grep -qF "$field" <<<"$entry" || missing="$missing $field"
-done
-if [ -z "$missing" ]; then ok "journal entry has structured fields"; else bad "journal entry lacks$missing: $entry"; fi
+inside curl -sS -o /dev/null http://127.0.0.1/index.html?after-rotation
+sleep 1.5
+if inside grep -q 'after-rotation' "$alog" && ! inside grep -q 'after-rotation' "$alog.1"; then
+    ok "SIGUSR1 reopened the access log"
+else
+    bad "after SIGUSR1: $(inside ls -la /var/log/ruchy-serve/ 2>&1)"
+fi
 
 # Load for the next checks: a bounded loop inside the container, one request
 # per connection, counting failures.
@@ -183,6 +193,20 @@ else
 fi
 body=$(inside curl -sS --max-time 10 http://127.0.0.1/ || true)
 if [ "$body" = "hello from the container" ]; then ok "serving again after the watchdog restart"; else bad "after restart: '$body'"; fi
+# 7. With the file turned off (an empty access_log_path), the journal has
+# the access log's structured fields at PRIORITY 6.
+printf '[Service]\nEnvironment=RUCHY_SERVE_LOG__ACCESS_LOG_PATH=\n' >"$rootfs/etc/systemd/system/ruchy-serve.service.d/journal.conf"
+inside systemctl daemon-reload
+inside systemctl restart ruchy-serve
+inside curl -sS -o /dev/null http://127.0.0.1/index.html?journal-check
+sleep 0.5
+entry=$(inside journalctl -u ruchy-serve -o json --no-pager | grep 'journal-check' | tail -1 || true)
+missing=""
+for field in '"HTTP_STATUS":"200"' '"HTTP_METHOD":"GET"' '"REQUEST_PATH":"/index.html?journal-check"' '"REMOTE_ADDR":"127.0.0.1"' '"DURATION_US":' '"PRIORITY":"6"' '"SYSLOG_IDENTIFIER":"ruchy-serve"'; do
+    grep -qF "$field" <<<"$entry" || missing="$missing $field"
+done
+if [ -z "$missing" ]; then ok "journal entry has structured fields"; else bad "journal entry lacks$missing: $entry"; fi
+
 rm -f "$log.load"
 
 echo "run-container: $passed passed, $failed failed"
