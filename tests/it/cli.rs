@@ -63,7 +63,10 @@ fn check_accepts_the_shipped_reference_config() {
         let out = run(&["check", "--config", reference, "--root", demo], &[]);
         assert_eq!(out.status.code(), Some(64));
         let err = stderr(&out);
-        assert!(err.contains("log.access_log_path") && err.contains("LogsDirectory"), "{err}");
+        assert!(
+            err.contains("log.access_log_path") && err.contains("LogsDirectory"),
+            "{err}"
+        );
     }
 }
 

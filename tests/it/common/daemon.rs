@@ -7,10 +7,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// The built binary, for end-to-end tests that need a real process.
-/// `RUCHY_SERVE_TEST_BINARY` points them at another build instead (to
+/// `RUCHY_TEST_BINARY` points them at another build instead (to
 /// check that a test fails against the build before a fix).
 pub fn binary() -> PathBuf {
-    std::env::var_os("RUCHY_SERVE_TEST_BINARY")
+    std::env::var_os("RUCHY_TEST_BINARY")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ruchy-serve")))
 }
