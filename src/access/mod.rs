@@ -43,46 +43,91 @@ pub struct Record {
     pub(crate) method_label: &'static str,
     /// Where the line goes; `None`: the access log is off.
     pub(crate) sink: Option<Sink>,
-    method: String,
-    target: String,
-    version: Version,
-    referer: String,
-    user_agent: String,
+    captured: Captured,
     pub(crate) start: Instant,
     /// Set once the response is known.
     pub(crate) status: u16,
 }
 
+/// What was taken from the request, in the form its sink wants.
+#[derive(Debug)]
+enum Captured {
+    /// The access log is off: nothing copied, nothing allocated.
+    Nothing,
+    /// Separate fields, for the journal's structured entry.
+    Fields(Box<Fields>),
+    /// The request's parts of a file line, escaped once, in one string:
+    /// `[..split]` is the request (`GET /p HTTP/1.1`, or its JSON fields),
+    /// `[split..]` the referer and user agent.
+    Line { text: String, split: usize },
+}
+
+#[derive(Debug)]
+struct Fields {
+    method: String,
+    target: String,
+    version: Version,
+    referer: String,
+    user_agent: String,
+}
+
 impl Record {
     /// `sink`: where the line goes, `None` for no line.
     pub fn new<B>(req: &Request<B>, peer: Peer, sink: Option<Sink>, start: Instant) -> Record {
-        let log = sink.is_some();
-        // The strings are copied only for the access log: with it off, a
-        // request costs no allocation here.
-        let text = |f: &dyn Fn() -> Option<String>, absent: &str| {
-            if log {
-                f().unwrap_or_else(|| absent.to_string())
-            } else {
-                String::new()
-            }
-        };
         let header = |name: http::header::HeaderName| {
-            req.headers()
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            req.headers().get(name).map_or(&b"-"[..], |v| v.as_bytes())
+        };
+        let method = req.method().as_str();
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let (referer, agent) = (
+            header(http::header::REFERER),
+            header(http::header::USER_AGENT),
+        );
+        let version = req.version();
+        let captured = match &sink {
+            None => Captured::Nothing,
+            Some(Sink::Events) => Captured::Fields(Box::new(Fields {
+                method: method.to_string(),
+                target: target.to_string(),
+                version,
+                referer: String::from_utf8_lossy(referer).into_owned(),
+                user_agent: String::from_utf8_lossy(agent).into_owned(),
+            })),
+            Some(Sink::File(_, AccessLog::Json)) => {
+                let mut text = String::with_capacity(96 + target.len() + agent.len());
+                text.push_str("\"http_method\":\"");
+                json_escape_into(&mut text, method);
+                text.push_str("\",\"request_path\":\"");
+                json_escape_into(&mut text, target);
+                let _ = write!(text, "\",\"http_protocol\":\"{version:?}\"");
+                let split = text.len();
+                text.push_str("\"http_referer\":\"");
+                json_escape_into(&mut text, &String::from_utf8_lossy(referer));
+                text.push_str("\",\"http_user_agent\":\"");
+                json_escape_into(&mut text, &String::from_utf8_lossy(agent));
+                text.push('"');
+                Captured::Line { text, split }
+            }
+            Some(Sink::File(..)) => {
+                let mut text = String::with_capacity(32 + target.len() + agent.len());
+                escape_into(&mut text, method.as_bytes());
+                text.push(' ');
+                escape_into(&mut text, target.as_bytes());
+                let _ = write!(text, " {version:?}");
+                let split = text.len();
+                text.push('"');
+                escape_into(&mut text, referer);
+                text.push_str("\" \"");
+                escape_into(&mut text, agent);
+                text.push('"');
+                Captured::Line { text, split }
+            }
         };
         Record {
             peer,
             method_label: crate::metrics::method_label(req.method()),
             sink,
-            method: text(&|| Some(req.method().as_str().to_string()), ""),
-            target: text(
-                &|| req.uri().path_and_query().map(|pq| pq.as_str().to_string()),
-                "/",
-            ),
-            version: req.version(),
-            referer: text(&|| header(http::header::REFERER), "-"),
-            user_agent: text(&|| header(http::header::USER_AGENT), "-"),
+            captured,
             start,
             status: 0,
         }
@@ -91,84 +136,118 @@ impl Record {
     /// Writes the line, to the sink chosen at the start of the request.
     pub fn emit(&self, bytes: u64) {
         let duration_us = self.start.elapsed().as_micros() as u64;
-        match &self.sink {
-            None => {}
-            Some(Sink::Events) => self.event(bytes, duration_us),
-            Some(Sink::File(log, format)) => {
-                let mut line = String::with_capacity(256);
-                match format {
-                    AccessLog::Json => self.json(bytes, duration_us, &mut line),
-                    _ => self.combined(bytes, duration_us, &mut line),
-                }
-                line.push('\n');
-                log.write_line(line.as_bytes());
+        match (&self.sink, &self.captured) {
+            (Some(Sink::Events), Captured::Fields(f)) => self.event(f, bytes, duration_us),
+            (Some(Sink::File(log, format)), Captured::Line { text, split }) => {
+                let (request, agents) = text.split_at(*split);
+                LINE.with_borrow_mut(|line| {
+                    line.clear();
+                    match format {
+                        AccessLog::Json => {
+                            self.json_line(line, request, agents, bytes, duration_us)
+                        }
+                        _ => self.combined_line(line, request, agents, bytes, duration_us),
+                    }
+                    line.push('\n');
+                    log.write_line(line.as_bytes());
+                });
             }
+            _ => {}
         }
     }
 
     /// nginx's combined format plus the duration:
     /// `addr - - [time] "GET /p HTTP/1.1" 200 12 "referer" "agent" 35us`.
-    fn combined(&self, bytes: u64, duration_us: u64, out: &mut String) {
+    /// `request` and `agents` are escaped already.
+    fn combined_line(&self, out: &mut String, request: &str, agents: &str, bytes: u64, us: u64) {
+        let _ = write!(out, "{} - - [", self.peer);
+        with_time(out, false);
         let _ = write!(
             out,
-            "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {}us",
-            self.peer,
-            clf_time(SystemTime::now()),
-            escape(&self.method),
-            escape(&self.target),
-            self.version,
-            self.status,
-            bytes,
-            escape(&self.referer),
-            escape(&self.user_agent),
-            duration_us,
+            "] \"{request}\" {} {bytes} {agents} {us}us",
+            self.status
         );
     }
 
     /// One JSON object, the fields the journal gets, plus the time.
-    fn json(&self, bytes: u64, duration_us: u64, out: &mut String) {
+    fn json_line(&self, out: &mut String, request: &str, agents: &str, bytes: u64, us: u64) {
+        out.push_str("{\"time\":\"");
+        with_time(out, true);
         let _ = write!(
             out,
-            "{{\"time\":\"{}\",\"remote_addr\":\"{}\",\"http_method\":\"{}\",\"request_path\":\"{}\",\"http_protocol\":\"{:?}\",\"http_status\":{},\"bytes\":{},\"duration_us\":{},\"http_referer\":\"{}\",\"http_user_agent\":\"{}\"}}",
-            iso_time(SystemTime::now()),
-            json_escape(&self.peer.to_string()),
-            json_escape(&self.method),
-            json_escape(&self.target),
-            self.version,
-            self.status,
-            bytes,
-            duration_us,
-            json_escape(&self.referer),
-            json_escape(&self.user_agent),
+            "\",\"remote_addr\":\"{}\",{request},\"http_status\":{},\"bytes\":{bytes},\"duration_us\":{us},{agents}}}",
+            self.peer, self.status
         );
     }
 
     /// One event: structured fields for the journal and JSON, and nginx's
     /// combined line (plus the duration) as the message.
-    fn event(&self, bytes: u64, duration_us: u64) {
-        let mut line = String::with_capacity(256);
-        self.combined(bytes, duration_us, &mut line);
+    fn event(&self, f: &Fields, bytes: u64, duration_us: u64) {
+        let mut request = String::with_capacity(32 + f.target.len());
+        escape_into(&mut request, f.method.as_bytes());
+        request.push(' ');
+        escape_into(&mut request, f.target.as_bytes());
+        let _ = write!(request, " {:?}", f.version);
+        let mut agents = String::with_capacity(8 + f.user_agent.len());
+        agents.push('"');
+        escape_into(&mut agents, f.referer.as_bytes());
+        agents.push_str("\" \"");
+        escape_into(&mut agents, f.user_agent.as_bytes());
+        agents.push('"');
+        let mut line = String::with_capacity(64 + request.len() + agents.len());
+        self.combined_line(&mut line, &request, &agents, bytes, duration_us);
         tracing::info!(
             target: TARGET,
             remote_addr = %self.peer,
-            http_method = %self.method,
-            request_path = %self.target,
-            http_protocol = ?self.version,
+            http_method = %f.method,
+            request_path = %f.target,
+            http_protocol = ?f.version,
             http_status = self.status,
             bytes,
             duration_us,
-            http_referer = %self.referer,
-            http_user_agent = %self.user_agent,
+            http_referer = %f.referer,
+            http_user_agent = %f.user_agent,
             "{line}"
         );
     }
 }
 
+thread_local! {
+    /// The line being built, reused: a request costs no allocation for it.
+    static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
+    /// The second last formatted, and its two spellings: formatting a date
+    /// once a second per thread instead of once a request.
+    static TIME: std::cell::RefCell<(u64, String, String)> =
+        const { std::cell::RefCell::new((u64::MAX, String::new(), String::new())) };
+}
+
+/// Appends the current time as nginx's `$time_local` (or, `iso`, as
+/// `$time_iso8601`), formatted at most once a second per thread.
+fn with_time(out: &mut String, iso: bool) {
+    let now = SystemTime::now();
+    let secs = crate::clock::unix_secs(now);
+    TIME.with_borrow_mut(|(at, clf, iso_text)| {
+        if *at != secs {
+            *at = secs;
+            clf.clear();
+            iso_text.clear();
+        }
+        let (cached, format): (_, fn(SystemTime) -> String) = if iso {
+            (iso_text, iso_time)
+        } else {
+            (clf, clf_time)
+        };
+        if cached.is_empty() {
+            cached.push_str(&format(now));
+        }
+        out.push_str(cached);
+    });
+}
+
 /// A JSON string's inside: `"`, `\\` and every character outside printable
 /// ASCII as `\uXXXX` (UTF-16, as JSON spells it), so the JSON log shows
 /// what the combined one shows, escaped.
-fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+fn json_escape_into(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -182,28 +261,38 @@ fn json_escape(s: &str) -> String {
             }
         }
     }
-    out
 }
 
 /// Escapes the way nginx does: `"`, `\\` and every byte outside printable
 /// ASCII as `\xHH`, so a hostile user agent can neither forge a log line nor
 /// reorder what a terminal shows (U+202E right-to-left override, U+2028 line
-/// separator).
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
+/// separator). Works on the raw bytes, so a header that is not UTF-8 is shown
+/// as it came.
+fn escape_into(out: &mut String, s: &[u8]) {
+    for &b in s {
         if b == b'"' || b == b'\\' || !(0x20..=0x7e).contains(&b) {
             let _ = write!(out, "\\x{b:02X}");
         } else {
             out.push(b as char);
         }
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn escape(s: &str) -> String {
+        let mut out = String::new();
+        escape_into(&mut out, s.as_bytes());
+        out
+    }
+
+    fn json_escape(s: &str) -> String {
+        let mut out = String::new();
+        json_escape_into(&mut out, s);
+        out
+    }
 
     #[test]
     fn json_escaping_covers_every_character_outside_printable_ascii() {
@@ -211,6 +300,63 @@ mod tests {
         assert_eq!(json_escape("x\u{202E}\u{2028}"), "x\\u202e\\u2028");
         assert_eq!(json_escape("\u{1F600}"), "\\ud83d\\ude00");
         assert_eq!(json_escape("curl/8.0 (x; y)"), "curl/8.0 (x; y)");
+    }
+
+    /// One request's line through the file target in `format`.
+    fn file_line(format: AccessLog, req: &Request<()>) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = crate::config::AccessFile {
+            path: dir.path().join("a.log"),
+            buffer: 4096,
+            flush: std::time::Duration::from_secs(60),
+        };
+        let log =
+            Arc::new(FileLog::open(&spec, crate::metrics::Metrics::new().access_log).unwrap());
+        let peer = Peer::Tcp("192.0.2.7:4000".parse().unwrap());
+        let mut r = Record::new(
+            req,
+            peer,
+            Some(Sink::File(Arc::clone(&log), format)),
+            Instant::now(),
+        );
+        r.status = 200;
+        r.emit(12);
+        assert!(log.close(std::time::Duration::from_secs(5)));
+        std::fs::read_to_string(&spec.path).unwrap()
+    }
+
+    /// The file target writes the same text in both formats: combined
+    /// escapes as `\xHH`, JSON as `\uXXXX`, and the JSON line parses back
+    /// to exactly what the client sent.
+    #[test]
+    fn both_formats_escape_what_a_client_sends() {
+        let ua = "evil\u{202E}\"quote\\ \u{2028}end";
+        let req = Request::get("/p?q=%22x")
+            .header("user-agent", ua)
+            .body(())
+            .unwrap();
+        let combined = file_line(AccessLog::Combined, &req);
+        assert!(combined.starts_with("192.0.2.7 - - ["), "{combined}");
+        assert!(
+            combined.ends_with("us\n") && combined.lines().count() == 1,
+            "{combined}"
+        );
+        assert!(
+            combined.contains("] \"GET /p?q=%22x HTTP/1.1\" 200 12 \"-\" \"evil\\xE2\\x80\\xAE\\x22quote\\x5C \\xE2\\x80\\xA8end\" "),
+            "{combined}"
+        );
+        let json = file_line(AccessLog::Json, &req);
+        assert!(json.is_ascii() && json.ends_with("}\n"), "{json}");
+        let v: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+        assert_eq!(v["http_user_agent"], ua);
+        assert_eq!(v["http_referer"], "-");
+        assert_eq!(v["request_path"], "/p?q=%22x");
+        assert_eq!(v["http_method"], "GET");
+        assert_eq!(v["http_protocol"], "HTTP/1.1");
+        assert_eq!(v["http_status"], 200);
+        assert_eq!(v["remote_addr"], "192.0.2.7");
+        assert_eq!(v["bytes"], 12);
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
     }
 
     #[test]
