@@ -322,3 +322,30 @@ fn check_names_the_line_of_a_bad_log_path() {
     assert!(err.contains("key `log.access_log_path`"), "{err}");
     assert!(err.contains("/nonexistent-dir"), "{err}");
 }
+
+/// A disk that refuses every write (/dev/full answers ENOSPC): serving goes
+/// on, every lost line is counted, and the error is logged once, not once
+/// per write.
+#[test]
+fn a_full_disk_loses_lines_counted_and_logs_once() {
+    let root = fixture();
+    let (d, metrics) = daemon_logging_to(
+        root.path(),
+        Path::new("/dev/full"),
+        &[("RUCHY_SERVE_LOG__ACCESS_LOG_BUFFER", "4KiB")],
+    );
+    assert_eq!(load(d.addr, "f", 2, 2000).join().unwrap(), 4000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lost = || scrape_value(metrics, "access_log_dropped_total{reason=\"write_error\"}");
+    while lost() < 4000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lost(), 4000, "every line counted as lost");
+    assert!(scrape_value(metrics, "access_log_write_errors_total") >= 10);
+    assert_eq!(
+        scrape_value(metrics, "access_log_dropped_total{reason=\"buffer_full\"}"),
+        0
+    );
+    let errors = d.log_text().matches("cannot write the access log").count();
+    assert_eq!(errors, 1, "{}", d.log_text());
+}
