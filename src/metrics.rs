@@ -17,6 +17,17 @@ const DURATION_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
+/// The access-log file's counters (process-wide), handed to its writer.
+#[derive(Debug, Clone)]
+pub struct AccessLogCounters {
+    /// Lines dropped because the buffer was full.
+    pub dropped_full: prometheus::IntCounter,
+    /// Lines lost with a write that failed.
+    pub dropped_error: prometheus::IntCounter,
+    /// Writes (and reopens) that failed.
+    pub write_errors: prometheus::IntCounter,
+}
+
 /// Every metric the server exports, registered in its own registry.
 pub struct Metrics {
     registry: Registry,
@@ -49,7 +60,7 @@ pub struct Metrics {
     /// The file cache counters.
     pub file_cache: crate::serve::cache::Stats,
     /// The access-log file's counters.
-    pub access_log: crate::access::file::Counters,
+    pub access_log: AccessLogCounters,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -201,7 +212,7 @@ impl Metrics {
             ),
             &["reason"]
         ));
-        let access_log = crate::access::file::Counters {
+        let access_log = AccessLogCounters {
             dropped_full: dropped.with_label_values(&["buffer_full"]),
             dropped_error: dropped.with_label_values(&["write_error"]),
             write_errors: reg!(prometheus::IntCounter::new(

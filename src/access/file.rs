@@ -26,17 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::RateLimit;
 use crate::config::AccessFile;
-
-/// The counters the writer reports into (process-wide).
-#[derive(Debug, Clone)]
-pub struct Counters {
-    /// Lines dropped because the buffer was full.
-    pub dropped_full: prometheus::IntCounter,
-    /// Lines lost with a write that failed.
-    pub dropped_error: prometheus::IntCounter,
-    /// Writes (and reopens) that failed.
-    pub write_errors: prometheus::IntCounter,
-}
+use crate::metrics::AccessLogCounters as Counters;
 
 /// Buffers kept for reuse by the writer, so a steady stream of lines
 /// allocates nothing.
