@@ -378,11 +378,7 @@ def main():
     if args.access_log:
         return access_log_run(args)
     ensure_tools()
-    if args.binary:
-        binary = Path(args.binary).resolve()
-    else:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-        binary = ROOT / "target/release/ruchy-serve"
+    binary = the_binary(args)
     wanted = args.servers.split(",")
     work = Path(tempfile.mkdtemp(prefix="ruchy-bench-"))
     work.chmod(0o755)  # nginx's workers run as www-data
@@ -448,6 +444,14 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
 
 
+def the_binary(args):
+    """--binary, or a release build of this checkout."""
+    if args.binary:
+        return Path(args.binary).resolve()
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    return ROOT / "target/release/ruchy-serve"
+
+
 def count_lines(path):
     try:
         with open(path, "rb") as f:
@@ -490,11 +494,7 @@ def access_log_run(args):
     counted against wrk's request count (a logger that drops lines would
     look fast)."""
     ensure_tools()
-    if args.binary:
-        binary = Path(args.binary).resolve()
-    else:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-        binary = ROOT / "target/release/ruchy-serve"
+    binary = the_binary(args)
     wanted = [w for w in args.servers.split(",") if w != "python"]
     work = Path(tempfile.mkdtemp(prefix="ruchy-bench-"))
     work.chmod(0o755)  # nginx's workers run as www-data
