@@ -250,6 +250,11 @@ mimetype.assign = (".html" => "text/html", ".js" => "text/javascript", ".bin" =>
         lpath.write_text(conf)
         out.append(Server("lighttpd" + suffix, ["lighttpd", "-D", "-f", str(lpath)], http, h2=http,
                           config_text=conf, log=llog if log != "off" else None))
+    if "ceiling" in wanted and not metrics_on and log == "off":
+        http = free_port()
+        out.append(Server(CEILING, [str(ceiling_binary()), str(www), f"127.0.0.1:{http}"], http, h2=http,
+                          config_text="benches/ceiling.rs: hyper 1.x, current-thread runtime, hyper-util auto "
+                                      "builder, every file from memory, one content-type header"))
     if "python" in wanted and not metrics_on and log == "off":
         http = free_port()
         out.append(Server("python-http.server",
@@ -355,7 +360,8 @@ def main():
                     help="1 run of 2 s per workload (under 3 minutes); writes results/quick.*")
     ap.add_argument("--out", help="results file name without extension (default: latest, or quick)")
     ap.add_argument("--only", default=",".join(WORKLOADS))
-    ap.add_argument("--servers", default="ruchy,nginx,lighttpd,python")
+    ap.add_argument("--servers", default="ruchy,ceiling,nginx,lighttpd,python",
+                    help="ceiling: bare hyper from benches/ceiling.rs, the most ruchy-serve's own work can reach")
     ap.add_argument("--metrics-overhead", action="store_true", help="also run w1 with metrics on")
     ap.add_argument("--idle", action="store_true", help="also measure RSS with 10,000 idle connections")
     ap.add_argument("--binary", help="ruchy-serve binary to measure (default: build target/release)")
@@ -442,6 +448,16 @@ def main():
             s.stop()
     report(results, configs, args, work)
     shutil.rmtree(work, ignore_errors=True)
+
+
+CEILING = "bare-hyper"
+
+
+def ceiling_binary():
+    """benches/ceiling.rs, built for the run (a bench-only target)."""
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "bench-ceiling", "--bin", "hyper-ceiling"],
+                   cwd=ROOT, check=True)
+    return ROOT / "target/release/hyper-ceiling"
 
 
 def the_binary(args):
@@ -636,11 +652,12 @@ def report(results, configs, args, work):
              f"servers, medians. "
              f"Machine: {os.cpu_count()} cores, `{os.uname().release}`. "
              "req/core-s is requests per second of server CPU time (utime+stime from /proc).", "",
-             "| workload | server | req/s | MB/s | p50 ms | p99 ms | errors | req/core-s | vs nginx | vs python | RSS after KiB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| workload | server | req/s | MB/s | p50 ms | p99 ms | errors | req/core-s | vs ceiling | vs nginx | vs python | RSS after KiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for wl in WORKLOADS:
         ng = results.get((wl, "nginx"))
         py = results.get((wl, "python-http.server"))
+        ce = results.get((wl, CEILING))
         for n in names:
             r = results.get((wl, n))
             if not r:
@@ -648,8 +665,10 @@ def report(results, configs, args, work):
             key = "mbs" if wl in ("w4", "w5") else "rps"
             vs_ng = f"{r[key] / ng[key]:.2f}x" if ng and ng[key] else "-"
             vs_py = f"{r[key] / py[key]:.1f}x" if py and py[key] else "-"
+            vs_ce = f"{r[key] / ce[key]:.2f}x" if ce and ce[key] else "-"
             lines.append(f"| {wl} {WORKLOADS[wl][0]} | {n} | {r['rps']:.0f} | {r['mbs']:.1f} | {r['p50']:.2f} | "
-                         f"{r['p99']:.2f} | {r['errors']} | {r['rps_per_cpu']:.0f} | {vs_ng} | {vs_py} | {r['peak_rss']} |")
+                         f"{r['p99']:.2f} | {r['errors']} | {r['rps_per_cpu']:.0f} | {vs_ce} | {vs_ng} | {vs_py} | "
+                         f"{r['peak_rss']} |")
     lines += ["", "Idle RSS (KiB) right after start, before any request:", ""]
     for n in names:
         if ("idle", n) in results:

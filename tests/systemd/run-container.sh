@@ -53,7 +53,9 @@ build_rootfs() {
 
 [ -x "$rootfs/lib/systemd/systemd" ] || build_rootfs
 
-# Install what a package would: binary, units, config, a served tree.
+# Install what a package would: binary, units, config, a served tree. The
+# access logs of an earlier run (the root file system is cached) go first.
+rm -rf "$rootfs/var/log/ruchy-serve" "$rootfs/var/log/private/ruchy-serve"
 install -m 0755 "$bin" "$rootfs/usr/bin/ruchy-serve"
 cp "$root/deploy/ruchy-serve.service" "$root/deploy/ruchy-serve.socket" "$root/deploy/ruchy-serve-metrics.socket" "$rootfs/etc/systemd/system/"
 mkdir -p "$rootfs/etc/systemd/system/ruchy-serve.service.d" "$rootfs/etc/ruchy-serve" "$rootfs/srv/www"
@@ -72,7 +74,7 @@ cleanup() {
     [ -n "${nspawn:-}" ] && kill "$nspawn" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$rootfs/etc/systemd/system/ruchy-serve."* "$rootfs/etc/ruchy-serve" "$rootfs/srv/www" \
-        "$rootfs/usr/bin/ruchy-serve" "$log"
+        "$rootfs/usr/bin/ruchy-serve" "$log" "$rootfs/var/log/ruchy-serve" "$rootfs/var/log/private/ruchy-serve"
 }
 trap cleanup EXIT
 
@@ -110,16 +112,16 @@ if [ "$ready" = 200 ]; then ok "/readyz is 200 when serving"; else bad "/readyz 
 # the journal; SIGUSR1 as logrotate's postrotate sends it moves new lines to
 # a new file.
 alog=/var/log/ruchy-serve/access.log
-inside curl -sS -o /dev/null http://127.0.0.1/index.html?file-check
+inside curl -sS -o /dev/null "http://127.0.0.1/index.html?file-check-$$"
 sleep 1.5
-if inside grep -q 'GET /index.html?file-check HTTP/1.1" 200' "$alog"; then ok "access log in $alog"; else bad "no line in $alog: $(inside ls -la /var/log/ruchy-serve/ 2>&1)"; fi
-if [ "$(inside journalctl -u ruchy-serve -o cat --no-pager | grep -c 'file-check' || true)" = 0 ]; then ok "access log not in the journal"; else bad "access line in the journal"; fi
+if inside grep -q "GET /index.html?file-check-$$ HTTP/1.1\" 200" "$alog"; then ok "access log in $alog"; else bad "no line in $alog: $(inside ls -la /var/log/ruchy-serve/ 2>&1)"; fi
+if [ "$(inside journalctl -u ruchy-serve -o cat --no-pager | grep -c "file-check-$$" || true)" = 0 ]; then ok "access log not in the journal"; else bad "access line in the journal"; fi
 inside mv "$alog" "$alog.1"
 inside systemctl kill --kill-whom=main --signal=USR1 ruchy-serve.service
 sleep 0.5
-inside curl -sS -o /dev/null http://127.0.0.1/index.html?after-rotation
+inside curl -sS -o /dev/null "http://127.0.0.1/index.html?after-rotation-$$"
 sleep 1.5
-if inside grep -q 'after-rotation' "$alog" && ! inside grep -q 'after-rotation' "$alog.1"; then
+if inside grep -q "after-rotation-$$" "$alog" && ! inside grep -q "after-rotation-$$" "$alog.1"; then
     ok "SIGUSR1 reopened the access log"
 else
     bad "after SIGUSR1: $(inside ls -la /var/log/ruchy-serve/ 2>&1)"
@@ -198,11 +200,11 @@ if [ "$body" = "hello from the container" ]; then ok "serving again after the wa
 printf '[Service]\nEnvironment=RUCHY_SERVE_LOG__ACCESS_LOG_PATH=\n' >"$rootfs/etc/systemd/system/ruchy-serve.service.d/journal.conf"
 inside systemctl daemon-reload
 inside systemctl restart ruchy-serve
-inside curl -sS -o /dev/null http://127.0.0.1/index.html?journal-check
+inside curl -sS -o /dev/null "http://127.0.0.1/index.html?journal-check-$$"
 sleep 0.5
-entry=$(inside journalctl -u ruchy-serve -o json --no-pager | grep 'journal-check' | tail -1 || true)
+entry=$(inside journalctl -u ruchy-serve -o json --no-pager | grep "journal-check-$$" | tail -1 || true)
 missing=""
-for field in '"HTTP_STATUS":"200"' '"HTTP_METHOD":"GET"' '"REQUEST_PATH":"/index.html?journal-check"' '"REMOTE_ADDR":"127.0.0.1"' '"DURATION_US":' '"PRIORITY":"6"' '"SYSLOG_IDENTIFIER":"ruchy-serve"'; do
+for field in '"HTTP_STATUS":"200"' '"HTTP_METHOD":"GET"' "\"REQUEST_PATH\":\"/index.html?journal-check-$$\"" '"REMOTE_ADDR":"127.0.0.1"' '"DURATION_US":' '"PRIORITY":"6"' '"SYSLOG_IDENTIFIER":"ruchy-serve"'; do
     grep -qF "$field" <<<"$entry" || missing="$missing $field"
 done
 if [ -z "$missing" ]; then ok "journal entry has structured fields"; else bad "journal entry lacks$missing: $entry"; fi
