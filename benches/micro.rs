@@ -151,12 +151,21 @@ fn cached_request(c: &mut Criterion) {
         .header("accept-encoding", "gzip, br")
         .body(())
         .unwrap();
+    let budget = ruchy_serve::serve::body::Budget::default();
     // Fill the cache first.
-    let first = rt.block_on(ruchy_serve::serve::respond(Arc::clone(&site), &req));
+    let first = rt.block_on(ruchy_serve::serve::respond(
+        Arc::clone(&site),
+        &req,
+        &budget,
+    ));
     assert_eq!(first.status(), 200);
     c.bench_function("respond_cached_hit", |b| {
         b.iter(|| {
-            let resp = rt.block_on(ruchy_serve::serve::respond(Arc::clone(&site), &req));
+            let resp = rt.block_on(ruchy_serve::serve::respond(
+                Arc::clone(&site),
+                &req,
+                &budget,
+            ));
             debug_assert_eq!(resp.status(), 200);
             resp
         })

@@ -59,8 +59,8 @@ pub struct Handler {
     /// Per-connection metric handles; `None` when no metrics listener exists
     /// to read them, and for the metrics listener itself.
     metrics: Option<Arc<ConnMetrics>>,
-    /// What this connection's response bodies may hold in user memory; put
-    /// in each request's extensions for the file bodies to draw on.
+    /// What this connection's response bodies may hold in user memory;
+    /// handed to each request's file bodies.
     budget: Budget,
 }
 
@@ -88,7 +88,7 @@ impl Handler {
     }
 
     /// Answers one request. Never fails: every error is a status code.
-    pub async fn handle<B>(&self, mut req: Request<B>) -> Response<Accounted> {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Accounted> {
         let Role::Site {
             tls,
             redirect_https,
@@ -122,8 +122,7 @@ impl Handler {
         } else if redirect_https {
             serve::redirect_https(cfg, &req)
         } else {
-            req.extensions_mut().insert(self.budget.clone());
-            serve::respond(Arc::clone(&site), &req).await
+            serve::respond(Arc::clone(&site), &req, &self.budget).await
         };
         if tls {
             if let Some(hsts) = &cfg.tls.hsts {

@@ -4,17 +4,61 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
 use crate::fileid::FileId;
 use futures_util::stream;
-use http_body::Frame;
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
+use http_body::{Frame, SizeHint};
+use http_body_util::{combinators::BoxBody, BodyExt, StreamBody};
 
-/// Every response body: boxed, so empty, in-memory and file bodies share one type.
-pub type Body = BoxBody<Bytes, io::Error>;
+/// Every response body. Empty and in-memory bodies (every cached file,
+/// every error page) are plain values, so answering one allocates nothing
+/// and hyper sees their exact length; only streams are boxed.
+#[derive(Debug)]
+pub enum Body {
+    /// No bytes.
+    Empty,
+    /// One buffer, handed over whole on the first poll.
+    Full(Option<Bytes>),
+    /// Frames produced as hyper asks for them (file chunks, multipart parts).
+    Stream(BoxBody<Bytes, io::Error>),
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(bytes) => bytes.is_none(),
+            Body::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Stream(s) => s.size_hint(),
+        }
+    }
+}
 
 /// Bytes read per blocking call on HTTP/1: large, because each chunk costs a
 /// trip to the blocking pool and a wake-up (smaller chunks measured slower on
@@ -86,14 +130,17 @@ impl AsRef<[u8]> for Held {
 
 /// No body.
 pub fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
+    Body::Empty
 }
 
-/// A body held in memory.
+/// A body held in memory (an empty buffer is no body at all).
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    let bytes = bytes.into();
+    if bytes.is_empty() {
+        Body::Empty
+    } else {
+        Body::Full(Some(bytes))
+    }
 }
 
 /// A piece of a streamed body.
@@ -175,28 +222,23 @@ pub fn file(
             Some((item, (file, segs)))
         }
     });
-    BodyExt::boxed(StreamBody::new(s))
+    Body::Stream(BodyExt::boxed(StreamBody::new(s)))
 }
 
 /// A body streamed from `file` for `req`: chunks sized to the protocol, held
-/// within the connection's [`Budget`] (which the handler puts in the
-/// request's extensions; a request from elsewhere gets a default one).
+/// within the connection's [`Budget`].
 pub fn file_for<B>(
     req: &http::Request<B>,
     open: File,
     segments: Vec<Segment>,
     version: FileId,
+    budget: Budget,
 ) -> Body {
     let chunk = if req.version() == http::Version::HTTP_2 {
         CHUNK_HTTP2
     } else {
         CHUNK_HTTP1
     };
-    let budget = req
-        .extensions()
-        .get::<Budget>()
-        .cloned()
-        .unwrap_or_default();
     file(open, segments, version, chunk, budget)
 }
 
@@ -210,7 +252,7 @@ pub fn slices(bytes: Bytes, segments: Vec<Segment>) -> Body {
         };
         Ok(Frame::data(data))
     });
-    BodyExt::boxed(StreamBody::new(stream::iter(frames)))
+    Body::Stream(BodyExt::boxed(StreamBody::new(stream::iter(frames))))
 }
 
 /// Reads up to `want` bytes at `offset`, fewer only at end of file.

@@ -27,6 +27,10 @@ pub struct Prepared {
     /// ETag, Last-Modified, Cache-Control, Vary, rule and security headers:
     /// what 200, 206 and 304 all carry.
     pub headers: HeaderMap,
+    /// `headers` plus what a whole 200 adds (Accept-Ranges,
+    /// Content-Encoding, Content-Type, Content-Length): the common answer is
+    /// one clone of a finished map.
+    pub full: HeaderMap,
     /// Content-Type of the whole representation (ranges may wrap it).
     pub content_type: HeaderValue,
     /// The strong ETag, quotes included.
@@ -68,9 +72,14 @@ impl Prepared {
         }
         headers::apply_rules(hc, rel_path, &mut h);
         headers::apply_common(hc, &mut h);
+        let content_type = headers::content_type(rel_path, &cfg.files.mime_types);
+        let mut full = ranged(&h, encoding);
+        full.insert(header::CONTENT_TYPE, content_type.clone());
+        full.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         Prepared {
             headers: h,
-            content_type: headers::content_type(rel_path, &cfg.files.mime_types),
+            full,
+            content_type,
             etag,
             modified,
             encoding,
@@ -78,6 +87,20 @@ impl Prepared {
             max_ranges: cfg.files.max_ranges,
         }
     }
+}
+
+/// `headers` plus what every answer with a payload carries: Accept-Ranges,
+/// and the twin's Content-Encoding.
+pub fn ranged(headers: &HeaderMap, encoding: Option<Encoding>) -> HeaderMap {
+    let mut h = headers.clone();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(enc) = encoding {
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(enc.token()),
+        );
+    }
+    h
 }
 
 /// A cached representation.
@@ -130,6 +153,7 @@ impl Variant {
             .prepared
             .headers
             .iter()
+            .chain(self.prepared.full.iter())
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
         self.body.len() as u64
@@ -398,6 +422,7 @@ mod tests {
         Variant {
             prepared: Prepared {
                 headers: HeaderMap::new(),
+                full: HeaderMap::new(),
                 content_type: HeaderValue::from_static("text/plain"),
                 etag: "\"x\"".into(),
                 modified: SystemTime::UNIX_EPOCH,

@@ -39,7 +39,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::config::Config;
-use body::Body;
+use body::{Body, Budget};
 use represent::{header_str, represent, Source};
 use resolve::{Found, Outcome};
 
@@ -104,9 +104,19 @@ pub fn refuse<B>(cfg: &Config, req: &Request<B>, refusal: guard::Refusal) -> Res
     r
 }
 
+/// One request being answered: the generation, the request, and the
+/// connection's body budget that file bodies read within.
+struct Ask<'a, B> {
+    site: &'a Arc<Site>,
+    req: &'a Request<B>,
+    budget: &'a Budget,
+}
+
 /// Answers one request. Never fails: every I/O error becomes a status code
 /// and a log line.
-pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
+pub async fn respond<B>(site: Arc<Site>, req: &Request<B>, budget: &Budget) -> Response<Body> {
+    let site = &site;
+    let ask = Ask { site, req, budget };
     let cfg = &site.config;
     let head = req.method() == Method::HEAD;
     match *req.method() {
@@ -132,7 +142,7 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
     if let Some(entry) = key.as_deref().and_then(|k| site.cache.lookup(k)) {
         if entry.missing {
             site.cache.hit();
-            return not_found(&site, req).await;
+            return not_found(&ask).await;
         }
         let chosen =
             encoding::negotiate(header_str(req, header::ACCEPT_ENCODING), &entry.available);
@@ -145,7 +155,7 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let accept = header_str(req, header::ACCEPT_ENCODING).map(str::to_string);
-    let outcome = blocking(&site, move |site| {
+    let outcome = blocking(site, move |site| {
         let resolved = site.resolve(&path, query.as_deref(), accept.as_deref());
         let outcome = match resolved {
             // ENOENT and ENOTDIR are answers, not failures: cache them as such.
@@ -182,10 +192,10 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>) -> Response<Body> {
             if let Some(k) = key.as_deref() {
                 site.cache.insert_missing(k);
             }
-            not_found(&site, req).await
+            not_found(&ask).await
         }
-        Ok((outcome, _)) => respond_outcome(&site, req, outcome).await,
-        Err(e) => io_error(&site, req, e).await,
+        Ok((outcome, _)) => respond_outcome(&ask, outcome).await,
+        Err(e) => io_error(&ask, e).await,
     }
 }
 
@@ -202,22 +212,23 @@ fn prepare(cfg: &Config, found: &Found) -> cache::Prepared {
 }
 
 /// A resolved file, answered straight from the open file.
-fn represent_file<B>(cfg: &Config, req: &Request<B>, found: Found) -> Response<Body> {
-    let prepared = prepare(cfg, &found);
+fn represent_file<B>(ask: &Ask<'_, B>, found: Found) -> Response<Body> {
+    let prepared = prepare(&ask.site.config, &found);
     let version = found.version();
-    represent(req, &prepared, Source::File(found.file, version))
+    represent(
+        ask.req,
+        &prepared,
+        Source::File(found.file, version, ask.budget.clone()),
+    )
 }
 
 /// Everything resolution can answer besides a cached file.
-async fn respond_outcome<B>(
-    site: &Arc<Site>,
-    req: &Request<B>,
-    outcome: Outcome,
-) -> Response<Body> {
+async fn respond_outcome<B>(ask: &Ask<'_, B>, outcome: Outcome) -> Response<Body> {
+    let (site, req) = (ask.site, ask.req);
     let cfg = &site.config;
     let head = req.method() == Method::HEAD;
     match outcome {
-        Outcome::File(found) => represent_file(cfg, req, *found),
+        Outcome::File(found) => represent_file(ask, *found),
         Outcome::Redirect(location) => {
             response::redirect(cfg, StatusCode::PERMANENT_REDIRECT, &location, head)
         }
@@ -235,11 +246,11 @@ async fn respond_outcome<B>(
                     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                     response::in_memory(cfg, StatusCode::OK, h, Bytes::from(html), head)
                 }
-                Err(e) => io_error(site, req, e).await,
+                Err(e) => io_error(ask, e).await,
             }
         }
-        Outcome::NotFound => not_found(site, req).await,
-        Outcome::Forbidden => error_page(site, req, StatusCode::FORBIDDEN).await,
+        Outcome::NotFound => not_found(ask).await,
+        Outcome::Forbidden => error_page(ask, StatusCode::FORBIDDEN).await,
         Outcome::BadRequest => response::status_text(cfg, StatusCode::BAD_REQUEST, head),
     }
 }
@@ -268,9 +279,10 @@ where
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
-async fn io_error<B>(site: &Arc<Site>, req: &Request<B>, e: std::io::Error) -> Response<Body> {
+async fn io_error<B>(ask: &Ask<'_, B>, e: std::io::Error) -> Response<Body> {
+    let req = ask.req;
     if resolve::is_not_found(&e) {
-        return not_found(site, req).await;
+        return not_found(ask).await;
     }
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         // Every request for the file would log it: a warning at most once a
@@ -280,29 +292,31 @@ async fn io_error<B>(site: &Arc<Site>, req: &Request<B>, e: std::io::Error) -> R
         } else {
             tracing::debug!(path = %truncated(req.uri().path()), error = %e, "permission denied");
         }
-        return error_page(site, req, StatusCode::FORBIDDEN).await;
+        return error_page(ask, StatusCode::FORBIDDEN).await;
     }
     tracing::error!(path = %truncated(req.uri().path()), error = %e, "I/O error while serving");
-    error_page(site, req, StatusCode::INTERNAL_SERVER_ERROR).await
+    error_page(ask, StatusCode::INTERNAL_SERVER_ERROR).await
 }
 
-async fn not_found<B>(site: &Arc<Site>, req: &Request<B>) -> Response<Body> {
+async fn not_found<B>(ask: &Ask<'_, B>) -> Response<Body> {
+    let (site, req) = (ask.site, ask.req);
     if let Some(fallback) = site.config.files.fallback.clone() {
         let accept = header_str(req, header::ACCEPT_ENCODING).map(str::to_string);
         let found = blocking(site, move |s| s.resolve(&fallback, None, accept.as_deref())).await;
         match found {
-            Ok(Outcome::File(found)) => return represent_file(&site.config, req, *found),
+            Ok(Outcome::File(found)) => return represent_file(ask, *found),
             _ => tracing::warn!(
                 fallback = site.config.files.fallback.as_deref(),
                 "fallback file is missing; answering 404"
             ),
         }
     }
-    error_page(site, req, StatusCode::NOT_FOUND).await
+    error_page(ask, StatusCode::NOT_FOUND).await
 }
 
 /// The configured page for 404 or 5xx, else a one-line text body.
-async fn error_page<B>(site: &Arc<Site>, req: &Request<B>, status: StatusCode) -> Response<Body> {
+async fn error_page<B>(ask: &Ask<'_, B>, status: StatusCode) -> Response<Body> {
+    let (site, req) = (ask.site, ask.req);
     let cfg = &site.config;
     let head = req.method() == Method::HEAD;
     let page = match status {
@@ -313,7 +327,7 @@ async fn error_page<B>(site: &Arc<Site>, req: &Request<B>, status: StatusCode) -
     if let Some(page) = page {
         let found = blocking(site, move |s| s.resolve(&page, None, None)).await;
         if let Ok(Outcome::File(found)) = found {
-            return response::error_file(cfg, req, status, *found);
+            return response::error_file(cfg, req, status, *found, ask.budget);
         }
         tracing::warn!(status = status.as_u16(), "error page file is missing");
     }

@@ -4,11 +4,11 @@
 //! the request and the prepared representation.
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use super::body::{self, Body, Segment};
-use super::cache::Prepared;
+use super::cache::{ranged, Prepared};
 use super::conditional::{self, Decision, Preconditions, Validators};
 use super::range::{self, ByteRange, RangeOutcome};
 use super::response::build;
@@ -16,8 +16,9 @@ use crate::fileid::FileId;
 
 /// Where a representation's bytes come from.
 pub enum Source {
-    /// An open file that must stay this version while it streams.
-    File(std::fs::File, FileId),
+    /// An open file that must stay this version while it streams, read
+    /// within the connection's budget.
+    File(std::fs::File, FileId, body::Budget),
     /// The cached bytes of the representation.
     Memory(Bytes),
 }
@@ -25,7 +26,7 @@ pub enum Source {
 impl Source {
     fn body<B>(self, segments: Vec<Segment>, req: &Request<B>) -> Body {
         match self {
-            Source::File(f, version) => body::file_for(req, f, segments, version),
+            Source::File(f, version, budget) => body::file_for(req, f, segments, version, budget),
             Source::Memory(bytes) => match segments.as_slice() {
                 [Segment::File { offset, len }] => {
                     body::full(bytes.slice(*offset as usize..(*offset + *len) as usize))
@@ -44,8 +45,6 @@ pub fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> Option<&str>
 /// Steps 5 to 8 for a representation, from a file or from memory.
 pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Response<Body> {
     let head = req.method() == Method::HEAD;
-    let mut h = prepared.headers.clone();
-    let content_type = prepared.content_type.clone();
     let validators = Validators {
         etag: &prepared.etag,
         last_modified: prepared.modified,
@@ -58,20 +57,20 @@ pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Re
     };
     match conditional::evaluate(&pre, &validators) {
         Decision::Proceed => {}
-        Decision::NotModified => return build(StatusCode::NOT_MODIFIED, h, body::empty()),
+        Decision::NotModified => {
+            return build(
+                StatusCode::NOT_MODIFIED,
+                prepared.headers.clone(),
+                body::empty(),
+            )
+        }
         Decision::Failed => {
+            let mut h = prepared.headers.clone();
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             return build(StatusCode::PRECONDITION_FAILED, h, body::empty());
         }
     }
 
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(enc) = prepared.encoding {
-        h.insert(
-            header::CONTENT_ENCODING,
-            HeaderValue::from_static(enc.token()),
-        );
-    }
     let len = prepared.len;
     // Range is defined for GET only (RFC 9110 section 14.2); HEAD ignores it.
     let range = match header_str(req, header::RANGE) {
@@ -87,24 +86,20 @@ pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Re
         _ => RangeOutcome::Full,
     };
 
-    let whole = |h: &mut HeaderMap| {
-        h.insert(header::CONTENT_TYPE, content_type.clone());
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    };
     match range {
         RangeOutcome::Full => {
-            whole(&mut h);
-            let b = if head {
-                body::empty()
-            } else {
-                source.body(vec![Segment::File { offset: 0, len }], req)
+            let b = match source {
+                _ if head => body::empty(),
+                // The whole of a cached file: the buffer itself.
+                Source::Memory(bytes) => body::full(bytes),
+                file => file.body(vec![Segment::File { offset: 0, len }], req),
             };
-            build(StatusCode::OK, h, b)
+            build(StatusCode::OK, prepared.full.clone(), b)
         }
         RangeOutcome::Unsatisfiable => {
             // No payload, so no coding to announce: Content-Encoding on an
             // empty 416 would describe bytes that are not there.
-            h.remove(header::CONTENT_ENCODING);
+            let mut h = ranged(&prepared.headers, None);
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 h.insert(header::CONTENT_RANGE, v);
@@ -113,7 +108,8 @@ pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Re
         }
         RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
             let r = ranges[0];
-            h.insert(header::CONTENT_TYPE, content_type);
+            let mut h = ranged(&prepared.headers, prepared.encoding);
+            h.insert(header::CONTENT_TYPE, prepared.content_type.clone());
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
             if let Ok(v) = HeaderValue::from_str(&content_range(r, len)) {
                 h.insert(header::CONTENT_RANGE, v);
@@ -128,7 +124,8 @@ pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Re
             build(StatusCode::PARTIAL_CONTENT, h, b)
         }
         RangeOutcome::Partial(ranges) => {
-            let (segments, total, boundary) = multipart(&ranges, len, &content_type);
+            let mut h = ranged(&prepared.headers, prepared.encoding);
+            let (segments, total, boundary) = multipart(&ranges, len, &prepared.content_type);
             if let Ok(v) =
                 HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
             {

@@ -85,6 +85,7 @@ pub fn error_file<B>(
     req: &Request<B>,
     status: StatusCode,
     found: Found,
+    budget: &body::Budget,
 ) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     let mut h = HeaderMap::new();
@@ -103,7 +104,7 @@ pub fn error_file<B>(
             offset: 0,
             len: found.len,
         }];
-        body::file_for(req, found.file, whole, version)
+        body::file_for(req, found.file, whole, version, budget.clone())
     };
     build(status, h, b)
 }
