@@ -152,10 +152,12 @@ fn cached_request(c: &mut Criterion) {
         .body(())
         .unwrap();
     let budget = ruchy_serve::serve::body::Budget::default();
+    let fields = ruchy_serve::serve::fields::Fields::of(req.headers());
     // Fill the cache first.
     let first = rt.block_on(ruchy_serve::serve::respond(
         Arc::clone(&site),
         &req,
+        &fields,
         &budget,
     ));
     assert_eq!(first.status(), 200);
@@ -164,6 +166,7 @@ fn cached_request(c: &mut Criterion) {
             let resp = rt.block_on(ruchy_serve::serve::respond(
                 Arc::clone(&site),
                 &req,
+                &fields,
                 &budget,
             ));
             debug_assert_eq!(resp.status(), 200);

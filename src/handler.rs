@@ -34,6 +34,7 @@ use crate::addr::Peer;
 use crate::config::AccessLog;
 use crate::metrics::ConnMetrics;
 use crate::serve::body::{Body, Budget};
+use crate::serve::fields::Fields;
 use crate::serve::{self, response};
 use crate::state::State;
 
@@ -114,16 +115,17 @@ impl Handler {
             .main_health_paths
             .then(|| self.state.health(req.uri().path()))
             .flatten();
-        let mut resp = if let Err(refusal) = serve::guard::check(&req, cfg.limits.max_request_body)
-        {
-            serve::refuse(cfg, &req, refusal)
-        } else if let Some((status, text)) = health {
-            response::plain(status, text)
-        } else if redirect_https {
-            serve::redirect_https(cfg, &req)
-        } else {
-            serve::respond(Arc::clone(&site), &req, &self.budget).await
-        };
+        let fields = Fields::of(req.headers());
+        let mut resp =
+            if let Err(refusal) = serve::guard::check(&req, &fields, cfg.limits.max_request_body) {
+                serve::refuse(cfg, &req, refusal)
+            } else if let Some((status, text)) = health {
+                response::plain(status, text)
+            } else if redirect_https {
+                serve::redirect_https(cfg, &req)
+            } else {
+                serve::respond(Arc::clone(&site), &req, &fields, &self.budget).await
+            };
         if tls {
             if let Some(hsts) = &cfg.tls.hsts {
                 resp.headers_mut()

@@ -13,7 +13,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+use crate::clock::coarse_now_ms;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -115,7 +117,10 @@ pub struct Variant {
 /// One request path: which twins exist, and each variant once loaded.
 #[derive(Debug)]
 pub struct Entry {
-    created: Instant,
+    /// When the entry was made, on the coarse clock (ms): reading it costs
+    /// no clock call beyond the coarse one, and a TTL of a second does not
+    /// need better.
+    created_ms: u64,
     /// A path that resolved to nothing (nginx's open_file_cache_errors):
     /// scanners hammering missing paths then cost no file-system calls either.
     pub missing: bool,
@@ -209,7 +214,7 @@ pub struct FileCache {
     bytes: AtomicU64,
     max_bytes: u64,
     max_file: u64,
-    ttl: std::time::Duration,
+    ttl_ms: u64,
     stats: Stats,
     /// Inserts so far, for the periodic sweep.
     inserts: AtomicU64,
@@ -224,7 +229,7 @@ impl FileCache {
             bytes: AtomicU64::new(0),
             max_bytes: cfg.files.cache_max_bytes,
             max_file: cfg.files.cache_max_file_size.min(cfg.files.cache_max_bytes),
-            ttl: cfg.files.cache_revalidate,
+            ttl_ms: cfg.files.cache_revalidate.as_millis() as u64,
             stats,
             inserts: AtomicU64::new(0),
         }
@@ -242,7 +247,12 @@ impl FileCache {
         }
         let map = self.map.read().expect("file cache lock");
         let entry = map.get(path)?;
-        (entry.created.elapsed() < self.ttl).then(|| Arc::clone(entry))
+        self.fresh(entry).then(|| Arc::clone(entry))
+    }
+
+    /// Whether `entry` is still trusted (younger than `cache_revalidate`).
+    fn fresh(&self, entry: &Entry) -> bool {
+        coarse_now_ms().saturating_sub(entry.created_ms) < self.ttl_ms
     }
 
     /// Counts a request answered from the cache.
@@ -273,7 +283,7 @@ impl FileCache {
         if self.inserts.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             let mut freed = 0;
             map.retain(|k, e| {
-                let fresh = e.created.elapsed() < self.ttl;
+                let fresh = self.fresh(e);
                 if !fresh {
                     freed += e.charge(k);
                 }
@@ -300,7 +310,7 @@ impl FileCache {
         let mut map = self.map.write().expect("file cache lock");
         self.make_room(&mut map, size);
         let entry = Arc::new(Entry {
-            created: Instant::now(),
+            created_ms: coarse_now_ms(),
             missing: true,
             available: Vec::new(),
             variants: Default::default(),
@@ -328,13 +338,13 @@ impl FileCache {
             // Never a "missing" entry: a file created just after its path
             // was found missing must not land its bytes in an entry that
             // still answers 404.
-            .filter(|e| !e.missing && e.created.elapsed() < self.ttl && e.available == available)
+            .filter(|e| !e.missing && self.fresh(e) && e.available == available)
             .cloned();
         let entry = match reuse {
             Some(e) => e,
             None => {
                 let e = Arc::new(Entry {
-                    created: Instant::now(),
+                    created_ms: coarse_now_ms(),
                     missing: false,
                     available: available.to_vec(),
                     variants: Default::default(),
@@ -372,11 +382,7 @@ impl FileCache {
 /// (two different byte strings must never share a key).
 pub fn key(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     use std::borrow::Cow;
-    let plain = raw.starts_with('/')
-        && !raw.contains("//")
-        && !raw.bytes().any(|b| b == b'%' || b == b'\\')
-        && !raw.split('/').any(|c| c == "." || c == "..");
-    if plain {
+    if plain(raw.as_bytes()) {
         return Some(Cow::Borrowed(raw));
     }
     let decoded = super::resolve::decode_path(raw)?;
@@ -391,9 +397,79 @@ pub fn key(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     Some(Cow::Owned(out))
 }
 
+/// Whether a path is its own key already: starts with `/`, no `//`, no
+/// `%` or `\\`, no `.` or `..` component. One pass over the bytes (this
+/// runs on every request).
+fn plain(b: &[u8]) -> bool {
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' | b'\\' => return false,
+            b'/' => match b.get(i + 1) {
+                Some(b'/') => return false,
+                Some(b'.') => {
+                    let rest = &b[i + 1..];
+                    let dots = if rest.starts_with(b"..") { 2 } else { 1 };
+                    if matches!(rest.get(dots), None | Some(b'/')) {
+                        return false;
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass check says what the checks it replaced said.
+    #[test]
+    fn plain_agrees_with_the_string_checks() {
+        let old = |raw: &str| {
+            raw.starts_with('/')
+                && !raw.contains("//")
+                && !raw.bytes().any(|b| b == b'%' || b == b'\\')
+                && !raw.split('/').any(|c| c == "." || c == "..")
+        };
+        for p in [
+            "/",
+            "/a",
+            "/a/",
+            "//a",
+            "/a//b",
+            "/.",
+            "/..",
+            "/./a",
+            "/../a",
+            "/a/.",
+            "/a/..",
+            "/a/./b",
+            "/.a",
+            "/..a",
+            "/a.",
+            "/a..",
+            "/.well-known/x",
+            "/a/...",
+            "/%61",
+            "/a\\b",
+            "a",
+            "",
+            "/a/b.txt",
+            "/a/.b/c",
+            "/...",
+            "/.../",
+        ] {
+            assert_eq!(plain(p.as_bytes()), old(p), "{p:?}");
+        }
+    }
 
     fn cache(max: &str) -> FileCache {
         cache_for(max, "0s")

@@ -8,6 +8,8 @@
 
 use http::{header, HeaderMap, Request, StatusCode, Version};
 
+use super::fields::Fields;
+
 /// Why a request is refused, and whether the connection must close after the
 /// answer (a body we did not read would otherwise be parsed as the next
 /// request).
@@ -30,9 +32,9 @@ impl Refusal {
 
 /// Refuses what no static file request should carry: a missing, repeated or
 /// malformed Host, or a request body.
-pub fn check<B>(req: &Request<B>, max_body: u64) -> Result<(), Refusal> {
-    host(req.version(), req.headers())?;
-    body(req.headers(), max_body)
+pub fn check<B>(req: &Request<B>, fields: &Fields<'_>, max_body: u64) -> Result<(), Refusal> {
+    host(req.version(), fields)?;
+    body(req.headers(), fields, max_body)
 }
 
 /// RFC 9112 section 3.2: "A server MUST respond with a 400 (Bad Request)
@@ -40,16 +42,15 @@ pub fn check<B>(req: &Request<B>, max_body: u64) -> Result<(), Refusal> {
 /// field and to any request message that contains more than one Host header
 /// field line or a Host header field with an invalid field value." HTTP/1.0
 /// and HTTP/2 (which has `:authority`) may omit it.
-fn host(version: Version, headers: &HeaderMap) -> Result<(), Refusal> {
-    let mut values = headers.get_all(header::HOST).iter();
-    let Some(value) = values.next() else {
+fn host(version: Version, fields: &Fields<'_>) -> Result<(), Refusal> {
+    let Some(value) = fields.host else {
         return if version == Version::HTTP_11 {
             Err(Refusal::bad_request())
         } else {
             Ok(())
         };
     };
-    if values.next().is_some() || !valid_host(value.as_bytes()) {
+    if fields.hosts > 1 || !valid_host(value.as_bytes()) {
         return Err(Refusal::bad_request());
     }
     Ok(())
@@ -89,11 +90,7 @@ pub fn parse_host(v: &[u8]) -> Option<HostPort<'_>> {
             Some(i) => (&v[..i], Some(&v[i + 1..])),
             None => (v, None),
         };
-        let reg_name_ok = name.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                // unreserved, sub-delims and pct-encoded's '%'
-                || b"-._~!$&'()*+,;=%".contains(&b)
-        });
+        let reg_name_ok = name.iter().all(|&b| REG_NAME[b as usize]);
         if !reg_name_ok {
             return None;
         }
@@ -103,6 +100,25 @@ pub fn parse_host(v: &[u8]) -> Option<HostPort<'_>> {
     port_ok.then_some(HostPort { name, port })
 }
 
+/// The bytes of a reg-name: letters, digits, unreserved, sub-delims and
+/// pct-encoded's '%' (a table: this runs on every request).
+const REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~!$&'()*+,;=%";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Whether `v` is a valid Host value ([`parse_host`]).
 pub fn valid_host(v: &[u8]) -> bool {
     parse_host(v).is_some()
@@ -111,13 +127,16 @@ pub fn valid_host(v: &[u8]) -> bool {
 /// Bodies are never read. One announced above `max_body` gets 413; one of
 /// unknown length (Transfer-Encoding) gets 413 too, since nothing we serve
 /// takes a body and reading it to find its size is what a flood wants.
-fn body(headers: &HeaderMap, max_body: u64) -> Result<(), Refusal> {
+fn body(headers: &HeaderMap, fields: &Fields<'_>, max_body: u64) -> Result<(), Refusal> {
     let too_large = Refusal {
         status: StatusCode::PAYLOAD_TOO_LARGE,
         close: true,
     };
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if fields.transfer_encoding {
         return Err(too_large);
+    }
+    if fields.content_lengths == 0 {
+        return Ok(());
     }
     for v in headers.get_all(header::CONTENT_LENGTH) {
         match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
@@ -196,15 +215,19 @@ mod tests {
         b.body(()).unwrap()
     }
 
+    fn checked(req: &Request<()>, max: u64) -> Result<(), Refusal> {
+        check(req, &Fields::of(req.headers()), max)
+    }
+
     #[test]
     fn host_presence_by_version() {
-        assert!(check(&req(Version::HTTP_11, &[]), 0).is_err());
-        assert!(check(&req(Version::HTTP_10, &[]), 0).is_ok());
-        assert!(check(&req(Version::HTTP_2, &[]), 0).is_ok());
+        assert!(checked(&req(Version::HTTP_11, &[]), 0).is_err());
+        assert!(checked(&req(Version::HTTP_10, &[]), 0).is_ok());
+        assert!(checked(&req(Version::HTTP_2, &[]), 0).is_ok());
         let two = [("host", "a"), ("host", "b")];
-        assert!(check(&req(Version::HTTP_10, &two), 0).is_err());
-        assert!(check(&req(Version::HTTP_2, &two), 0).is_err());
-        assert!(check(&req(Version::HTTP_11, &[("host", "a")]), 0).is_ok());
+        assert!(checked(&req(Version::HTTP_10, &two), 0).is_err());
+        assert!(checked(&req(Version::HTTP_2, &two), 0).is_err());
+        assert!(checked(&req(Version::HTTP_11, &[("host", "a")]), 0).is_ok());
     }
 
     #[test]
@@ -213,7 +236,7 @@ mod tests {
         let with = |h: &[(&str, &str)]| {
             let mut all = vec![("host", "a")];
             all.extend_from_slice(h);
-            check(&req(v, &all), 10)
+            checked(&req(v, &all), 10)
         };
         assert!(with(&[("content-length", "10")]).is_ok());
         assert!(with(&[("content-length", "0")]).is_ok());
@@ -222,5 +245,13 @@ mod tests {
         assert!(r.close);
         let r = with(&[("transfer-encoding", "chunked")]).unwrap_err();
         assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+        // Every Content-Length line counts, not only the first.
+        let two = [("content-length", "1"), ("content-length", "99")];
+        assert_eq!(
+            with(&two).unwrap_err().status,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let bad = [("content-length", "1"), ("content-length", "x")];
+        assert_eq!(with(&bad).unwrap_err().status, StatusCode::BAD_REQUEST);
     }
 }

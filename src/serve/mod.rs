@@ -23,6 +23,7 @@ pub mod cache;
 pub mod conditional;
 pub mod encoding;
 pub mod etag;
+pub mod fields;
 pub mod guard;
 pub mod headers;
 pub mod listing;
@@ -40,7 +41,8 @@ use http::{Method, Request, Response, StatusCode};
 
 use crate::config::Config;
 use body::{Body, Budget};
-use represent::{header_str, represent, Source};
+use fields::Fields;
+use represent::{represent, Source};
 use resolve::{Found, Outcome};
 
 const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
@@ -55,16 +57,26 @@ pub struct Site {
     pub etags: etag::EtagCache,
     /// Small hot files, prepared for answering from memory.
     pub cache: cache::FileCache,
+    /// The text 404 (headers and body), made once: scanners ask for missing
+    /// paths over and over, and the answer only depends on the configuration.
+    not_found_text: (HeaderMap, Bytes),
 }
 
 impl Site {
     /// A generation with empty caches; `stats` are the process-wide cache
     /// counters, which outlive generations.
     pub fn new(config: Arc<Config>, stats: cache::Stats) -> Site {
+        let text = response::status_text(&config, StatusCode::NOT_FOUND, false);
+        let (parts, body) = text.into_parts();
+        let bytes = match body {
+            Body::Full(Some(b)) => b,
+            _ => Bytes::new(),
+        };
         Site {
             cache: cache::FileCache::new(&config, stats),
             config,
             etags: etag::EtagCache::default(),
+            not_found_text: (parts.headers, bytes),
         }
     }
 
@@ -109,14 +121,25 @@ pub fn refuse<B>(cfg: &Config, req: &Request<B>, refusal: guard::Refusal) -> Res
 struct Ask<'a, B> {
     site: &'a Arc<Site>,
     req: &'a Request<B>,
+    fields: &'a Fields<'a>,
     budget: &'a Budget,
 }
 
 /// Answers one request. Never fails: every I/O error becomes a status code
 /// and a log line.
-pub async fn respond<B>(site: Arc<Site>, req: &Request<B>, budget: &Budget) -> Response<Body> {
+pub async fn respond<B>(
+    site: Arc<Site>,
+    req: &Request<B>,
+    fields: &Fields<'_>,
+    budget: &Budget,
+) -> Response<Body> {
     let site = &site;
-    let ask = Ask { site, req, budget };
+    let ask = Ask {
+        site,
+        req,
+        fields,
+        budget,
+    };
     let cfg = &site.config;
     let head = req.method() == Method::HEAD;
     match *req.method() {
@@ -144,17 +167,16 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>, budget: &Budget) -> R
             site.cache.hit();
             return not_found(&ask).await;
         }
-        let chosen =
-            encoding::negotiate(header_str(req, header::ACCEPT_ENCODING), &entry.available);
+        let chosen = encoding::negotiate(fields.accept_encoding, &entry.available);
         if let Some(v) = entry.variant(chosen) {
             site.cache.hit();
-            return represent(req, &v.prepared, Source::Memory(v.body.clone()));
+            return represent(req, fields, &v.prepared, Source::Memory(v.body.clone()));
         }
     }
 
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
-    let accept = header_str(req, header::ACCEPT_ENCODING).map(str::to_string);
+    let accept = fields.accept_encoding.map(str::to_string);
     let outcome = blocking(site, move |site| {
         let resolved = site.resolve(&path, query.as_deref(), accept.as_deref());
         let outcome = match resolved {
@@ -182,9 +204,14 @@ pub async fn respond<B>(site: Arc<Site>, req: &Request<B>, budget: &Budget) -> R
             match key.as_deref() {
                 Some(k) => {
                     let variant = site.cache.insert(k, &found.available, variant);
-                    represent(req, &variant.prepared, Source::Memory(variant.body.clone()))
+                    represent(
+                        req,
+                        fields,
+                        &variant.prepared,
+                        Source::Memory(variant.body.clone()),
+                    )
                 }
-                None => represent(req, &variant.prepared, Source::Memory(variant.body)),
+                None => represent(req, fields, &variant.prepared, Source::Memory(variant.body)),
             }
         }
         Ok((Outcome::NotFound, _)) => {
@@ -217,6 +244,7 @@ fn represent_file<B>(ask: &Ask<'_, B>, found: Found) -> Response<Body> {
     let version = found.version();
     represent(
         ask.req,
+        ask.fields,
         &prepared,
         Source::File(found.file, version, ask.budget.clone()),
     )
@@ -299,9 +327,9 @@ async fn io_error<B>(ask: &Ask<'_, B>, e: std::io::Error) -> Response<Body> {
 }
 
 async fn not_found<B>(ask: &Ask<'_, B>) -> Response<Body> {
-    let (site, req) = (ask.site, ask.req);
+    let site = ask.site;
     if let Some(fallback) = site.config.files.fallback.clone() {
-        let accept = header_str(req, header::ACCEPT_ENCODING).map(str::to_string);
+        let accept = ask.fields.accept_encoding.map(str::to_string);
         let found = blocking(site, move |s| s.resolve(&fallback, None, accept.as_deref())).await;
         match found {
             Ok(Outcome::File(found)) => return represent_file(ask, *found),
@@ -324,6 +352,15 @@ async fn error_page<B>(ask: &Ask<'_, B>, status: StatusCode) -> Response<Body> {
         s if s.is_server_error() => cfg.files.server_error_page.clone(),
         _ => None,
     };
+    if page.is_none() && status == StatusCode::NOT_FOUND {
+        let (h, bytes) = &site.not_found_text;
+        let b = if head {
+            body::empty()
+        } else {
+            body::full(bytes.clone())
+        };
+        return response::build(status, h.clone(), b);
+    }
     if let Some(page) = page {
         let found = blocking(site, move |s| s.resolve(&page, None, None)).await;
         if let Ok(Outcome::File(found)) = found {

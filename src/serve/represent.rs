@@ -10,6 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use super::body::{self, Body, Segment};
 use super::cache::{ranged, Prepared};
 use super::conditional::{self, Decision, Preconditions, Validators};
+use super::fields::Fields;
 use super::range::{self, ByteRange, RangeOutcome};
 use super::response::build;
 use crate::fileid::FileId;
@@ -37,23 +38,23 @@ impl Source {
     }
 }
 
-/// A request header as text, if it is text.
-pub fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> Option<&str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
 /// Steps 5 to 8 for a representation, from a file or from memory.
-pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Response<Body> {
+pub fn represent<B>(
+    req: &Request<B>,
+    fields: &Fields<'_>,
+    prepared: &Prepared,
+    source: Source,
+) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     let validators = Validators {
         etag: &prepared.etag,
         last_modified: prepared.modified,
     };
     let pre = Preconditions {
-        if_match: header_str(req, header::IF_MATCH),
-        if_none_match: header_str(req, header::IF_NONE_MATCH),
-        if_modified_since: header_str(req, header::IF_MODIFIED_SINCE),
-        if_unmodified_since: header_str(req, header::IF_UNMODIFIED_SINCE),
+        if_match: fields.if_match,
+        if_none_match: fields.if_none_match,
+        if_modified_since: fields.if_modified_since,
+        if_unmodified_since: fields.if_unmodified_since,
     };
     match conditional::evaluate(&pre, &validators) {
         Decision::Proceed => {}
@@ -73,9 +74,10 @@ pub fn represent<B>(req: &Request<B>, prepared: &Prepared, source: Source) -> Re
 
     let len = prepared.len;
     // Range is defined for GET only (RFC 9110 section 14.2); HEAD ignores it.
-    let range = match header_str(req, header::RANGE) {
+    let range = match fields.range {
         Some(r) if !head => {
-            let applies = header_str(req, header::IF_RANGE)
+            let applies = fields
+                .if_range
                 .is_none_or(|ir| conditional::if_range_allows(ir, &validators));
             if applies {
                 range::evaluate(r, len, prepared.max_ranges)
