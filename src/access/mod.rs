@@ -74,6 +74,17 @@ struct Fields {
 impl Record {
     /// `sink`: where the line goes, `None` for no line.
     pub fn new<B>(req: &Request<B>, peer: Peer, sink: Option<Sink>, start: Instant) -> Record {
+        if sink.is_none() {
+            // The access log is off: nothing looked up, nothing copied.
+            return Record {
+                peer,
+                method_label: crate::metrics::method_label(req.method()),
+                sink,
+                captured: Captured::Nothing,
+                start,
+                status: 0,
+            };
+        }
         let header = |name: http::header::HeaderName| {
             req.headers().get(name).map_or(&b"-"[..], |v| v.as_bytes())
         };

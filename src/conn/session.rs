@@ -3,7 +3,13 @@
 //! ([`super::timers`]) and the drain ([`super::drain`]).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures_util::task::AtomicWaker;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -156,14 +162,18 @@ impl Session {
         tokio::pin!(conn);
         // When a graceful close began (coarse clock), if one has.
         let mut graceful: Option<u64> = None;
+        // The drain and the deadlines are polled only when they were woken,
+        // not every time the connection is (every read and write).
+        let mut drained = OnWake::new(draining(&mut drain));
         let result = loop {
+            let mut deadline = OnWake::new(activity.deadline(&limits, graceful));
             tokio::select! {
                 result = conn.as_mut() => break result,
-                _ = draining(&mut drain), if graceful.is_none() => {
+                _ = &mut drained, if graceful.is_none() => {
                     graceful = Some(coarse_now_ms());
                     conn.as_mut().graceful_shutdown();
                 }
-                reason = activity.deadline(&limits, graceful) => {
+                reason = &mut deadline => {
                     // An idle deadline after a graceful close began is its
                     // backstop, not a new reason.
                     let backstop = reason == Close::Idle && graceful.is_some();
@@ -201,10 +211,96 @@ impl Session {
     }
 }
 
+/// A future that is polled only when its own waker fired (and on its first
+/// poll). `select!` polls every branch each time the task wakes; for a
+/// connection that is every read and write, while the drain and the
+/// deadline watch wake a few times in its whole life.
+struct OnWake<F> {
+    fut: Pin<Box<F>>,
+    flag: Arc<WakeFlag>,
+}
+
+struct WakeFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future> OnWake<F> {
+    fn new(fut: F) -> Self {
+        OnWake {
+            fut: Box::pin(fut),
+            flag: Arc::new(WakeFlag {
+                woken: AtomicBool::new(true),
+                task: AtomicWaker::new(),
+            }),
+        }
+    }
+}
+
+impl<F: Future> Future for OnWake<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.flag.task.register(cx.waker());
+        if !self.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(Arc::clone(&self.flag));
+        self.fut.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
+
 /// Resolves when the drain begins; never for a connection with no drain.
 async fn draining(drain: &mut Option<DrainWatch>) {
     match drain {
         Some(d) => d.draining().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// The wrapped future is polled on the first poll and after its own
+    /// waker fired, not on the task's other wake-ups.
+    #[test]
+    fn on_wake_polls_the_inner_future_only_when_it_was_woken() {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let polls = Arc::new(AtomicUsize::new(0));
+        let inner = {
+            let (notify, polls) = (Arc::clone(&notify), Arc::clone(&polls));
+            let mut notified = Box::pin(async move { notify.notified().await });
+            std::future::poll_fn(move |cx| {
+                polls.fetch_add(1, Ordering::Relaxed);
+                notified.as_mut().poll(cx)
+            })
+        };
+        let mut w = Box::pin(OnWake::new(inner));
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        for _ in 0..5 {
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(
+            polls.load(Ordering::Relaxed),
+            1,
+            "polled once, then left alone"
+        );
+        notify.notify_one();
+        assert!(w.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
     }
 }
