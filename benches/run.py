@@ -243,6 +243,7 @@ server.bind = "127.0.0.1"
 server.max-worker = 0
 server.max-keep-alive-requests = 1000000
 server.max-fds = 40000
+server.max-connections = 20000
 server.feature-flags += ("server.h2proto" => "enable", "server.h2c" => "enable")
 mimetype.assign = (".html" => "text/html", ".js" => "text/javascript", ".bin" => "application/octet-stream", ".wasm" => "application/wasm")
 {lconf}"""
@@ -328,28 +329,47 @@ def run_h2load(server, wl, duration):
                 p99=float("nan"), errors=errors, cpu=cpu, cmd=" ".join(cmd[3:]))
 
 
-def idle_rss(server, count=10000):
-    """RSS with `count` idle keep-alive connections, each after one request."""
+def idle_memory(server, count=10000, wave=200):
+    """KiB of RSS per idle keep-alive connection, three ways, each on a
+    freshly started server (RSS does not shrink, so one way would carry over
+    into the next): `silent`, connections that never send a request;
+    `after-one`, every connection sends one request and reads its answer, all
+    at once, then idles; `waves`, the same request sent by `wave`
+    connections at a time, each wave answered before the next starts (memory
+    an idle connection gives back is reused by the next wave, which is what
+    a server that frees buffers between requests gains)."""
     import resource
     resource.setrlimit(resource.RLIMIT_NOFILE, (count + 1000, count + 1000))
-    base = server.rss_kib()
-    socks = []
     req = b"GET /1k.html HTTP/1.1\r\nHost: x\r\n\r\n"
-    try:
-        for _ in range(count):
-            s = socket.create_connection(("127.0.0.1", server.http), timeout=5)
-            s.sendall(req)
-            socks.append(s)
-        for s in socks:
-            s.recv(4096)
-        time.sleep(1)
-        loaded = server.rss_kib()
-    except OSError as e:
-        loaded = f"failed after {len(socks)}: {e}"
-    finally:
-        for s in socks:
-            s.close()
-    return base, loaded
+    out = {}
+    for mode in ("silent", "after-one", "waves"):
+        server.stop()
+        server.start()
+        time.sleep(0.5)
+        base = server.rss_kib()
+        socks = []
+        try:
+            for _ in range(count):
+                socks.append(socket.create_connection(("127.0.0.1", server.http), timeout=10))
+            if mode == "after-one":
+                for s in socks:
+                    s.sendall(req)
+                for s in socks:
+                    s.recv(65536)
+            elif mode == "waves":
+                for i in range(0, count, wave):
+                    for s in socks[i:i + wave]:
+                        s.sendall(req)
+                    for s in socks[i:i + wave]:
+                        s.recv(65536)
+            time.sleep(1)
+            out[mode] = (server.rss_kib() - base) / count
+        except OSError as e:
+            out[mode] = f"failed after {len(socks)} connections: {e}"
+        finally:
+            for s in socks:
+                s.close()
+    return out
 
 
 def main():
@@ -363,7 +383,8 @@ def main():
     ap.add_argument("--servers", default="ruchy,ceiling,nginx,lighttpd,python",
                     help="ceiling: bare hyper from benches/ceiling.rs, the most ruchy-serve's own work can reach")
     ap.add_argument("--metrics-overhead", action="store_true", help="also run w1 with metrics on")
-    ap.add_argument("--idle", action="store_true", help="also measure RSS with 10,000 idle connections")
+    ap.add_argument("--idle", action="store_true",
+                    help="also measure KiB per idle connection (10,000: silent, after one request, in waves of 200)")
     ap.add_argument("--binary", help="ruchy-serve binary to measure (default: build target/release)")
     ap.add_argument("--label", default="ruchy-serve", help="name of that binary in the results")
     ap.add_argument("--compare", metavar="BINARY",
@@ -414,7 +435,7 @@ def main():
             results[("idle", s.name)] = {"rss": s.rss_kib()}
             verify(s, www)
             configs[s.name] = s.config_text
-        for wl in args.only.split(","):
+        for wl in [w for w in args.only.split(",") if w]:
             runs = {s.name: [] for s in srv}
             for _ in range(args.reps):
                 for s in srv:
@@ -442,7 +463,8 @@ def main():
         if args.idle:
             for s in srv:
                 if not s.name.startswith("python"):
-                    results[("idle10k", s.name)] = {"rss": idle_rss(s)}
+                    results[("idle10k", s.name)] = idle_memory(s)
+                    print(f"idle {s.name:22} KiB per connection: {results[('idle10k', s.name)]}", flush=True)
     finally:
         for s in srv:
             s.stop()
@@ -674,8 +696,10 @@ def report(results, configs, args, work):
         if ("idle", n) in results:
             extra = ""
             if ("idle10k", n) in results:
-                base, loaded = results[("idle10k", n)]["rss"]
-                extra = f"; with 10,000 idle keep-alive connections: {loaded}"
+                per = results[("idle10k", n)]
+                fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)
+                extra = ("; KiB per idle connection (10,000): " +
+                         ", ".join(f"{k} {fmt(v)}" for k, v in per.items()))
             lines.append(f"- {n}: {results[('idle', n)]['rss']}{extra}")
     lines += ["", "Load commands (URL ports vary per run):", ""]
     seen = set()
