@@ -46,55 +46,51 @@ impl<'a> Fields<'a> {
     /// One pass over `headers`.
     pub fn of(headers: &'a HeaderMap) -> Fields<'a> {
         let mut f = Fields::default();
-        let text = |slot: &mut Option<&'a str>, v: &'a HeaderValue| {
-            if slot.is_none() {
-                *slot = Some(v.to_str().ok()).flatten().or(Some(INVALID));
-            }
-        };
+        // First values of the text fields, read as text once the pass is
+        // done: a first value that is not text then answers `None`, as
+        // `get` + `to_str` did.
+        let mut first: [Option<&'a HeaderValue>; 7] = [None; 7];
         for (name, value) in headers {
-            if name == header::HOST {
+            let slot = if name == header::HOST {
                 f.hosts += 1;
                 f.host.get_or_insert(value);
+                continue;
             } else if name == header::ACCEPT_ENCODING {
-                text(&mut f.accept_encoding, value);
+                0
             } else if name == header::IF_NONE_MATCH {
-                text(&mut f.if_none_match, value);
+                1
             } else if name == header::IF_MODIFIED_SINCE {
-                text(&mut f.if_modified_since, value);
+                2
             } else if name == header::RANGE {
-                text(&mut f.range, value);
+                3
             } else if name == header::IF_MATCH {
-                text(&mut f.if_match, value);
+                4
             } else if name == header::IF_UNMODIFIED_SINCE {
-                text(&mut f.if_unmodified_since, value);
+                5
             } else if name == header::IF_RANGE {
-                text(&mut f.if_range, value);
-            } else if name == header::CONTENT_LENGTH {
-                f.content_lengths += 1;
-                f.content_length.get_or_insert(value);
-            } else if name == header::TRANSFER_ENCODING {
-                f.transfer_encoding = true;
-            }
+                6
+            } else {
+                if name == header::CONTENT_LENGTH {
+                    f.content_lengths += 1;
+                    f.content_length.get_or_insert(value);
+                } else if name == header::TRANSFER_ENCODING {
+                    f.transfer_encoding = true;
+                }
+                continue;
+            };
+            first[slot].get_or_insert(value);
         }
-        f.accept_encoding = f.accept_encoding.filter(|v| !std::ptr::eq(*v, INVALID));
-        for slot in [
-            &mut f.if_match,
-            &mut f.if_none_match,
-            &mut f.if_modified_since,
-            &mut f.if_unmodified_since,
-            &mut f.range,
-            &mut f.if_range,
-        ] {
-            *slot = slot.filter(|v| !std::ptr::eq(*v, INVALID));
-        }
+        let text = |i: usize| first[i].and_then(|v| v.to_str().ok());
+        f.accept_encoding = text(0);
+        f.if_none_match = text(1);
+        f.if_modified_since = text(2);
+        f.range = text(3);
+        f.if_match = text(4);
+        f.if_unmodified_since = text(5);
+        f.if_range = text(6);
         f
     }
 }
-
-/// Marks a field whose first value was not text, so a later valid value of
-/// the same field does not take its place (`HeaderMap::get` followed by
-/// `to_str` would have answered `None`); removed before `of` returns.
-const INVALID: &str = "\u{0}invalid";
 
 #[cfg(test)]
 mod tests {

@@ -348,8 +348,8 @@ async fn error_page<B>(ask: &Ask<'_, B>, status: StatusCode) -> Response<Body> {
     let cfg = &site.config;
     let head = req.method() == Method::HEAD;
     let page = match status {
-        StatusCode::NOT_FOUND => cfg.files.not_found_page.clone(),
-        s if s.is_server_error() => cfg.files.server_error_page.clone(),
+        StatusCode::NOT_FOUND => cfg.files.not_found_page.as_ref(),
+        s if s.is_server_error() => cfg.files.server_error_page.as_ref(),
         _ => None,
     };
     if page.is_none() && status == StatusCode::NOT_FOUND {
@@ -361,7 +361,7 @@ async fn error_page<B>(ask: &Ask<'_, B>, status: StatusCode) -> Response<Body> {
         };
         return response::build(status, h.clone(), b);
     }
-    if let Some(page) = page {
+    if let Some(page) = page.cloned() {
         let found = blocking(site, move |s| s.resolve(&page, None, None)).await;
         if let Ok(Outcome::File(found)) = found {
             return response::error_file(cfg, req, status, *found, ask.budget);
