@@ -75,15 +75,26 @@ impl Handler {
         listener: Arc<str>,
         budget: Budget,
     ) -> Handler {
+        let metrics = Arc::new(ConnMetrics::new(Arc::clone(&state.metrics), listener));
+        Handler::on_listener(state, peer, role, Some(&metrics), budget)
+    }
+
+    /// A handler for a connection on the listener whose metric handles are
+    /// `metrics` (looked up once per listener, not per connection).
+    pub fn on_listener(
+        state: Arc<State>,
+        peer: Peer,
+        role: Role,
+        metrics: Option<&Arc<ConnMetrics>>,
+        budget: Budget,
+    ) -> Handler {
         let metered =
             matches!(role, Role::Site { .. }) && state.site().config.metrics.address.is_some();
-        let metrics =
-            metered.then(|| Arc::new(ConnMetrics::new(Arc::clone(&state.metrics), listener)));
         Handler {
+            metrics: metrics.filter(|_| metered).cloned(),
             state,
             peer,
             role,
-            metrics,
             budget,
         }
     }

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub conns_accepted: IntCounterVec,
     /// Connections open now, by listener.
     pub conns_open: IntGaugeVec,
+    /// Of those, HTTP/1 connections waiting for a request with only their
+    /// socket (before the first, or quiet since the last): nginx's "Waiting".
+    pub conns_waiting: IntGaugeVec,
     /// Connections refused before HTTP (PROXY header, TLS), by reason.
     pub conns_rejected: IntCounterVec,
     /// Connections a deadline or limit ended, by reason.
@@ -132,6 +135,13 @@ impl Metrics {
         ));
         let conns_open = reg!(IntGaugeVec::new(
             Opts::new("http_connections_open", "Connections open now."),
+            &["listener"]
+        ));
+        let conns_waiting = reg!(IntGaugeVec::new(
+            Opts::new(
+                "http_connections_waiting",
+                "Open connections waiting for their next request with no buffers held."
+            ),
             &["listener"]
         ));
         let conns_rejected = reg!(IntCounterVec::new(
@@ -247,6 +257,7 @@ impl Metrics {
             body_bytes,
             conns_accepted,
             conns_open,
+            conns_waiting,
             conns_rejected,
             conns_closed,
             conns_limited,

@@ -2,18 +2,19 @@
 //! metrics one alike), and a connection's life up to and around HTTP:
 //! connection slot -> PROXY protocol header (when configured) -> TLS
 //! handshake (inside the connection's task, under a timeout, so a stalled
-//! client cannot hold the loop) -> hyper-util's builder (HTTP/1.1 and h2c with
-//! prior knowledge on plain sockets, the ALPN-negotiated protocol on TLS) ->
-//! the connection's timers (hyper's header-read timer, our idle timer) and
-//! the graceful-shutdown watch that lets a drain wait for it.
+//! client cannot hold the loop) -> hyper's HTTP/1.1 or HTTP/2 connection
+//! (h2c with prior knowledge on plain sockets, the ALPN-negotiated protocol
+//! on TLS), built when the client sends and handed back when an HTTP/1
+//! connection goes quiet -> the connection's timers and the
+//! graceful-shutdown watch that lets a drain wait for it.
 //!
 //! What each request gets is not decided here: each connection builds a
 //! [`Handler`] from its facts (peer, TLS, the listener's role) and hyper
 //! calls it once per request.
 //!
 //! - [`timers`]: the connection's clocks and every phase's deadline;
-//! - [`session`]: hyper's builder and the loop that runs a connection
-//!   against its deadlines and the drain;
+//! - [`session`]: hyper's connections and the loop that runs one against
+//!   its deadlines and the drain, holding only the socket while it waits;
 //! - [`drain`]: how a shutdown reaches the connections.
 
 pub mod drain;
@@ -31,10 +32,12 @@ use crate::clock::coarse_now_ms;
 use crate::config::Config;
 use crate::handler::{Handler, Role};
 use crate::listen::{Listener, Stream};
+use crate::metrics::ConnMetrics;
 use crate::serve::body::Budget;
 use crate::state::State;
 use drain::DrainWatch;
-use session::{Protocol, Session};
+use prometheus::{IntCounter, IntGauge};
+use session::{Closes, Protocol, Session};
 use timers::{Activity, Tracked};
 
 /// What a listening socket is for. The metrics listener may share an
@@ -55,7 +58,20 @@ struct Listening {
     addr: ListenAddr,
     /// The metric label, fixed by the configuration: a bounded set.
     label: Arc<str>,
+    /// The listener's connection gauges, looked up once (`None` for the
+    /// metrics listener, whose connections are not counted).
+    gauges: Option<Gauges>,
+    /// The per-request metric handles of the listener's connections (`None`
+    /// for the metrics listener, whose requests are not counted).
+    metrics: Option<Arc<ConnMetrics>>,
     state: Arc<State>,
+}
+
+struct Gauges {
+    open: IntGauge,
+    waiting: IntGauge,
+    accepted_http: IntCounter,
+    accepted_https: IntCounter,
 }
 
 /// Accepts until `stop` turns true, then returns (dropping the listener, so
@@ -71,8 +87,19 @@ pub async fn accept_loop(
     drain: Option<DrainWatch>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let label: Arc<str> = Arc::from(addr.to_string());
+    let m = &state.metrics;
+    let gauges = (purpose == Purpose::Site).then(|| Gauges {
+        open: m.conns_open.with_label_values(&[&*label]),
+        waiting: m.conns_waiting.with_label_values(&[&*label]),
+        accepted_http: m.conns_accepted.with_label_values(&[&*label, "http"]),
+        accepted_https: m.conns_accepted.with_label_values(&[&*label, "https"]),
+    });
     let listening = Arc::new(Listening {
-        label: Arc::from(addr.to_string()),
+        metrics: (purpose == Purpose::Site)
+            .then(|| Arc::new(ConnMetrics::new(Arc::clone(m), Arc::clone(&label)))),
+        label,
+        gauges,
         addr,
         state,
     });
@@ -141,7 +168,7 @@ pub async fn accept_loop(
             drain: drain.clone(),
         };
         tokio::spawn(async move {
-            conn.run().await;
+            conn.start().await;
             drop(permit);
         });
     }
@@ -203,7 +230,7 @@ fn role(cfg: &Config, purpose: Purpose, addr: &ListenAddr) -> Option<(Role, bool
 }
 
 /// Keeps `http_connections_open` right however the connection ends.
-struct OpenGuard(prometheus::IntGauge);
+pub(super) struct OpenGuard(prometheus::IntGauge);
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.dec();
@@ -226,10 +253,50 @@ struct Connection {
     drain: Option<DrainWatch>,
 }
 
+/// A connection's whole life as one boxed future.
+type Life = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 impl Connection {
-    /// The connection's life before HTTP: role, PROXY header, TLS; then the
-    /// session.
-    async fn run(self) {
+    /// The connection's life: straight to HTTP for a plain connection, or
+    /// the PROXY header and TLS handshake first.
+    ///
+    /// Each phase's future is boxed in a statement of its own, so what stays
+    /// allocated for an idle connection is only the phase it is in: a
+    /// future built in the statement that awaits it keeps its space in the
+    /// caller's state for as long as the caller lives (rustc #62958), which
+    /// was the TLS handshake's and the session's several KiB in every idle
+    /// connection (benches/README.md, "Idle connections").
+    fn start(self) -> Life {
+        tracing::debug!(peer = %self.peer, "connection accepted");
+        let (role, proxy_protocol) = self.flags;
+        let tls = matches!(role, Role::Site { tls: true, .. });
+        if proxy_protocol || tls {
+            return Box::pin(self.before_http(tls));
+        }
+        let cfg = self.listening.state.config();
+        let Connection {
+            listening,
+            stream,
+            peer,
+            accepted_ms,
+            drain,
+            ..
+        } = self;
+        let (session, tracked) = session(
+            &listening,
+            role,
+            cfg,
+            stream,
+            peer,
+            Bytes::new(),
+            accepted_ms,
+            drain,
+        );
+        Box::pin(session.serve(tracked))
+    }
+
+    /// The PROXY header and the TLS handshake, then the session.
+    async fn before_http(self, tls: bool) {
         let Connection {
             listening,
             flags: (role, proxy_protocol),
@@ -239,76 +306,100 @@ impl Connection {
             accepted_ms,
             drain,
         } = self;
-        tracing::debug!(%peer, "connection accepted");
-        let state = &listening.state;
-        let metrics = &state.metrics;
-        let label = &*listening.label;
-        let cfg = state.config();
-        let traffic = role != Role::Metrics;
-        let _open = traffic.then(|| {
-            let open = metrics.conns_open.with_label_values(&[label]);
-            open.inc();
-            OpenGuard(open)
-        });
-        let limits = cfg.limits.clone();
+        let cfg = listening.state.config();
         // Everything before the first request head shares one deadline.
-        let head_due = tokio::time::Instant::from_std(accepted + limits.header_read_timeout);
+        let head_due = tokio::time::Instant::from_std(accepted + cfg.limits.header_read_timeout);
         let handshake_due = head_due.min(tokio::time::Instant::from_std(
             accepted + cfg.tls.handshake_timeout,
         ));
         let (peer, prefix) = if proxy_protocol {
-            match proxy_header(&listening, &cfg, &mut stream, peer, head_due).await {
+            let header = Box::pin(proxy_header(&listening, &cfg, &mut stream, peer, head_due));
+            match header.await {
                 Some(found) => found,
                 None => return,
             }
         } else {
             (peer, Bytes::new())
         };
-        drop(cfg);
-        let activity = Arc::new(Activity::new(accepted_ms));
-        let tracked = Tracked {
-            inner: stream,
-            prefix,
-            activity: Arc::clone(&activity),
-        };
-        let tls = matches!(role, Role::Site { tls: true, .. });
-        if traffic {
-            let scheme = if tls { "https" } else { "http" };
-            metrics
-                .conns_accepted
-                .with_label_values(&[label, scheme])
-                .inc();
-        }
-        // What this connection's response bodies may hold in user memory.
-        let budget = Budget::new(limits.max_response_buffer);
-        let handler = Handler::new(
-            Arc::clone(state),
-            peer,
+        let (mut session, tracked) = session(
+            &listening,
             role,
-            Arc::clone(&listening.label),
-            budget,
-        );
-        let mut session = Session {
-            handler,
-            protocol: Protocol::Auto,
-            limits,
-            activity,
-            drain,
+            cfg,
+            stream,
             peer,
-            closed: traffic.then(|| (Arc::clone(metrics), Arc::clone(&listening.label))),
-        };
-        // Boxed, here and below: the connection's state machine is several
-        // KiB, and a boxed one is built in place instead of being copied into
-        // the task (memmove in profiles, benches/README.md).
+            prefix,
+            accepted_ms,
+            drain,
+        );
         if !tls {
-            return Box::pin(session.serve(tracked)).await;
+            let serve = Box::pin(session.serve(tracked));
+            return serve.await;
         }
-        let handshake = tls_handshake(&listening, tracked, handshake_due, peer);
-        if let Some((stream, protocol)) = Box::pin(handshake).await {
-            session.protocol = protocol;
-            Box::pin(session.serve(stream)).await
-        }
+        let handshake = Box::pin(tls_handshake(&listening, tracked, handshake_due, peer));
+        let Some((stream, protocol)) = handshake.await else {
+            return;
+        };
+        session.protocol = protocol;
+        let serve = Box::pin(session.serve(stream));
+        serve.await
     }
+}
+
+/// A connection's HTTP session and its tracked stream, counted as accepted.
+#[allow(clippy::too_many_arguments)]
+fn session(
+    listening: &Listening,
+    role: Role,
+    cfg: Arc<Config>,
+    stream: Stream,
+    peer: Peer,
+    prefix: Bytes,
+    accepted_ms: u64,
+    drain: Option<DrainWatch>,
+) -> (Session, Tracked) {
+    let state = &listening.state;
+    let traffic = role != Role::Metrics;
+    let gauges = listening.gauges.as_ref().filter(|_| traffic);
+    let open = gauges.map(|g| {
+        g.open.inc();
+        OpenGuard(g.open.clone())
+    });
+    let tls = matches!(role, Role::Site { tls: true, .. });
+    if let Some(g) = gauges {
+        if tls {
+            &g.accepted_https
+        } else {
+            &g.accepted_http
+        }
+        .inc();
+    }
+    let activity = Arc::new(Activity::new(accepted_ms));
+    let tracked = Tracked {
+        inner: stream,
+        prefix,
+        activity: Arc::clone(&activity),
+    };
+    // What this connection's response bodies may hold in user memory.
+    let budget = Budget::new(cfg.limits.max_response_buffer);
+    let handler = Handler::on_listener(
+        Arc::clone(state),
+        peer,
+        role,
+        listening.metrics.as_ref(),
+        budget,
+    );
+    let session = Session {
+        handler,
+        protocol: Protocol::Auto,
+        config: cfg,
+        activity,
+        drain,
+        peer,
+        closes: Closes(traffic.then(|| (Arc::clone(&state.metrics), Arc::clone(&listening.label)))),
+        waiting: gauges.map(|g| g.waiting.clone()),
+        _open: open,
+    };
+    (session, tracked)
 }
 
 /// Reads the PROXY header a balancer sends before TLS and HTTP, from a

@@ -35,6 +35,15 @@ use crate::listen::Stream;
 /// client that never answers cannot keep it open.
 pub const GRACE: Duration = Duration::from_secs(1);
 
+/// How long an HTTP/1 connection with nothing in flight keeps hyper's state
+/// (its read and write buffers, 16 KiB or more) before handing it back and
+/// waiting for the client's next bytes with the socket alone, as nginx frees
+/// its buffers between requests. Long enough that a client sending request
+/// after request (a benchmark, a page's assets) never pays for the rebuild;
+/// short enough that a burst of short-lived clients, each then idle, does not
+/// keep a burst's worth of buffers (benches/README.md, "Idle connections").
+pub const RELEASE_AFTER: Duration = Duration::from_millis(10);
+
 /// Why a connection was ended by one of its deadlines: the `reason` label of
 /// `http_connections_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +60,9 @@ pub enum Close {
     Age,
     /// `max_requests_per_connection` requests served.
     Requests,
+    /// Not a close: an HTTP/1 connection quiet for [`RELEASE_AFTER`] hands
+    /// hyper's state back and keeps the socket. Never counted.
+    Release,
 }
 
 impl Close {
@@ -63,6 +75,7 @@ impl Close {
             Close::Send => "send_timeout",
             Close::Age => "max_age",
             Close::Requests => "max_requests",
+            Close::Release => "release",
         }
     }
 
@@ -90,11 +103,16 @@ pub struct Activity {
     inflight: AtomicUsize,
     /// Request heads completed.
     requests: AtomicU64,
+    /// Responses finished (sent, or dropped by hyper): with `requests`, tells
+    /// a connection waiting for its next request from one whose handler is
+    /// still working on the last.
+    answered: AtomicU64,
+    /// The last write to the socket could not take its bytes: hyper has a
+    /// response waiting to be flushed.
+    write_blocked: AtomicBool,
     /// The connection speaks HTTP/2, where bytes between requests are frames
     /// (PING, WINDOW_UPDATE), not the start of a request head.
     h2: AtomicBool,
-    /// The first bytes have been looked at for the HTTP/2 preface.
-    sniffed: AtomicBool,
     /// Wakes the deadline watch early (a request count reached its limit).
     wake: Notify,
     /// HTTP/1: the next response carries `Connection: close` (HTTP/1 cannot
@@ -113,8 +131,9 @@ impl Activity {
             head_since_ms: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            write_blocked: AtomicBool::new(false),
             h2: AtomicBool::new(false),
-            sniffed: AtomicBool::new(false),
             wake: Notify::new(),
             closing: AtomicBool::new(false),
         }
@@ -138,7 +157,11 @@ impl Activity {
     /// The connection speaks HTTP/2 (ALPN said so, or the preface came).
     pub fn set_h2(&self) {
         self.h2.store(true, Ordering::Relaxed);
-        self.sniffed.store(true, Ordering::Relaxed);
+    }
+
+    /// Request heads completed so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// A request head is complete: hyper is about to call the handler.
@@ -154,15 +177,9 @@ impl Activity {
         self.wake.notify_one();
     }
 
-    fn read(&self, bytes: &[u8]) {
-        // Only the first read is looked at; a plain load after that, so the
-        // hot path pays no read-modify-write.
-        if !self.sniffed.load(Ordering::Relaxed) {
-            self.sniffed.store(true, Ordering::Relaxed);
-            if bytes.starts_with(b"PRI ") {
-                self.h2.store(true, Ordering::Relaxed);
-            }
-        }
+    /// Bytes came from the client: on HTTP/1 a request head has begun, if
+    /// one had not.
+    pub fn read(&self) {
         if !self.h2.load(Ordering::Relaxed) && self.head_since_ms.load(Ordering::Relaxed) == 0 {
             self.head_since_ms
                 .store(coarse_now_ms().max(1), Ordering::Relaxed);
@@ -171,17 +188,29 @@ impl Activity {
 
     fn wrote(&self) {
         self.last_write_ms.store(coarse_now_ms(), Ordering::Relaxed);
+        if self.write_blocked.load(Ordering::Relaxed) {
+            self.write_blocked.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn write_pending(&self) {
+        self.write_blocked.store(true, Ordering::Relaxed);
     }
 
     /// The first deadline that has passed at `now`, or how long until the
     /// next one might. `graceful_since`: when a graceful close began, if one
     /// has; age and count no longer matter then, and an idle connection gets
     /// [`GRACE`] more to finish closing before it is dropped.
+    /// `release_after`: for an HTTP/1 connection served by hyper, the request
+    /// count when its hyper state was built; [`Close::Release`] applies once
+    /// it has answered a request since and everything is quiet (every
+    /// request answered and flushed, no new head begun) for [`RELEASE_AFTER`].
     pub fn check(
         &self,
         limits: &Limits,
         now: u64,
         graceful_since: Option<u64>,
+        release_after: Option<u64>,
     ) -> Result<Close, Duration> {
         let ms = |d: Duration| d.as_millis() as u64;
         let requests = self.requests.load(Ordering::Relaxed);
@@ -243,6 +272,17 @@ impl Activity {
                     .max_requests_per_connection
                     .is_some_and(|max| requests >= max),
             ),
+            (
+                Close::Release,
+                last_event + ms(RELEASE_AFTER),
+                release_after.is_some_and(|built| requests > built)
+                    && !graceful_done
+                    && !closing
+                    && inflight == 0
+                    && head == 0
+                    && self.answered.load(Ordering::Relaxed) == requests
+                    && !self.write_blocked.load(Ordering::Relaxed),
+            ),
         ];
         for (reason, at, applies) in checks {
             if let Some(r) = due(reason, at, applies) {
@@ -263,16 +303,28 @@ impl Activity {
     /// before t, looks again by then. So an idle connection costs one timer
     /// wake-up per `header_read_timeout` (10 s by default). A request count
     /// reaching its limit wakes it at once ([`Activity::wake`]).
-    pub async fn deadline(&self, limits: &Limits, graceful_since: Option<u64>) -> Close {
-        let longest = limits
+    ///
+    /// With `release_after` (see [`Activity::check`]) it also looks every
+    /// [`RELEASE_AFTER`], so a connection that goes quiet is released within
+    /// two spells; a busy one pays a timer wake-up per spell, not per request.
+    pub async fn deadline(
+        &self,
+        limits: &Limits,
+        graceful_since: Option<u64>,
+        release_after: Option<u64>,
+    ) -> Close {
+        let mut longest = limits
             .header_read_timeout
             .min(limits.send_timeout)
-            .min(limits.keep_alive_timeout)
-            .max(Duration::from_millis(50));
+            .min(limits.keep_alive_timeout);
+        if release_after.is_some() {
+            longest = longest.min(RELEASE_AFTER);
+        }
+        let longest = longest.max(Duration::from_millis(10));
         loop {
-            let wait = match self.check(limits, coarse_now_ms(), graceful_since) {
+            let wait = match self.check(limits, coarse_now_ms(), graceful_since, release_after) {
                 Ok(reason) => return reason,
-                Err(wait) => wait.clamp(Duration::from_millis(50), longest),
+                Err(wait) => wait.clamp(Duration::from_millis(10), longest),
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -303,6 +355,7 @@ impl<B> Drop for InFlight<B> {
         let a = &self.activity;
         let now = coarse_now_ms();
         a.inflight.fetch_sub(1, Ordering::Relaxed);
+        a.answered.fetch_add(1, Ordering::Relaxed);
         a.last_event_ms.store(now, Ordering::Relaxed);
         // Bytes that came while the response was going out (a pipelined
         // request, a TLS record) get a full head timeout from now, when
@@ -358,9 +411,19 @@ impl AsyncRead for Tracked {
             }
         }
         if buf.filled().len() > before {
-            self.activity.read(&buf.filled()[before..]);
+            self.activity.read();
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+impl Tracked {
+    fn wrote(&self, poll: &Poll<io::Result<usize>>) {
+        match poll {
+            Poll::Ready(Ok(n)) if *n > 0 => self.activity.wrote(),
+            Poll::Pending => self.activity.write_pending(),
+            _ => {}
+        }
     }
 }
 
@@ -371,9 +434,7 @@ impl AsyncWrite for Tracked {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
+        self.wrote(&poll);
         poll
     }
     fn poll_write_vectored(
@@ -382,9 +443,7 @@ impl AsyncWrite for Tracked {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
+        self.wrote(&poll);
         poll
     }
     fn is_write_vectored(&self) -> bool {
@@ -424,8 +483,14 @@ mod tests {
     #[test]
     fn a_silent_connection_gets_the_head_timeout_not_the_idle_one() {
         let a = Activity::new(0);
-        assert_eq!(a.check(&limits(), 9 * S, None), Err(Duration::from_secs(1)));
-        assert_eq!(a.check(&limits(), 10 * S, None), Ok(Close::FirstRequest));
+        assert_eq!(
+            a.check(&limits(), 9 * S, None, None),
+            Err(Duration::from_secs(1))
+        );
+        assert_eq!(
+            a.check(&limits(), 10 * S, None, None),
+            Ok(Close::FirstRequest)
+        );
     }
 
     #[test]
@@ -437,11 +502,11 @@ mod tests {
         a.last_event_ms.store(S, Ordering::Relaxed);
         // Served at 1 s; nothing since: idle until 76 s, even though the
         // head timeout is 10 s.
-        assert!(a.check(&l, 30 * S, None).is_err());
-        assert_eq!(a.check(&l, 76 * S, None), Ok(Close::Idle));
+        assert!(a.check(&l, 30 * S, None, None).is_err());
+        assert_eq!(a.check(&l, 76 * S, None, None), Ok(Close::Idle));
         // A graceful close began at 76 s: dropped if not done a grace later.
-        assert!(a.check(&l, 76 * S, Some(76 * S)).is_err());
-        assert_eq!(a.check(&l, 77 * S, Some(76 * S)), Ok(Close::Idle));
+        assert!(a.check(&l, 76 * S, Some(76 * S), None).is_err());
+        assert_eq!(a.check(&l, 77 * S, Some(76 * S), None), Ok(Close::Idle));
     }
 
     #[test]
@@ -450,24 +515,41 @@ mod tests {
         let a = Activity::new(0);
         a.request_started(S);
         a.head_since_ms.store(20 * S, Ordering::Relaxed);
-        assert_eq!(a.check(&l, 30 * S, None), Ok(Close::Head));
+        assert_eq!(a.check(&l, 30 * S, None, None), Ok(Close::Head));
 
         let h2 = Activity::new(0);
         h2.set_h2();
         h2.request_started(S);
-        h2.read(b"\0\0\x08\x06\0\0\0\0\0PINGPING");
+        h2.read();
         assert_eq!(h2.head_since_ms.load(Ordering::Relaxed), 0);
     }
 
     #[test]
-    fn the_preface_marks_http2() {
-        let a = Activity::new(0);
-        a.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        assert!(a.h2.load(Ordering::Relaxed));
-        let b = Activity::new(0);
-        b.read(b"GET / HTTP/1.1\r\n");
-        assert!(!b.h2.load(Ordering::Relaxed));
-        assert_ne!(b.head_since_ms.load(Ordering::Relaxed), 0);
+    fn a_quiet_answered_connection_is_released_and_a_busy_one_is_not() {
+        let l = limits();
+        let ms = RELEASE_AFTER.as_millis() as u64;
+        let a = Arc::new(Activity::new(0));
+        // Built before its first request: nothing to release yet.
+        assert!(a.check(&l, 5 * S, None, Some(0)).is_err());
+        a.request_started(S);
+        // The handler is still working (no response yet): not released.
+        assert!(a.check(&l, S + 10 * ms, None, Some(0)).is_err());
+        drop(InFlight::new((), Arc::clone(&a)));
+        let answered_at = a.last_event_ms.load(Ordering::Relaxed);
+        assert_eq!(
+            a.check(&l, answered_at + ms, None, Some(0)),
+            Ok(Close::Release)
+        );
+        // Not for hyper state built after that request, nor without hyper
+        // state, nor while a response waits for the socket or a head has
+        // begun.
+        assert!(a.check(&l, answered_at + ms, None, Some(1)).is_err());
+        assert!(a.check(&l, answered_at + ms, None, None).is_err());
+        a.write_pending();
+        assert!(a.check(&l, answered_at + ms, None, Some(0)).is_err());
+        a.wrote();
+        a.read();
+        assert!(a.check(&l, answered_at + ms, None, Some(0)).is_err());
     }
 
     #[test]
@@ -477,8 +559,8 @@ mod tests {
         a.request_started(S);
         let _body = InFlight::new((), Arc::clone(&a));
         a.last_write_ms.store(2 * S, Ordering::Relaxed);
-        assert!(a.check(&l, 61 * S, None).is_err());
-        assert_eq!(a.check(&l, 62 * S, None), Ok(Close::Send));
+        assert!(a.check(&l, 61 * S, None, None).is_err());
+        assert_eq!(a.check(&l, 62 * S, None, None), Ok(Close::Send));
     }
 
     #[test]
@@ -488,15 +570,15 @@ mod tests {
         l.max_requests_per_connection = Some(2);
         let a = Activity::new(0);
         a.request_started(S);
-        assert!(a.check(&l, 2 * S, None).is_err());
+        assert!(a.check(&l, 2 * S, None, None).is_err());
         a.request_started(2 * S);
-        assert_eq!(a.check(&l, 2 * S, None), Ok(Close::Requests));
+        assert_eq!(a.check(&l, 2 * S, None, None), Ok(Close::Requests));
         // A long download in flight, still moving: age ends it gracefully.
         let b = Arc::new(Activity::new(0));
         b.request_started(S);
         let _body = InFlight::new((), Arc::clone(&b));
         b.last_write_ms.store(3599 * S, Ordering::Relaxed);
-        assert_eq!(b.check(&l, 3600 * S, None), Ok(Close::Age));
+        assert_eq!(b.check(&l, 3600 * S, None, None), Ok(Close::Age));
         assert!(Close::Age.graceful() && !Close::Send.graceful());
     }
 }

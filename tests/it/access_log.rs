@@ -96,23 +96,25 @@ fn assert_each_once(ids: &[String], want: usize) {
     assert_eq!(ids.len(), want, "lines lost");
 }
 
-/// Rename and SIGUSR1, five times, while 2 x 5,000 requests run: every line
-/// lands whole in exactly one file.
+/// Rename and SIGUSR1 every 10 ms for as long as 2 x 20,000 requests run:
+/// every line lands whole in exactly one file.
 #[test]
 fn reopening_under_load_loses_and_tears_no_line() {
     let root = fixture();
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("access.log");
     let (mut d, metrics) = daemon_logging_to(root.path(), &log, &[]);
-    let running = load(d.addr, "r", 2, 5000);
-    for i in 1..=5 {
-        std::thread::sleep(Duration::from_millis(150));
+    let running = load(d.addr, "r", 2, 20_000);
+    let mut i = 0;
+    while !running.is_finished() {
+        std::thread::sleep(Duration::from_millis(10));
+        i += 1;
         if log.exists() {
             std::fs::rename(&log, logs.path().join(format!("access.log.{i}"))).unwrap();
         }
         d.signal("USR1");
     }
-    assert_eq!(running.join().unwrap(), 10_000);
+    assert_eq!(running.join().unwrap(), 40_000);
     assert_eq!(
         scrape_value(metrics, "access_log_dropped_total{reason=\"buffer_full\"}"),
         0
@@ -120,7 +122,7 @@ fn reopening_under_load_loses_and_tears_no_line() {
     d.signal("TERM");
     assert!(d.wait_exit(20).is_some_and(|s| s.success()));
     let (ids, files) = ids_in(logs.path(), "access.log");
-    assert_each_once(&ids, 10_000);
+    assert_each_once(&ids, 40_000);
     assert!(
         files >= 3,
         "the reopens moved lines to new files ({files} files had lines)"

@@ -12,6 +12,7 @@ mod deadlines;
 mod faults;
 mod files;
 mod hostile;
+mod idle;
 mod layering;
 mod limits;
 mod metrics;
