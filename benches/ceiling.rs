@@ -8,7 +8,10 @@
 //! measures.
 //!
 //! Built only for the suite: `cargo build --release --features bench-ceiling
-//! --bin hyper-ceiling`. Usage: `hyper-ceiling ROOT 127.0.0.1:PORT`.
+//! --bin hyper-ceiling`. Usage: `hyper-ceiling ROOT 127.0.0.1:PORT
+//! [127.0.0.1:TLSPORT CERT KEY]`; the TLS listener is tokio-rustls with the
+//! same provider as ruchy-serve, ALPN h2 and http/1.1, for the suite's TLS
+//! workloads.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -62,11 +65,67 @@ async fn answer(
     })
 }
 
+/// Serves HTTP on every connection of `listener`, through TLS when `tls`.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    files: Arc<Files>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let files = Arc::clone(&files);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(Arc::clone(&files), req));
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let _ = match tls {
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+            };
+        });
+    }
+}
+
+/// A TLS acceptor for one certificate chain and key (PEM files).
+fn acceptor(cert: &str, key: &str) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .expect("read the certificate")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("parse the certificate");
+    let key = PrivateKeyDer::from_pem_file(key).expect("read the key");
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("certificate and key");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, root, addr] = &args[..] else {
-        eprintln!("usage: hyper-ceiling ROOT ADDR");
-        std::process::exit(64);
+    let (root, addr, tls) = match &args[..] {
+        [_, root, addr] => (root, addr, None),
+        [_, root, addr, tls_addr, cert, key] => (root, addr, Some((tls_addr, cert, key))),
+        _ => {
+            eprintln!("usage: hyper-ceiling ROOT ADDR [TLS_ADDR CERT KEY]");
+            std::process::exit(64);
+        }
     };
     let mut files = Files::new();
     load(Path::new(root), Path::new(root), &mut files);
@@ -77,18 +136,14 @@ fn main() {
         .expect("runtime");
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let files = Arc::clone(&files);
-            tokio::spawn(async move {
-                let service = service_fn(move |req| answer(Arc::clone(&files), req));
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+        if let Some((tls_addr, cert, key)) = tls {
+            let tls_listener = tokio::net::TcpListener::bind(tls_addr).await.expect("bind");
+            tokio::spawn(serve(
+                tls_listener,
+                Arc::clone(&files),
+                Some(acceptor(cert, key)),
+            ));
         }
+        serve(listener, files, None).await;
     });
 }

@@ -51,6 +51,7 @@ WORKLOADS = {
     "w8": ("TLS 1 KiB keep-alive, 100 connections", "wrk-tls", "/1k.html", 100, []),
     "w9": ("TLS new connection per request (full handshakes), 50 connections", "wrk-tls", "/1k.html", 50,
            ["-H", "Connection: close"]),
+    "w10": ("HTTP/2 over TLS (ALPN h2) 1 KiB, h2load -c 10 -m 10", "h2load-tls", "/1k.html", 10, []),
 }
 
 
@@ -61,8 +62,9 @@ def sh(cmd, **kw):
 def ensure_tools():
     need = []
     for tool, pkg in [("wrk", "wrk"), ("h2load", "nghttp2-client"), ("nginx", "nginx"),
-                      ("lighttpd", "lighttpd"), ("brotli", "brotli"), ("openssl", "openssl")]:
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+                      ("lighttpd", "lighttpd"), ("brotli", "brotli"), ("openssl", "openssl"),
+                      ("/usr/lib/lighttpd/mod_openssl.so", "lighttpd-mod-openssl")]:
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists() and not Path(tool).exists():
             need.append(pkg)
     if need:
         print(f"installing {' '.join(need)} from Debian's packages", file=sys.stderr)
@@ -226,7 +228,7 @@ http {{
     uwsgi_temp_path {ndir}; scgi_temp_path {ndir};
     server {{ listen 127.0.0.1:{http}; root {www}; }}
     server {{ listen 127.0.0.1:{h2} http2; root {www}; }}
-    server {{ listen 127.0.0.1:{tls} ssl; ssl_certificate {certp}; ssl_certificate_key {keyp};
+    server {{ listen 127.0.0.1:{tls} ssl http2; ssl_certificate {certp}; ssl_certificate_key {keyp};
              ssl_protocols TLSv1.2 TLSv1.3; root {www}; }}
 }}
 """
@@ -234,7 +236,7 @@ http {{
         out.append(Server("nginx" + suffix, ["nginx", "-c", str(ndir / "nginx.conf"), "-p", str(ndir)], http, h2=h2,
                           tls=tls, config_text=conf, log=ndir / "access.log" if log != "off" else None))
     if "lighttpd" in wanted and not metrics_on:
-        http = free_port()
+        http, tls = free_port(), free_port()
         llog = work / f"lighttpd-{log}-access.log"
         lconf = "" if log == "off" else f'server.modules += ("mod_accesslog")\naccesslog.filename = "{llog}"\n'
         conf = f"""server.document-root = "{www}"
@@ -245,17 +247,25 @@ server.max-keep-alive-requests = 1000000
 server.max-fds = 40000
 server.max-connections = 20000
 server.feature-flags += ("server.h2proto" => "enable", "server.h2c" => "enable")
+server.modules += ("mod_openssl")
+$SERVER["socket"] == "127.0.0.1:{tls}" {{
+    ssl.engine = "enable"
+    ssl.pemfile = "{certp}"
+    ssl.privkey = "{keyp}"
+}}
 mimetype.assign = (".html" => "text/html", ".js" => "text/javascript", ".bin" => "application/octet-stream", ".wasm" => "application/wasm")
 {lconf}"""
         lpath = work / ("lighttpd.conf" if log == "off" else f"lighttpd-{log}.conf")
         lpath.write_text(conf)
-        out.append(Server("lighttpd" + suffix, ["lighttpd", "-D", "-f", str(lpath)], http, h2=http,
+        out.append(Server("lighttpd" + suffix, ["lighttpd", "-D", "-f", str(lpath)], http, h2=http, tls=tls,
                           config_text=conf, log=llog if log != "off" else None))
     if "ceiling" in wanted and not metrics_on and log == "off":
-        http = free_port()
-        out.append(Server(CEILING, [str(ceiling_binary()), str(www), f"127.0.0.1:{http}"], http, h2=http,
+        http, tls = free_port(), free_port()
+        out.append(Server(CEILING, [str(ceiling_binary()), str(www), f"127.0.0.1:{http}",
+                                    f"127.0.0.1:{tls}", str(certp), str(keyp)], http, h2=http, tls=tls,
                           config_text="benches/ceiling.rs: hyper 1.x, current-thread runtime, hyper-util auto "
-                                      "builder, every file from memory, one content-type header"))
+                                      "builder, every file from memory, one content-type header; TLS: "
+                                      "tokio-rustls (aws-lc-rs), ALPN h2 and http/1.1"))
     if "python" in wanted and not metrics_on and log == "off":
         http = free_port()
         out.append(Server("python-http.server",
@@ -309,11 +319,13 @@ def run_wrk(server, wl, duration):
 
 
 def run_h2load(server, wl, duration):
-    if not server.h2:
-        return None
     desc, tool, path, conns, extra = WORKLOADS[wl]
+    # h2c with prior knowledge, or h2 negotiated by ALPN over TLS.
+    port, scheme = (server.tls, "https") if tool == "h2load-tls" else (server.h2, "http")
+    if not port:
+        return None
     cmd = ["taskset", "-c", LOAD_CORE, "h2load", "-c10", "-m10", "-t1", "-D", str(duration),
-           f"http://127.0.0.1:{server.h2}{path}"]
+           f"{scheme}://127.0.0.1:{port}{path}"]
     cpu0 = server.cpu_seconds()
     out = subprocess.run(cmd, text=True, capture_output=True, timeout=duration + 60).stdout
     cpu = server.cpu_seconds() - cpu0
@@ -441,9 +453,10 @@ def main():
                 for s in srv:
                     if s.name.endswith("+metrics") and wl != "w1":
                         continue
-                    if s.name.startswith("python") and wl in ("w7", "w8", "w9"):
+                    if s.name.startswith("python") and wl in ("w7", "w8", "w9", "w10"):
                         continue
-                    r = run_h2load(s, wl, args.duration) if WORKLOADS[wl][1] == "h2load" else run_wrk(s, wl, args.duration)
+                    r = (run_h2load(s, wl, args.duration) if WORKLOADS[wl][1].startswith("h2load")
+                         else run_wrk(s, wl, args.duration))
                     if r is not None:
                         runs[s.name].append(r)
             for s in srv:
