@@ -18,6 +18,7 @@ mod load;
 mod log;
 mod metrics;
 pub mod raw;
+mod redirects;
 mod tls;
 pub mod types;
 
@@ -35,6 +36,7 @@ pub use listen::{Listen, TrustedProxies};
 pub use load::{demo_root, Layered, Sources, ENV_PREFIX};
 pub use log::{AccessFile, Log};
 pub use metrics::MetricsConfig;
+pub use redirects::Redirects;
 pub use tls::Tls;
 pub use types::{parse_size, AccessLog, Encoding, LogFormat, LogTarget, SymlinkPolicy};
 
@@ -67,6 +69,8 @@ pub struct Config {
     pub tls: Tls,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[[redirects]]`, in order.
+    pub redirects: Redirects,
 }
 
 /// Reads and validates the configuration; touches no socket.
@@ -112,6 +116,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
     let log = Log::from_raw(&raw.log, &ctx)?;
     let metrics = MetricsConfig::from_raw(&raw.metrics, &listen, &ctx)?;
     let tls = Tls::from_raw(&raw.tls, &listen, &ctx)?;
+    let redirects = Redirects::from_raw(&raw.redirects, &ctx)?;
     Ok(Config {
         source: layered.config_file().map(|p| p.to_path_buf()),
         root,
@@ -126,6 +131,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         log,
         tls,
         metrics,
+        redirects,
     })
 }
 

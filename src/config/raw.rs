@@ -44,6 +44,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub tls: RawTls,
     pub metrics: RawMetrics,
+    pub redirects: Vec<RawRedirect>,
 }
 
 impl Default for RawConfig {
@@ -68,8 +69,29 @@ impl Default for RawConfig {
             log: RawLog::default(),
             tls: RawTls::default(),
             metrics: RawMetrics::default(),
+            redirects: Vec::new(),
         }
     }
+}
+
+/// One `[[redirects]]` rule (checked and compiled by `config::redirects`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    pub from: String,
+    pub to: String,
+    #[serde(default = "permanent_redirect")]
+    pub status: u16,
+    #[serde(default = "yes")]
+    pub keep_query: bool,
+}
+
+fn permanent_redirect() -> u16 {
+    308
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,7 +2,9 @@
 //!
 //! 1. Method: GET and HEAD serve, OPTIONS answers 204, anything else 405.
 //! 2. URI length: past `limits.max_uri_length`, 414.
-//! 3. Cache ([`cache`]): a fresh entry for this path answers from memory,
+//! 3. Redirects (`[[redirects]]`, [`crate::config::Redirects`]): the first
+//!    rule matching the resolved path answers 301/302/307/308.
+//!    Cache ([`cache`]): a fresh entry for this path answers from memory,
 //!    with no file-system call at all.
 //!    Resolve ([`resolve`]): decoded path -> contained, policy-checked file,
 //!    index, listing or redirect; twin chosen by [`encoding`]; file opened and
@@ -162,6 +164,15 @@ pub async fn respond<B>(
 
     // One entry per file, however the request spells its path.
     let key = cache::key(req.uri().path());
+    // `[[redirects]]` before files, matched on that same resolved path.
+    if !cfg.redirects.is_empty() {
+        let found = key
+            .as_deref()
+            .and_then(|k| cfg.redirects.find(k, req.uri().query()));
+        if let Some((status, location)) = found {
+            return response::redirect(cfg, status, &location, head);
+        }
+    }
     if let Some(entry) = key.as_deref().and_then(|k| site.cache.lookup(k)) {
         if entry.missing {
             site.cache.hit();

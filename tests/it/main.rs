@@ -18,6 +18,7 @@ mod limits;
 mod metrics;
 mod properties;
 mod proxy;
+mod redirects;
 mod serving;
 mod systemd;
 mod tls;

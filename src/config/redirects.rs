@@ -1,0 +1,494 @@
+//! `[[redirects]]`: nginx's `return 301` and `rewrite ... permanent`, as
+//! rules an operator can read. Each rule is compiled and checked here, at
+//! load, so a rule that cannot work (a capture `to` names but `from` lacks,
+//! a `from` no request path can ever have, a rule that redirects to itself)
+//! is a configuration error with its file, line and key, never a surprise
+//! at request time.
+//!
+//! `from` is matched against the request path as the server resolves it
+//! (percent-decoded, `//` and `.` segments removed: one spelling per file),
+//! so `/a%20b` and `/a b` are one path, as they are one file. It is an
+//! exact path, or a pattern of literal text and captures: `{name}` takes
+//! one or more characters of one path segment, a final `{*name}` the rest
+//! of the path (possibly empty). `to` is a path or an absolute URL and may
+//! use `{name}`; each capture is percent-encoded where a path needs it, so
+//! a request cannot put a line break or a `?` into the `Location` it gets.
+//! The first rule that matches answers.
+
+use http::StatusCode;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use regex::Regex;
+
+use super::raw::RawRedirect;
+use super::{ConfigError, Ctx};
+
+/// What a captured value is encoded against in a `Location` path: controls,
+/// space and the characters that would end or change the path.
+const CAPTURE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// The configured redirects, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Redirects {
+    rules: Vec<Redirect>,
+}
+
+/// One `[[redirects]]` rule.
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    from: Pattern,
+    to: Vec<Part>,
+    /// 301, 302, 307 or 308.
+    pub status: StatusCode,
+    /// Whether the request's query string is carried to the new location.
+    pub keep_query: bool,
+}
+
+/// `from`, compiled.
+#[derive(Debug, Clone)]
+enum Pattern {
+    /// No captures: compared as a string.
+    Exact(String),
+    /// Captures: an anchored regex whose groups are the captures in order,
+    /// and the pattern as written (a capture is `None`).
+    Captures {
+        regex: Regex,
+        pieces: Vec<Option<String>>,
+    },
+}
+
+/// A piece of `to`.
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    /// The capture with this index in `from`.
+    Capture(usize),
+}
+
+impl Redirects {
+    /// Whether no rule is configured (the request path then skips them).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The status and `Location` of the first rule matching `path` (the
+    /// resolved request path), carrying `query` where the rule keeps it.
+    pub fn find(&self, path: &str, query: Option<&str>) -> Option<(StatusCode, String)> {
+        self.rules.iter().find_map(|r| {
+            let location = r.location(path)?;
+            Some((
+                r.status,
+                with_query(location, query.filter(|_| r.keep_query)),
+            ))
+        })
+    }
+
+    pub(super) fn from_raw(raw: &[RawRedirect], ctx: &Ctx) -> Result<Redirects, ConfigError> {
+        let mut rules: Vec<Redirect> = Vec::with_capacity(raw.len());
+        for (i, r) in raw.iter().enumerate() {
+            let idx = i.to_string();
+            let key = |field: &'static str| ["redirects", idx.as_str(), field];
+            let (from, names) = Pattern::parse(&r.from)
+                .map_err(|(message, hint)| ctx.bad(&key("from"), message, hint))?;
+            let to = template(&r.to, &names)
+                .map_err(|(message, hint)| ctx.bad(&key("to"), message, hint))?;
+            let status = match r.status {
+                301 | 302 | 307 | 308 => StatusCode::from_u16(r.status).expect("a valid code"),
+                other => {
+                    return Err(ctx.bad(
+                        &key("status"),
+                        format!("{other} is not a redirect status"),
+                        "use 301 or 308 (permanent), 302 or 307 (temporary); 308 and 307 keep the method",
+                    ))
+                }
+            };
+            let rule = Redirect {
+                from,
+                to,
+                status,
+                keep_query: r.keep_query,
+            };
+            if let Some(sample) = rule.loops() {
+                return Err(ctx.bad(
+                    &key("to"),
+                    format!(
+                        "`{}` redirects `{sample}` to a path `from` matches again: a redirect loop",
+                        r.to
+                    ),
+                    "point `to` outside what `from` matches",
+                ));
+            }
+            if let Some(j) = rules.iter().position(|earlier| earlier.shadows(&rule)) {
+                return Err(ctx.bad(
+                    &key("from"),
+                    format!(
+                        "`{}` can never match: redirects[{j}] takes every path it would",
+                        r.from
+                    ),
+                    "remove one of the two rules, or put the narrower one first",
+                ));
+            }
+            rules.push(rule);
+        }
+        Ok(Redirects { rules })
+    }
+}
+
+impl Redirect {
+    /// Where `path` goes, if this rule matches it.
+    fn location(&self, path: &str) -> Option<String> {
+        let caught: Vec<&str> = match &self.from {
+            Pattern::Exact(p) => {
+                if p != path {
+                    return None;
+                }
+                Vec::new()
+            }
+            Pattern::Captures { regex, .. } => {
+                let c = regex.captures(path)?;
+                (1..c.len())
+                    .map(|i| c.get(i).map_or("", |m| m.as_str()))
+                    .collect()
+            }
+        };
+        let mut out = String::new();
+        for part in &self.to {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Capture(i) => out.extend(utf8_percent_encode(caught[*i], CAPTURE)),
+            }
+        }
+        Some(out)
+    }
+
+    /// A sample path this rule sends back into itself, if there is one: the
+    /// target of a path made of `from` with each capture filled in, when it
+    /// is a path (not another host) that `from` matches again.
+    fn loops(&self) -> Option<String> {
+        let sample = match &self.from {
+            Pattern::Exact(p) => p.clone(),
+            Pattern::Captures { pieces, .. } => {
+                pieces.iter().map(|p| p.as_deref().unwrap_or("x")).collect()
+            }
+        };
+        let target = self.location(&sample)?;
+        let path = target.split('?').next().unwrap_or_default();
+        (path.starts_with('/') && self.location(path).is_some()).then_some(sample)
+    }
+
+    /// Whether every path `later` matches is taken by this earlier rule
+    /// (told for exact `from`s only: the same path twice, or an exact path
+    /// an earlier pattern covers).
+    fn shadows(&self, later: &Redirect) -> bool {
+        match &later.from {
+            Pattern::Exact(p) => self.location(p).is_some(),
+            Pattern::Captures { .. } => false,
+        }
+    }
+}
+
+impl Pattern {
+    /// Compiles `from`; the capture names in order, or what is wrong and
+    /// how to fix it.
+    fn parse(from: &str) -> Result<(Pattern, Vec<String>), (String, &'static str)> {
+        let never = |why: &str| {
+            Err((
+                format!("`{from}` can never match a request path: {why}"),
+                "write the path as it is served, e.g. \"/old/page.html\" or \"/blog/{year}/{slug}\"",
+            ))
+        };
+        if !from.starts_with('/') {
+            return never("it does not start with `/`");
+        }
+        if from.contains(['?', '#']) {
+            return never("`?` and `#` are not part of a path (the query is kept by `keep_query`)");
+        }
+        if from.contains("//") || from.split('/').any(|s| s == "." || s == "..") {
+            return never("paths are matched without `//`, `.` and `..` segments");
+        }
+        let mut pattern = String::from("^");
+        let mut names: Vec<String> = Vec::new();
+        let mut pieces: Vec<Option<String>> = Vec::new();
+        let mut rest = from;
+        while let Some(open) = rest.find(['{', '}']) {
+            if rest.as_bytes()[open] == b'}' {
+                return Err((
+                    format!("`{from}` has a `}}` with no `{{`"),
+                    "captures are written {name}",
+                ));
+            }
+            pattern.push_str(&regex::escape(&rest[..open]));
+            pieces.push(Some(rest[..open].to_string()));
+            let Some(close) = rest[open..].find('}') else {
+                return Err((
+                    format!("`{from}` has a `{{` with no `}}`"),
+                    "captures are written {name}",
+                ));
+            };
+            let inner = &rest[open + 1..open + close];
+            let (star, name) = match inner.strip_prefix('*') {
+                Some(n) => (true, n),
+                None => (false, inner),
+            };
+            if !valid_name(name) {
+                return Err((
+                    format!("`{{{inner}}}` in `{from}` is not a capture name"),
+                    "names are letters, digits and `_`, e.g. {slug} or {*rest}",
+                ));
+            }
+            if names.iter().any(|n| n == name) {
+                return Err((
+                    format!("`{from}` names the capture `{name}` twice"),
+                    "give each capture its own name",
+                ));
+            }
+            rest = &rest[open + close + 1..];
+            if star {
+                if !rest.is_empty() {
+                    return Err((
+                        format!("`{{*{name}}}` in `{from}` is not at the end"),
+                        "{*name} takes the rest of the path, so it must come last",
+                    ));
+                }
+                pattern.push_str("((?s:.*))");
+            } else {
+                pattern.push_str("([^/]+)");
+            }
+            names.push(name.to_string());
+            pieces.push(None);
+        }
+        pattern.push_str(&regex::escape(rest));
+        pieces.push(Some(rest.to_string()));
+        pattern.push('$');
+        if names.is_empty() {
+            return Ok((Pattern::Exact(from.to_string()), names));
+        }
+        let regex =
+            Regex::new(&pattern).map_err(|e| (format!("`{from}` does not compile: {e}"), ""))?;
+        Ok((Pattern::Captures { regex, pieces }, names))
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Compiles `to` against the capture `names` of its `from`.
+fn template(to: &str, names: &[String]) -> Result<Vec<Part>, (String, &'static str)> {
+    let absolute = to.starts_with("https://") || to.starts_with("http://");
+    if !absolute && !to.starts_with('/') {
+        return Err((
+            format!("`{to}` is neither a path nor an absolute URL"),
+            "write \"/new/path\" or \"https://example.com/path\"",
+        ));
+    }
+    let mut parts = Vec::new();
+    let mut rest = to;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(Part::Text(rest[..open].to_string()));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            return Err((
+                format!("`{to}` has a `{{` with no `}}`"),
+                "captures are written {name}",
+            ));
+        };
+        let name = &rest[open + 1..open + close];
+        let Some(i) = names.iter().position(|n| n == name) else {
+            let known = if names.is_empty() {
+                "`from` has no captures".to_string()
+            } else {
+                format!("`from` captures {}", names.join(", "))
+            };
+            return Err((
+                format!("`{to}` uses `{{{name}}}`, which `from` does not capture ({known})"),
+                "use a name `from` captures",
+            ));
+        };
+        parts.push(Part::Capture(i));
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_string()));
+    }
+    // Every capture filled in, the result must be a URI a Location can carry.
+    let sample: String = parts
+        .iter()
+        .map(|p| match p {
+            Part::Text(t) => t.as_str(),
+            Part::Capture(_) => "x",
+        })
+        .collect();
+    if sample.parse::<http::Uri>().is_err() || http::HeaderValue::from_str(&sample).is_err() {
+        return Err((
+            format!("`{to}` is not a valid URL"),
+            "percent-encode spaces and other special characters, e.g. %20",
+        ));
+    }
+    Ok(parts)
+}
+
+/// `location` with the request's `query` appended.
+fn with_query(mut location: String, query: Option<&str>) -> String {
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        location.push(if location.contains('?') { '&' } else { '?' });
+        location.push_str(q);
+    }
+    location
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{invalid, valid};
+    use super::*;
+
+    fn rules(body: &str) -> Redirects {
+        valid(body).redirects
+    }
+
+    fn rule(from: &str, to: &str) -> String {
+        format!("[[redirects]]\nfrom = \"{from}\"\nto = \"{to}\"\n")
+    }
+
+    #[test]
+    fn exact_paths_and_the_default_status() {
+        let r = rules(&rule("/old.html", "/new.html"));
+        assert_eq!(
+            r.find("/old.html", None),
+            Some((StatusCode::PERMANENT_REDIRECT, "/new.html".into()))
+        );
+        assert_eq!(r.find("/old.htm", None), None);
+        assert_eq!(r.find("/old.html/", None), None);
+    }
+
+    #[test]
+    fn captures_take_one_segment_and_rest_takes_the_remainder() {
+        let r = rules(&rule("/blog/{year}/{slug}", "/posts/{year}-{slug}"));
+        assert_eq!(
+            r.find("/blog/2024/hello", None).unwrap().1,
+            "/posts/2024-hello"
+        );
+        assert_eq!(
+            r.find("/blog/2024/hello/more", None),
+            None,
+            "one segment each"
+        );
+        assert_eq!(
+            r.find("/blog/2024/", None),
+            None,
+            "a capture is never empty"
+        );
+        let r = rules(&rule("/docs/{*rest}", "https://docs.example.com/{rest}"));
+        assert_eq!(
+            r.find("/docs/a/b.html", None).unwrap().1,
+            "https://docs.example.com/a/b.html"
+        );
+        assert_eq!(
+            r.find("/docs/", None).unwrap().1,
+            "https://docs.example.com/"
+        );
+        let r = rules(&rule("/p-{id}.html", "/post/{id}"));
+        assert_eq!(r.find("/p-42.html", None).unwrap().1, "/post/42");
+    }
+
+    #[test]
+    fn a_capture_cannot_inject_into_the_location() {
+        let r = rules(&rule("/go/{*rest}", "/to/{rest}"));
+        // The resolved path is decoded: what was %0d%0a, %3f, %20 in the
+        // request arrives here as the characters themselves.
+        let (_, loc) = r.find("/go/a\r\nSet-Cookie: x?y z#w", None).unwrap();
+        assert_eq!(loc, "/to/a%0D%0ASet-Cookie:%20x%3Fy%20z%23w");
+        assert!(http::HeaderValue::from_str(&loc).is_ok());
+        let (_, loc) = r.find("/go/é", None).unwrap();
+        assert_eq!(loc, "/to/%C3%A9");
+    }
+
+    #[test]
+    fn the_query_is_kept_unless_told_otherwise() {
+        let r = rules(&rule("/a", "/b"));
+        assert_eq!(r.find("/a", Some("x=1")).unwrap().1, "/b?x=1");
+        let r = rules(&rule("/a", "/b?from=a"));
+        assert_eq!(r.find("/a", Some("x=1")).unwrap().1, "/b?from=a&x=1");
+        let r = rules(&format!("{}keep_query = false\n", rule("/a", "/b")));
+        assert_eq!(r.find("/a", Some("x=1")).unwrap().1, "/b");
+    }
+
+    #[test]
+    fn statuses_and_order() {
+        let body = format!(
+            "{}status = 302\n{}status = 301\n",
+            rule("/a/{x}", "/one/{x}"),
+            rule("/a/{x}/{y}", "/two")
+        );
+        let r = rules(&body);
+        assert_eq!(
+            r.find("/a/1", None),
+            Some((StatusCode::FOUND, "/one/1".into()))
+        );
+        assert_eq!(
+            r.find("/a/1/2", None),
+            Some((StatusCode::MOVED_PERMANENTLY, "/two".into()))
+        );
+        let e = invalid(&format!("{}status = 200\n", rule("/a", "/b")));
+        assert_eq!(e.key(), Some("redirects[0].status"));
+    }
+
+    #[test]
+    fn every_bad_rule_names_its_key() {
+        let cases = [
+            (rule("old", "/new"), "redirects[0].from"),
+            (rule("/a?b=1", "/new"), "redirects[0].from"),
+            (rule("/a//b", "/new"), "redirects[0].from"),
+            (rule("/a/../b", "/new"), "redirects[0].from"),
+            (rule("/a/{x", "/new"), "redirects[0].from"),
+            (rule("/a/x}", "/new"), "redirects[0].from"),
+            (rule("/a/{}", "/new"), "redirects[0].from"),
+            (rule("/a/{1x}", "/new"), "redirects[0].from"),
+            (rule("/a/{x}/{x}", "/new"), "redirects[0].from"),
+            (rule("/a/{*x}/b", "/new"), "redirects[0].from"),
+            (rule("/a/{x}", "/new/{y}"), "redirects[0].to"),
+            (rule("/a", "/new/{y}"), "redirects[0].to"),
+            (rule("/a", "new"), "redirects[0].to"),
+            (rule("/a", "/with space"), "redirects[0].to"),
+            // Loops: to itself, and to a path the pattern takes again.
+            (rule("/a", "/a"), "redirects[0].to"),
+            (rule("/docs/{*rest}", "/docs/v2/{rest}"), "redirects[0].to"),
+            (rule("/x/{n}", "/x/{n}"), "redirects[0].to"),
+            // Shadowed: the same path twice, an exact path a pattern covers.
+            (
+                format!("{}{}", rule("/a", "/b"), rule("/a", "/c")),
+                "redirects[1].from",
+            ),
+            (
+                format!("{}{}", rule("/a/{x}", "/b/{x}"), rule("/a/y", "/c")),
+                "redirects[1].from",
+            ),
+        ];
+        for (body, key) in cases {
+            let e = invalid(&body);
+            assert_eq!(e.key(), Some(key), "{body}: {e}");
+        }
+        // Not a loop: a different tree, or another host.
+        rules(&rule("/docs/{*rest}", "/manual/{rest}"));
+        rules(&rule("/a", "https://example.com/a"));
+    }
+}
