@@ -24,6 +24,10 @@ pub struct Files {
     pub directory_listing: bool,
     /// Request paths (starting with `/`) inside the root.
     pub fallback: Option<String>,
+    /// `files.try` after its `{path}` entry: each a text to put before and
+    /// after the request path, tried in order when the path itself is not
+    /// found (`("", ".html")` for `"{path}.html"`).
+    pub try_files: Vec<(String, String)>,
     /// The page answering 404.
     pub not_found_page: Option<String>,
     /// The page answering 5xx.
@@ -74,6 +78,7 @@ impl Files {
             }
         };
         Ok(Files {
+            try_files: try_files(&f.r#try, ctx)?,
             index: f.index.clone(),
             follow_symlinks: f.follow_symlinks,
             dotfiles: f.dotfiles,
@@ -95,6 +100,52 @@ impl Files {
             cache_revalidate: f.cache_revalidate.get(),
         })
     }
+}
+
+/// `files.try`: every entry has `{path}` once and stays a path inside the
+/// root; the path itself, when listed, must come first (it is always tried
+/// first: `files.try` says what follows it).
+fn try_files(entries: &[String], ctx: &Ctx) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let idx = i.to_string();
+        let bad = |message: String, hint: &str| ctx.bad(&["files", "try", &idx], message, hint);
+        let Some((before, after)) = entry.split_once("{path}") else {
+            return Err(bad(
+                format!("`{entry}` does not contain {{path}}"),
+                "each entry is the request path with something around it, e.g. \"{path}.html\"",
+            ));
+        };
+        if after.contains("{path}") || format!("{before}{after}").contains(['{', '}']) {
+            return Err(bad(
+                format!("`{entry}` may name {{path}} once and nothing else in braces"),
+                "e.g. \"{path}/index.html\"",
+            ));
+        }
+        if !before.is_empty() && !before.starts_with('/') {
+            return Err(bad(
+                format!("`{entry}` does not start with {{path}} or `/`"),
+                "e.g. \"/pages{path}.html\"",
+            ));
+        }
+        if entry.split('/').any(|s| s == "..") || entry.contains(['?', '#', '\0']) {
+            return Err(bad(
+                format!("`{entry}` must stay a path inside the root"),
+                "no `..`, `?` or `#`",
+            ));
+        }
+        if before.is_empty() && after.is_empty() {
+            if i != 0 {
+                return Err(bad(
+                    "\"{path}\" is always tried first; list it first or not at all".into(),
+                    "e.g. [\"{path}\", \"{path}.html\"]",
+                ));
+            }
+            continue;
+        }
+        out.push((before.to_string(), after.to_string()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -141,6 +192,34 @@ mod tests {
         assert_eq!(e.key(), Some("files.fallback"));
         let e = invalid("[files.mime_types]\nwasm = \"bad\\nvalue\"\n");
         assert_eq!(e.key(), Some("files.mime_types.wasm"));
+    }
+
+    #[test]
+    fn try_entries_are_checked_and_split_around_the_path() {
+        let f =
+            valid("[files]\ntry = [\"{path}\", \"{path}.html\", \"{path}/index.html\"]\n").files;
+        assert_eq!(
+            f.try_files,
+            [
+                ("".into(), ".html".into()),
+                ("".into(), "/index.html".into())
+            ]
+        );
+        for (entry, idx) in [
+            ("\"x.html\"", 0),
+            ("\"{path}{path}\"", 0),
+            ("\"{path}.{ext}\"", 0),
+            ("\"pages{path}\"", 0),
+            ("\"{path}/../x\"", 0),
+            ("\"{path}.html\", \"{path}\"", 1),
+        ] {
+            let e = invalid(&format!("[files]\ntry = [{entry}]\n"));
+            assert_eq!(
+                e.key(),
+                Some(format!("files.try[{idx}]").as_str()),
+                "{entry}: {e}"
+            );
+        }
     }
 
     #[test]

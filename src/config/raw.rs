@@ -127,6 +127,9 @@ pub struct RawFiles {
     /// Single-page-app fallback: a path inside the root served for unmatched paths.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// nginx's try_files: what else is tried for a path that is not found,
+    /// e.g. ["{path}", "{path}.html", "{path}/index.html"].
+    pub r#try: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_found_page: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,6 +159,7 @@ impl Default for RawFiles {
             dotfiles_allow: vec![".well-known".into()],
             directory_listing: false,
             fallback: None,
+            r#try: Vec::new(),
             not_found_page: None,
             server_error_page: None,
             precompressed: vec![Encoding::Brotli, Encoding::Zstd, Encoding::Gzip],

@@ -10,6 +10,7 @@
 //!    index, listing or redirect; twin chosen by [`encoding`]; file opened and
 //!    its strong ETag taken from [`etag`]; small files read whole for the
 //!    cache. One blocking-pool trip.
+//!    Then `files.try` for a path not found (`{path}.html`, ...).
 //! 4. Not found: the single-page-app fallback, else the 404 page.
 //! 5. Preconditions ([`conditional`], RFC 9110 section 13.2.2): 304 or 412.
 //! 6. Range ([`range`], section 14) with If-Range: 206, multipart or 416.
@@ -97,6 +98,36 @@ impl Site {
             query,
             accept_encoding,
         )
+    }
+}
+
+impl Site {
+    /// The request path resolved, and when it is not found, each of
+    /// `files.try` in turn (nginx's `try_files`): the first file found
+    /// answers with its own type and validators. Not-found is an answer here
+    /// (ENOENT and ENOTDIR become [`Outcome::NotFound`], cached as such).
+    fn resolve_trying(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        accept: Option<&str>,
+    ) -> std::io::Result<Outcome> {
+        let resolve = |p: &str| match self.resolve(p, query, accept) {
+            Err(e) if resolve::is_not_found(&e) => Ok(Outcome::NotFound),
+            other => other,
+        };
+        let outcome = resolve(path)?;
+        let tries = &self.config.files.try_files;
+        // A path ending in `/` is a directory's: its index answers it.
+        if !matches!(outcome, Outcome::NotFound) || tries.is_empty() || path.ends_with('/') {
+            return Ok(outcome);
+        }
+        for (before, after) in tries {
+            if let found @ Outcome::File(_) = resolve(&format!("{before}{path}{after}"))? {
+                return Ok(found);
+            }
+        }
+        Ok(Outcome::NotFound)
     }
 }
 
@@ -189,12 +220,7 @@ pub async fn respond<B>(
     let query = req.uri().query().map(str::to_string);
     let accept = fields.accept_encoding.map(str::to_string);
     let outcome = blocking(site, move |site| {
-        let resolved = site.resolve(&path, query.as_deref(), accept.as_deref());
-        let outcome = match resolved {
-            // ENOENT and ENOTDIR are answers, not failures: cache them as such.
-            Err(e) if resolve::is_not_found(&e) => Outcome::NotFound,
-            other => other?,
-        };
+        let outcome = site.resolve_trying(&path, query.as_deref(), accept.as_deref())?;
         let bytes = match &outcome {
             Outcome::File(f) if site.cache.accepts(f.len) => read_whole(&f.file, f.len),
             _ => None,

@@ -80,3 +80,38 @@ fn without_the_preset_the_page_is_not_isolated() {
     // The module itself still loads: only isolation is missing.
     assert_eq!(cell(&dom, "wasm"), "6765", "{dom}");
 }
+
+/// Clean URLs (`files.try`): Chromium opens `/about`, which is `about.html`,
+/// and the page's own stylesheet and script load beside it.
+#[test]
+fn a_clean_url_page_loads_with_its_assets() {
+    let root = tempfile::tempdir().unwrap();
+    let w = |p: &str, data: &str| {
+        let path = root.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    };
+    w(
+        "about.html",
+        "<!doctype html><html><head><link rel=\"stylesheet\" href=\"/css/site.css\">\
+         <script src=\"/js/app.js\"></script></head>\
+         <body><table><tr><td id=\"script\">no</td><td id=\"color\"></td></tr></table></body></html>",
+    );
+    w("css/site.css", "body { color: rgb(1, 2, 3); }\n");
+    w(
+        "js/app.js",
+        "document.addEventListener('DOMContentLoaded', () => {\n\
+         document.getElementById('script').textContent = 'ran';\n\
+         document.getElementById('color').textContent = getComputedStyle(document.body).color;\n});\n",
+    );
+    let d = Daemon::serving(
+        root.path(),
+        &[(
+            "RUCHY_SERVE_FILES__TRY",
+            "[\"{path}\", \"{path}.html\", \"{path}/index.html\"]",
+        )],
+    );
+    let dom = dump_dom(&format!("http://{}/about", d.addr));
+    assert_eq!(cell(&dom, "script"), "ran", "{dom}");
+    assert_eq!(cell(&dom, "color"), "rgb(1, 2, 3)", "{dom}");
+}

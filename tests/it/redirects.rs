@@ -151,3 +151,39 @@ async fn a_reload_with_a_bad_rule_keeps_the_old_rules() {
         (301, Some("/hello.txt"))
     );
 }
+
+/// `files.try`: `/docs/page` is `docs/page.html`, with that file's type and
+/// validators; a directory still gets its redirect and index (so a
+/// `{path}/index.html` entry only matters for paths ending in `/`, which
+/// the index answers anyway); what matches nothing is still a 404.
+#[tokio::test]
+async fn clean_urls_serve_the_html_file_with_its_own_validators() {
+    let root = fixture();
+    let s = TestServer::start(
+        root.path(),
+        "[files]\ntry = [\"{path}\", \"{path}.html\", \"{path}/index.html\"]\n",
+    )
+    .await;
+    let clean = s.get("/docs/page").await;
+    let file = s.get("/docs/page.html").await;
+    assert_eq!(clean.status, 200);
+    assert_eq!(clean.body, file.body);
+    assert_eq!(clean.header("etag"), file.header("etag"));
+    assert_eq!(clean.header("last-modified"), file.header("last-modified"));
+    assert_eq!(
+        clean.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    // Conditional requests work on the clean URL with the file's ETag.
+    let etag = file.header("etag").unwrap().to_string();
+    let again = s.get_with("/docs/page", &[("if-none-match", &etag)]).await;
+    assert_eq!(again.status, 304);
+    // `/docs` is a directory: redirected to `/docs/` as before.
+    assert_eq!(s.get("/docs").await.status, 308);
+    assert_eq!(s.get("/nothing").await.status, 404);
+    assert_eq!(
+        s.get("/hello").await.status,
+        404,
+        "only the listed suffixes"
+    );
+}
