@@ -49,7 +49,11 @@ set = {{ "content-security-policy" = "default-src 'self'" }}
     })
     .expect("bench config");
     let metrics = Metrics::new();
-    let site = Arc::new(Site::new(Arc::new(cfg), metrics.file_cache.clone()));
+    let site = Arc::new(Site::new(
+        Arc::new(cfg),
+        metrics.file_cache.clone(),
+        Arc::clone(&metrics.compression),
+    ));
     (dir, site)
 }
 

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub generation: IntGauge,
     /// The file cache counters.
     pub file_cache: crate::serve::cache::Stats,
+    /// On-the-fly compression, across generations.
+    pub compression: std::sync::Arc<crate::serve::compress::Stats>,
     /// The access-log file's counters.
     pub access_log: AccessLogCounters,
 }
@@ -215,6 +217,24 @@ impl Metrics {
                  the original is served until the twin is rebuilt."
             )),
         };
+        let compression = std::sync::Arc::new(crate::serve::compress::Stats {
+            made: reg!(prometheus::IntCounter::new(
+                "compression_variants_made_total",
+                "Compressed variants made on the fly (once per file version and coding)."
+            )),
+            busy: reg!(prometheus::IntCounter::new(
+                "compression_busy_total",
+                "Responses sent uncompressed because every compression slot was busy."
+            )),
+            running: reg!(prometheus::IntGauge::new(
+                "compression_running",
+                "Compressions running now (at most compression.max_concurrent)."
+            )),
+            bytes: reg!(prometheus::IntGauge::new(
+                "compression_cache_bytes",
+                "Bytes of compressed variants kept (compression.cache_max_bytes)."
+            )),
+        });
         let dropped = reg!(IntCounterVec::new(
             Opts::new(
                 "access_log_dropped_total",
@@ -267,6 +287,7 @@ impl Metrics {
             last_reload_success,
             generation,
             file_cache,
+            compression,
             access_log,
         }
     }

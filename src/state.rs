@@ -82,7 +82,11 @@ impl State {
         metrics.last_reload_success.set(unix_now() as f64);
         metrics.set_certificates(&config.tls.store);
         State {
-            site: ArcSwap::from_pointee(Site::new(config, metrics.file_cache.clone())),
+            site: ArcSwap::from_pointee(Site::new(
+                config,
+                metrics.file_cache.clone(),
+                Arc::clone(&metrics.compression),
+            )),
             phase: AtomicU8::new(Phase::Starting as u8),
             reloads,
             tls_resolver,
@@ -117,8 +121,11 @@ impl State {
     /// reload takes effect.
     pub fn replace(&self, config: Arc<Config>) {
         self.tls_resolver.replace(Arc::clone(&config.tls.store));
-        self.site
-            .store(Arc::new(Site::new(config, self.metrics.file_cache.clone())));
+        self.site.store(Arc::new(Site::new(
+            config,
+            self.metrics.file_cache.clone(),
+            Arc::clone(&self.metrics.compression),
+        )));
         let generation = self.reloads.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.metrics.generation.set(generation as i64);
         self.metrics.last_reload_success.set(unix_now() as f64);

@@ -9,6 +9,7 @@
 //! A running server holds its `Config` behind an `Arc`; reload builds a
 //! whole new one and swaps it, nothing edits a `Config` in place.
 
+mod compression;
 mod error;
 mod files;
 mod headers;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use http::header::HeaderValue;
 
 pub use crate::addr::ListenAddr;
+pub use compression::Compression;
 pub use error::{ConfigError, Origin};
 pub use files::Files;
 pub use headers::{Headers, Rule};
@@ -71,6 +73,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[[redirects]]`, in order.
     pub redirects: Redirects,
+    /// `[compression]`.
+    pub compression: Compression,
 }
 
 /// Reads and validates the configuration; touches no socket.
@@ -117,6 +121,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
     let metrics = MetricsConfig::from_raw(&raw.metrics, &listen, &ctx)?;
     let tls = Tls::from_raw(&raw.tls, &listen, &ctx)?;
     let redirects = Redirects::from_raw(&raw.redirects, &ctx)?;
+    let compression = Compression::from_raw(&raw.compression, &ctx)?;
     Ok(Config {
         source: layered.config_file().map(|p| p.to_path_buf()),
         root,
@@ -132,6 +137,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         tls,
         metrics,
         redirects,
+        compression,
     })
 }
 

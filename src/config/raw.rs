@@ -45,6 +45,7 @@ pub struct RawConfig {
     pub tls: RawTls,
     pub metrics: RawMetrics,
     pub redirects: Vec<RawRedirect>,
+    pub compression: RawCompression,
 }
 
 impl Default for RawConfig {
@@ -70,6 +71,54 @@ impl Default for RawConfig {
             tls: RawTls::default(),
             metrics: RawMetrics::default(),
             redirects: Vec::new(),
+            compression: RawCompression::default(),
+        }
+    }
+}
+
+/// `[compression]`: on-the-fly compression of files with no twin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCompression {
+    pub enabled: bool,
+    /// Codings offered, in server preference order.
+    pub encodings: Vec<Encoding>,
+    /// Content types compressed: exact (`application/json`) or `type/*`.
+    pub types: Vec<String>,
+    pub min_size: Size,
+    pub max_size: Size,
+    pub gzip_level: u32,
+    pub brotli_level: u32,
+    pub zstd_level: i32,
+    /// Bytes of compressed variants kept.
+    pub cache_max_bytes: Size,
+    /// Compressions running at once; 0 means one per CPU core.
+    pub max_concurrent: usize,
+}
+
+impl Default for RawCompression {
+    fn default() -> Self {
+        RawCompression {
+            enabled: true,
+            encodings: vec![Encoding::Zstd, Encoding::Brotli, Encoding::Gzip],
+            types: [
+                "text/*",
+                "application/javascript",
+                "application/json",
+                "application/manifest+json",
+                "application/wasm",
+                "application/xml",
+                "image/svg+xml",
+            ]
+            .map(String::from)
+            .to_vec(),
+            min_size: Size(256),
+            max_size: Size(8 << 20),
+            gzip_level: 9,
+            brotli_level: 9,
+            zstd_level: 12,
+            cache_max_bytes: Size(64 << 20),
+            max_concurrent: 0,
         }
     }
 }

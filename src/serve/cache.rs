@@ -45,6 +45,9 @@ pub struct Prepared {
     pub len: u64,
     /// `files.max_ranges` of the configuration this was prepared under.
     pub max_ranges: usize,
+    /// An identity representation `[compression]` applies to: compressed
+    /// variants may be made of it, and its answers carry `Vary`.
+    pub compressible: bool,
 }
 
 impl Prepared {
@@ -59,6 +62,8 @@ impl Prepared {
         len: u64,
     ) -> Prepared {
         let hc = &cfg.headers;
+        let content_type = headers::content_type(rel_path, &cfg.files.mime_types);
+        let compressible = encoding.is_none() && cfg.compression.applies(&content_type, len);
         let mut h = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&etag) {
             h.insert(header::ETAG, v);
@@ -69,12 +74,11 @@ impl Prepared {
         if let Some(cc) = headers::cache_control(hc, rel_path) {
             h.insert(header::CACHE_CONTROL, cc.clone());
         }
-        if has_twins {
+        if has_twins || compressible {
             h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
         headers::apply_rules(hc, rel_path, &mut h);
         headers::apply_common(hc, &mut h);
-        let content_type = headers::content_type(rel_path, &cfg.files.mime_types);
         let mut full = ranged(&h, encoding);
         full.insert(header::CONTENT_TYPE, content_type.clone());
         full.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -87,6 +91,31 @@ impl Prepared {
             encoding,
             len,
             max_ranges: cfg.files.max_ranges,
+            compressible,
+        }
+    }
+
+    /// This identity representation's headers for a variant of it in
+    /// `encoding`, `len` bytes long, whose ETag is `etag`.
+    pub fn encoded(&self, encoding: Encoding, etag: String, len: u64) -> Prepared {
+        let mut h = self.headers.clone();
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            h.insert(header::ETAG, v);
+        }
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        let mut full = ranged(&h, Some(encoding));
+        full.insert(header::CONTENT_TYPE, self.content_type.clone());
+        full.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        Prepared {
+            headers: h,
+            full,
+            content_type: self.content_type.clone(),
+            etag,
+            modified: self.modified,
+            encoding: Some(encoding),
+            len,
+            max_ranges: self.max_ranges,
+            compressible: false,
         }
     }
 }
@@ -187,6 +216,13 @@ impl Entry {
     /// The cached variant for `encoding`, if loaded.
     pub fn variant(&self, encoding: Option<Encoding>) -> Option<&Arc<Variant>> {
         self.variants[slot(encoding)].get()
+    }
+
+    /// Keeps `made`, a variant compressed on the fly, in its coding's slot
+    /// (left empty when the file has no twin in that coding), so the path's
+    /// next requests find it here; the variant already there if one is.
+    pub fn keep_made(&self, encoding: Encoding, made: Arc<Variant>) -> &Arc<Variant> {
+        self.variants[slot(Some(encoding))].get_or_init(|| made)
     }
 }
 
@@ -505,6 +541,7 @@ mod tests {
                 encoding: None,
                 len: cfg_bytes as u64,
                 max_ranges: 16,
+                compressible: false,
             },
             body: Bytes::from(vec![0u8; cfg_bytes]),
         }

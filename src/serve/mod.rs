@@ -23,6 +23,7 @@
 
 pub mod body;
 pub mod cache;
+pub mod compress;
 pub mod conditional;
 pub mod encoding;
 pub mod etag;
@@ -60,6 +61,8 @@ pub struct Site {
     pub etags: etag::EtagCache,
     /// Small hot files, prepared for answering from memory.
     pub cache: cache::FileCache,
+    /// Compressed variants of files with no twin (`[compression]`).
+    pub compress: Arc<compress::Compressor>,
     /// The text 404 (headers and body), made once: scanners ask for missing
     /// paths over and over, and the answer only depends on the configuration.
     not_found_text: (HeaderMap, Bytes),
@@ -68,7 +71,11 @@ pub struct Site {
 impl Site {
     /// A generation with empty caches; `stats` are the process-wide cache
     /// counters, which outlive generations.
-    pub fn new(config: Arc<Config>, stats: cache::Stats) -> Site {
+    pub fn new(
+        config: Arc<Config>,
+        stats: cache::Stats,
+        compression: Arc<compress::Stats>,
+    ) -> Site {
         let text = response::status_text(&config, StatusCode::NOT_FOUND, false);
         let (parts, body) = text.into_parts();
         let bytes = match body {
@@ -77,6 +84,7 @@ impl Site {
         };
         Site {
             cache: cache::FileCache::new(&config, stats),
+            compress: Arc::new(compress::Compressor::new(&config.compression, compression)),
             config,
             etags: etag::EtagCache::default(),
             not_found_text: (parts.headers, bytes),
@@ -212,6 +220,16 @@ pub async fn respond<B>(
         let chosen = encoding::negotiate(fields.accept_encoding, &entry.available);
         if let Some(v) = entry.variant(chosen) {
             site.cache.hit();
+            if v.prepared.compressible {
+                if let Some(made) = on_the_fly(&ask, Some(&entry), v).await {
+                    return represent(
+                        req,
+                        fields,
+                        &made.prepared,
+                        Source::Memory(made.body.clone()),
+                    );
+                }
+            }
             return represent(req, fields, &v.prepared, Source::Memory(v.body.clone()));
         }
     }
@@ -241,6 +259,16 @@ pub async fn respond<B>(
             match key.as_deref() {
                 Some(k) => {
                     let variant = site.cache.insert(k, &found.available, variant);
+                    if variant.prepared.compressible {
+                        if let Some(made) = on_the_fly(&ask, None, &variant).await {
+                            return represent(
+                                req,
+                                fields,
+                                &made.prepared,
+                                Source::Memory(made.body.clone()),
+                            );
+                        }
+                    }
                     represent(
                         req,
                         fields,
@@ -261,6 +289,28 @@ pub async fn respond<B>(
         Ok((outcome, _)) => respond_outcome(&ask, outcome).await,
         Err(e) => io_error(&ask, e).await,
     }
+}
+
+/// The compressed variant of `identity` (a cached file `[compression]`
+/// applies to) in the coding the client prefers among
+/// `compression.encodings`: from the path's cache `entry` when it holds one,
+/// else from the compressor (kept, or made now); `None` when the client
+/// takes none of them or every compression slot is busy.
+async fn on_the_fly<B>(
+    ask: &Ask<'_, B>,
+    entry: Option<&cache::Entry>,
+    identity: &cache::Variant,
+) -> Option<Arc<cache::Variant>> {
+    let cfg = &ask.site.config.compression;
+    let enc = encoding::negotiate(ask.fields.accept_encoding, &cfg.encodings)?;
+    if let Some(v) = entry.and_then(|e| e.variant(Some(enc))) {
+        return Some(Arc::clone(v));
+    }
+    let made = Arc::new(ask.site.compress.variant(cfg, identity, enc).await?);
+    Some(match entry {
+        Some(e) => Arc::clone(e.keep_made(enc, made)),
+        None => made,
+    })
 }
 
 fn prepare(cfg: &Config, found: &Found) -> cache::Prepared {

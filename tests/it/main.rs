@@ -8,6 +8,7 @@ mod access_log;
 mod browser;
 mod caching;
 mod cli;
+mod compression;
 mod deadlines;
 mod faults;
 mod files;

@@ -100,7 +100,12 @@ fn site(content: &[u8]) -> (tempfile::TempDir, Arc<Site>) {
         ..Sources::default()
     })
     .unwrap();
-    let site = Site::new(Arc::new(cfg), Metrics::new().file_cache.clone());
+    let metrics = Metrics::new();
+    let site = Site::new(
+        Arc::new(cfg),
+        metrics.file_cache.clone(),
+        Arc::clone(&metrics.compression),
+    );
     (dir, Arc::new(site))
 }
 

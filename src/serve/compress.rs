@@ -1,0 +1,204 @@
+//! On-the-fly compression, once per file version and coding.
+//!
+//! A file `[compression]` applies to, with no precompressed twin the client
+//! takes, is compressed on the blocking pool the first time a client asks
+//! for it in a coding; the result is kept, keyed by the file's ETag (a
+//! content hash, so two paths with the same bytes share it, and every
+//! replica makes the same bytes and the same variant ETag), the coding and
+//! its level, within `compression.cache_max_bytes` (oldest out first). The
+//! path's cache entry then holds the variant too, so later requests are
+//! answered like a cached file.
+//!
+//! Bounds: at most `compression.max_concurrent` compressions run at once,
+//! each of at most `compression.max_size` bytes (and only of files the file
+//! cache holds). A request that finds its variant being made waits for it
+//! instead of compressing again; one that finds every slot busy is answered
+//! uncompressed at once rather than queued.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{watch, Semaphore};
+
+use super::cache::Variant;
+use crate::config::{Compression, Encoding};
+
+/// (identity ETag, coding token, level): one compressed variant.
+type Key = (String, &'static str, i64);
+
+/// The compressed variants of one configuration generation.
+#[derive(Debug)]
+pub struct Compressor {
+    kept: Mutex<Kept>,
+    /// Variants being made, with the channel their waiters listen on.
+    making: Mutex<HashMap<Key, watch::Receiver<Option<Bytes>>>>,
+    slots: Arc<Semaphore>,
+    /// `compression.cache_max_bytes`.
+    limit: u64,
+    /// Counters across generations.
+    pub stats: Arc<Stats>,
+}
+
+/// How compression went (process-wide Prometheus handles; a reload's new
+/// store counts into the same series).
+#[derive(Debug)]
+pub struct Stats {
+    /// Variants made.
+    pub made: prometheus::IntCounter,
+    /// Requests answered uncompressed because every slot was busy.
+    pub busy: prometheus::IntCounter,
+    /// Compressions running now.
+    pub running: prometheus::IntGauge,
+    /// Bytes kept now.
+    pub bytes: prometheus::IntGauge,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    bytes: u64,
+    by_key: HashMap<Key, Bytes>,
+    order: VecDeque<Key>,
+}
+
+impl Compressor {
+    /// An empty store for a generation configured with `cfg`.
+    pub fn new(cfg: &Compression, stats: Arc<Stats>) -> Compressor {
+        Compressor {
+            kept: Mutex::default(),
+            making: Mutex::default(),
+            slots: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
+            limit: cfg.cache_max_bytes,
+            stats,
+        }
+    }
+
+    /// `identity` compressed in `enc`: kept, made now (waiting for it), or
+    /// `None` when every compression slot is busy or compression failed.
+    pub async fn variant(
+        self: &Arc<Self>,
+        cfg: &Compression,
+        identity: &Variant,
+        enc: Encoding,
+    ) -> Option<Variant> {
+        let level = cfg.level(enc);
+        let key: Key = (identity.prepared.etag.clone(), enc.token(), level);
+        let body = match self.kept(&key) {
+            Some(b) => b,
+            None => self.make(key, enc, identity.body.clone(), level).await?,
+        };
+        let etag = variant_etag(&identity.prepared.etag, enc, level);
+        let prepared = identity.prepared.encoded(enc, etag, body.len() as u64);
+        Some(Variant { prepared, body })
+    }
+
+    fn kept(&self, key: &Key) -> Option<Bytes> {
+        self.kept
+            .lock()
+            .expect("not poisoned")
+            .by_key
+            .get(key)
+            .cloned()
+    }
+
+    /// Joins the making of `key`, or starts it when a slot is free.
+    async fn make(
+        self: &Arc<Self>,
+        key: Key,
+        enc: Encoding,
+        body: Bytes,
+        level: i64,
+    ) -> Option<Bytes> {
+        let mut rx = {
+            let mut making = self.making.lock().expect("not poisoned");
+            match making.get(&key) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+                        self.stats.busy.inc();
+                        return None;
+                    };
+                    let (tx, rx) = watch::channel(None);
+                    making.insert(key.clone(), rx.clone());
+                    // A task of its own: the request that started it may go
+                    // away; the waiters and the store still get the result.
+                    let this = Arc::clone(self);
+                    let key = key.clone();
+                    self.stats.running.inc();
+                    tokio::spawn(async move {
+                        let made = tokio::task::spawn_blocking(move || compress(enc, level, &body))
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .map(Bytes::from);
+                        drop(permit);
+                        this.stats.running.dec();
+                        if let Some(b) = &made {
+                            this.keep(key.clone(), b.clone());
+                            this.stats.made.inc();
+                        }
+                        this.making.lock().expect("not poisoned").remove(&key);
+                        let _ = tx.send(made);
+                    });
+                    rx
+                }
+            }
+        };
+        // The sender sends once; a closed channel without a value is a
+        // failed compression.
+        let got = rx.wait_for(Option::is_some).await.ok()?.clone();
+        got
+    }
+
+    fn keep(&self, key: Key, body: Bytes) {
+        let mut k = self.kept.lock().expect("not poisoned");
+        let limit = self.limit;
+        if body.len() as u64 > limit {
+            return;
+        }
+        while k.bytes + body.len() as u64 > limit {
+            let Some(old) = k.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = k.by_key.remove(&old) {
+                k.bytes -= b.len() as u64;
+            }
+        }
+        k.bytes += body.len() as u64;
+        k.order.push_back(key.clone());
+        k.by_key.insert(key, body);
+        self.stats.bytes.set(k.bytes as i64);
+    }
+}
+
+/// The ETag of a variant: the identity's (a content hash) with the coding
+/// and level, so a change of either is a new validator.
+fn variant_etag(identity: &str, enc: Encoding, level: i64) -> String {
+    let inner = identity.trim_matches('"');
+    format!("\"{inner}-{}{level}\"", enc.token())
+}
+
+/// `body` compressed in `enc` at `level`.
+pub fn compress(enc: Encoding, level: i64, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    match enc {
+        Encoding::Gzip => {
+            let mut w = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 3),
+                flate2::Compression::new(level as u32),
+            );
+            w.write_all(body)?;
+            w.finish()
+        }
+        Encoding::Brotli => {
+            let mut out = Vec::with_capacity(body.len() / 3);
+            let params = brotli::enc::BrotliEncoderParams {
+                quality: level as i32,
+                ..Default::default()
+            };
+            brotli::BrotliCompress(&mut &body[..], &mut out, &params)?;
+            Ok(out)
+        }
+        Encoding::Zstd => zstd::bulk::compress(body, level as i32),
+    }
+}
