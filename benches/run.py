@@ -52,6 +52,8 @@ WORKLOADS = {
     "w9": ("TLS new connection per request (full handshakes), 50 connections", "wrk-tls", "/1k.html", 50,
            ["-H", "Connection: close"]),
     "w10": ("HTTP/2 over TLS (ALPN h2) 1 KiB, h2load -c 10 -m 10", "h2load-tls", "/1k.html", 10, []),
+    "w11": ("64 KiB JavaScript, no precompressed twin, Accept-Encoding: br, gzip, 50 connections", "wrk",
+            "/64k-plain.js", 50, ["-H", "Accept-Encoding: br, gzip"]),
 }
 
 
@@ -63,7 +65,7 @@ def ensure_tools():
     need = []
     for tool, pkg in [("wrk", "wrk"), ("h2load", "nghttp2-client"), ("nginx", "nginx"),
                       ("lighttpd", "lighttpd"), ("brotli", "brotli"), ("openssl", "openssl"),
-                      ("/usr/lib/lighttpd/mod_openssl.so", "lighttpd-mod-openssl")]:
+                      ("/usr/lib/lighttpd/mod_openssl.so", "lighttpd-mod-openssl"), ("caddy", "caddy")]:
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists() and not Path(tool).exists():
             need.append(pkg)
     if need:
@@ -83,10 +85,35 @@ def fixtures(www: Path):
     (www / "16k.js").write_bytes(js)
     sh(["gzip", "-9", "-k", "-n", str(www / "16k.js")])
     sh(["brotli", "-k", "-q", "11", str(www / "16k.js")])
+    (www / "64k-plain.js").write_bytes(plain_js(64 * 1024))
     (www / "1m.bin").write_bytes(rnd(1 << 20))
     (www / "32m.bin").write_bytes(rnd(32 << 20))
     (www / "app.wasm").write_bytes(b"\0asm\x01\0\0\0" + rnd((2 << 20) - 8))
     assert (www / "1k.html").stat().st_size == 1024
+
+
+def plain_js(n):
+    """n bytes of script-like text that compresses about as real JavaScript
+    does (identifiers, numbers and punctuation from a seeded generator), for
+    w11: nobody precompressed it, so the server compresses it or sends it
+    whole."""
+    import random
+    r = random.Random(11)
+    names = ["render", "state", "props", "value", "index", "items", "config", "handler", "result", "node",
+             "element", "options", "callback", "response", "request", "buffer", "length", "module", "export"]
+    out = []
+    size = 0
+    while size < n:
+        a, b, c = r.choice(names), r.choice(names), r.choice(names)
+        line = r.choice([
+            f"function {a}{r.randint(0, 999)}({b}, {c}) {{ return {b}.{c} + {r.randint(0, 99999)}; }}\n",
+            f"const {a}_{r.randint(0, 9999)} = {b}.map(({c}) => {c}.{a} * {r.random():.4f});\n",
+            f"if ({a}.{b} !== undefined) {{ {c}.push({a}[{r.randint(0, 255)}]); }}\n",
+            f"export {{ {a} as {b}{r.randint(0, 99)} }};\n",
+        ])
+        out.append(line)
+        size += len(line)
+    return "".join(out).encode()[:n]
 
 
 def cert(dir: Path):
@@ -224,6 +251,8 @@ http {{
     tcp_nopush on;
     open_file_cache max=1000 inactive=60s;
     keepalive_requests 1000000;
+    gzip on; gzip_comp_level 6; gzip_min_length 256;
+    gzip_types application/javascript text/javascript text/css application/json image/svg+xml;
     client_body_temp_path {ndir}; proxy_temp_path {ndir}; fastcgi_temp_path {ndir};
     uwsgi_temp_path {ndir}; scgi_temp_path {ndir};
     server {{ listen 127.0.0.1:{http}; root {www}; }}
@@ -237,6 +266,7 @@ http {{
                           tls=tls, config_text=conf, log=ndir / "access.log" if log != "off" else None))
     if "lighttpd" in wanted and not metrics_on:
         http, tls = free_port(), free_port()
+        (work / "lighttpd-deflate-cache").mkdir(exist_ok=True)
         llog = work / f"lighttpd-{log}-access.log"
         lconf = "" if log == "off" else f'server.modules += ("mod_accesslog")\naccesslog.filename = "{llog}"\n'
         conf = f"""server.document-root = "{www}"
@@ -247,7 +277,10 @@ server.max-keep-alive-requests = 1000000
 server.max-fds = 40000
 server.max-connections = 20000
 server.feature-flags += ("server.h2proto" => "enable", "server.h2c" => "enable")
-server.modules += ("mod_openssl")
+server.modules += ("mod_openssl", "mod_deflate")
+deflate.mimetypes = ("application/javascript", "text/javascript", "text/css", "application/json")
+deflate.allowed-encodings = ("br", "gzip")
+deflate.cache-dir = "{work}/lighttpd-deflate-cache"
 $SERVER["socket"] == "127.0.0.1:{tls}" {{
     ssl.engine = "enable"
     ssl.pemfile = "{certp}"
@@ -266,6 +299,25 @@ mimetype.assign = (".html" => "text/html", ".js" => "text/javascript", ".bin" =>
                           config_text="benches/ceiling.rs: hyper 1.x, current-thread runtime, hyper-util auto "
                                       "builder, every file from memory, one content-type header; TLS: "
                                       "tokio-rustls (aws-lc-rs), ALPN h2 and http/1.1"))
+    if "caddy" in wanted and not metrics_on and log == "off":
+        http = free_port()
+        cdir = work / "caddy"
+        cdir.mkdir(exist_ok=True)
+        conf = f"""{{
+    admin off
+    auto_https off
+}}
+http://127.0.0.1:{http} {{
+    root * {www}
+    encode zstd gzip
+    file_server
+}}
+"""
+        (cdir / "Caddyfile").write_text(conf)
+        # One core, like the others: GOMAXPROCS=1 under the same taskset.
+        out.append(Server("caddy", ["env", "GOMAXPROCS=1", f"HOME={cdir}", f"XDG_DATA_HOME={cdir}",
+                                    f"XDG_CONFIG_HOME={cdir}", "caddy", "run", "--config", str(cdir / "Caddyfile"),
+                                    "--adapter", "caddyfile"], http, config_text=conf))
     if "python" in wanted and not metrics_on and log == "off":
         http = free_port()
         out.append(Server("python-http.server",
@@ -393,6 +445,7 @@ def main():
     ap.add_argument("--out", help="results file name without extension (default: latest, or quick)")
     ap.add_argument("--only", default=",".join(WORKLOADS))
     ap.add_argument("--servers", default="ruchy,ceiling,nginx,lighttpd,python",
+                    # caddy (Debian's 2.6, `encode zstd gzip`) on request: --servers ...,caddy
                     help="ceiling: bare hyper from benches/ceiling.rs, the most ruchy-serve's own work can reach")
     ap.add_argument("--metrics-overhead", action="store_true", help="also run w1 with metrics on")
     ap.add_argument("--idle", action="store_true",
