@@ -63,7 +63,11 @@ impl Prepared {
     ) -> Prepared {
         let hc = &cfg.headers;
         let content_type = headers::content_type(rel_path, &cfg.files.mime_types);
-        let compressible = encoding.is_none() && cfg.compression.applies(&content_type, len);
+        // Only what the file cache holds is compressed (a streamed file is
+        // sent as it is), so only that varies by Accept-Encoding.
+        let cached = cfg.files.cache_max_bytes > 0 && len <= cfg.files.cache_max_file_size;
+        let compressible =
+            encoding.is_none() && cached && cfg.compression.applies(&content_type, len);
         let mut h = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&etag) {
             h.insert(header::ETAG, v);

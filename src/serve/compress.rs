@@ -13,7 +13,10 @@
 //! each of at most `compression.max_size` bytes (and only of files the file
 //! cache holds). A request that finds its variant being made waits for it
 //! instead of compressing again; one that finds every slot busy is answered
-//! uncompressed at once rather than queued.
+//! uncompressed at once rather than queued. Memory: the store keeps at most
+//! `compression.cache_max_bytes`; a cache entry holds at most one variant
+//! per coding of a file the file cache already holds (each smaller than the
+//! file, and gone with the entry), not charged twice.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;

@@ -163,6 +163,15 @@ async fn what_is_not_compressed() {
         let r = get(&s, path, "br, gzip").await;
         assert_eq!(r.header("content-encoding"), None, "{why}");
     }
+    // Larger than the file cache keeps (1 MiB by default): streamed as it
+    // is, and so not varying by Accept-Encoding either.
+    std::fs::write(root.path().join("large.txt"), text(2 << 20, 8)).unwrap();
+    let large = get(&s, "/large.txt", "br").await;
+    assert_eq!(
+        (large.header("content-encoding"), large.header("vary")),
+        (None, None)
+    );
+    assert_eq!(large.body.len(), 2 << 20);
     // A twin the client takes wins over compressing the original.
     let r = get(&s, "/assets/app.js", "gzip").await;
     assert_eq!(r.body.as_ref(), b"GZIP-TWIN-BYTES");
