@@ -107,9 +107,7 @@ impl Site {
             accept_encoding,
         )
     }
-}
 
-impl Site {
     /// The request path resolved, and when it is not found, each of
     /// `files.try` in turn (nginx's `try_files`): the first file found
     /// answers with its own type and validators. Not-found is an answer here
@@ -220,17 +218,7 @@ pub async fn respond<B>(
         let chosen = encoding::negotiate(fields.accept_encoding, &entry.available);
         if let Some(v) = entry.variant(chosen) {
             site.cache.hit();
-            if v.prepared.compressible {
-                if let Some(made) = on_the_fly(&ask, Some(&entry), v).await {
-                    return represent(
-                        req,
-                        fields,
-                        &made.prepared,
-                        Source::Memory(made.body.clone()),
-                    );
-                }
-            }
-            return represent(req, fields, &v.prepared, Source::Memory(v.body.clone()));
+            return from_memory(&ask, Some(&entry), v).await;
         }
     }
 
@@ -259,22 +247,7 @@ pub async fn respond<B>(
             match key.as_deref() {
                 Some(k) => {
                     let variant = site.cache.insert(k, &found.available, variant);
-                    if variant.prepared.compressible {
-                        if let Some(made) = on_the_fly(&ask, None, &variant).await {
-                            return represent(
-                                req,
-                                fields,
-                                &made.prepared,
-                                Source::Memory(made.body.clone()),
-                            );
-                        }
-                    }
-                    represent(
-                        req,
-                        fields,
-                        &variant.prepared,
-                        Source::Memory(variant.body.clone()),
-                    )
+                    from_memory(&ask, None, &variant).await
                 }
                 None => represent(req, fields, &variant.prepared, Source::Memory(variant.body)),
             }
@@ -289,6 +262,26 @@ pub async fn respond<B>(
         Ok((outcome, _)) => respond_outcome(&ask, outcome).await,
         Err(e) => io_error(&ask, e).await,
     }
+}
+
+/// A cached representation, compressed on the fly when `[compression]`
+/// applies to it and the client takes a coding ([`on_the_fly`]).
+async fn from_memory<B>(
+    ask: &Ask<'_, B>,
+    entry: Option<&cache::Entry>,
+    v: &cache::Variant,
+) -> Response<Body> {
+    let made = match v.prepared.compressible {
+        true => on_the_fly(ask, entry, v).await,
+        false => None,
+    };
+    let v = made.as_deref().unwrap_or(v);
+    represent(
+        ask.req,
+        ask.fields,
+        &v.prepared,
+        Source::Memory(v.body.clone()),
+    )
 }
 
 /// The compressed variant of `identity` (a cached file `[compression]`

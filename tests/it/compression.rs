@@ -245,3 +245,22 @@ async fn a_busy_compressor_answers_uncompressed_instead_of_queueing() {
         Some("br")
     );
 }
+
+/// `compression.cache_max_bytes` holds however many files are compressed:
+/// the oldest variants go first, and a file compressed again still decodes.
+#[tokio::test]
+async fn the_kept_variants_stay_within_their_budget() {
+    let root = fixture();
+    for i in 0..12u64 {
+        std::fs::write(root.path().join(format!("f{i}.txt")), text(24_000, 100 + i)).unwrap();
+    }
+    let s = TestServer::start(root.path(), "[compression]\ncache_max_bytes = \"16KiB\"\n").await;
+    let mut peak = 0;
+    for i in 0..12u64 {
+        let r = get(&s, &format!("/f{i}.txt"), "br").await;
+        assert_eq!(unbrotli(&r.body), text(24_000, 100 + i));
+        peak = peak.max(metric(&s, "compression_cache_bytes"));
+    }
+    assert_eq!(made(&s), 12);
+    assert!(peak > 0 && peak <= 16 << 10, "{peak} bytes kept");
+}
