@@ -63,6 +63,9 @@ pub struct Handler {
     /// What this connection's response bodies may hold in user memory;
     /// handed to each request's file bodies.
     budget: Budget,
+    /// On TLS, the name of the site the connection belongs to
+    /// ([`crate::tls::CertStore::site_name`]): set after the handshake.
+    tls_name: Option<Box<str>>,
 }
 
 impl Handler {
@@ -88,15 +91,23 @@ impl Handler {
         metrics: Option<&Arc<ConnMetrics>>,
         budget: Budget,
     ) -> Handler {
-        let metered =
-            matches!(role, Role::Site { .. }) && state.site().config.metrics.address.is_some();
+        let metered = matches!(role, Role::Site { .. }) && state.config().metrics.address.is_some();
         Handler {
             metrics: metrics.filter(|_| metered).cloned(),
             state,
             peer,
             role,
             budget,
+            tls_name: None,
         }
+    }
+
+    /// Records the SNI a TLS client sent (`None`: none): the connection
+    /// then belongs to the site the chosen certificate or that name is for,
+    /// and requests for other sites on it answer 421.
+    pub fn set_sni(&mut self, sni: Option<&str>) {
+        let store = self.state.tls_resolver.store();
+        self.tls_name = store.site_name(sni).map(String::into_boxed_str);
     }
 
     /// Answers one request. Never fails: every error is a status code.
@@ -110,8 +121,8 @@ impl Handler {
             return r.map(Accounted::unaccounted);
         };
         let start = Instant::now();
-        let site = self.state.site();
-        let cfg = &site.config;
+        let sites = self.state.sites();
+        let cfg = &sites.config;
         let sink = match cfg.log.access_log {
             AccessLog::Off => None,
             format => Some(match self.state.access_log() {
@@ -127,6 +138,11 @@ impl Handler {
             .then(|| self.state.health(req.uri().path()))
             .flatten();
         let fields = Fields::of(req.headers());
+        let site = sites.choose(&req, tls.then_some(self.tls_name.as_deref()));
+        let label = match site {
+            Ok(site) => Arc::clone(&site.label),
+            Err(_) => Arc::clone(&sites.none_label),
+        };
         let mut resp =
             if let Err(refusal) = serve::guard::check(&req, &fields, cfg.limits.max_request_body) {
                 serve::refuse(cfg, &req, refusal)
@@ -135,7 +151,10 @@ impl Handler {
             } else if redirect_https {
                 serve::redirect_https(cfg, &req)
             } else {
-                serve::respond(Arc::clone(&site), &req, &fields, &self.budget).await
+                match site {
+                    Ok(site) => serve::respond(Arc::clone(site), &req, &fields, &self.budget).await,
+                    Err(_) => serve::misdirected(cfg, &req),
+                }
             };
         if tls {
             if let Some(hsts) = &cfg.tls.hsts {
@@ -145,7 +164,7 @@ impl Handler {
         }
         let status = resp.status().as_u16();
         let metrics = self.metrics.clone();
-        resp.map(|b| Accounted::new(b, status, record, metrics))
+        resp.map(|b| Accounted::new(b, status, record, metrics, label))
     }
 }
 
@@ -162,6 +181,8 @@ pub struct Accounted {
 struct Completion {
     record: Record,
     metrics: Option<Arc<ConnMetrics>>,
+    /// The `site` label.
+    site: Arc<str>,
 }
 
 impl Accounted {
@@ -170,12 +191,17 @@ impl Accounted {
         status: u16,
         mut record: Record,
         metrics: Option<Arc<ConnMetrics>>,
+        site: Arc<str>,
     ) -> Self {
         record.status = status;
         Accounted {
             inner,
             bytes: 0,
-            done: Some(Completion { record, metrics }),
+            done: Some(Completion {
+                record,
+                metrics,
+                site,
+            }),
         }
     }
 
@@ -198,6 +224,7 @@ impl Drop for Accounted {
                 r.status,
                 r.start.elapsed().as_secs_f64(),
                 self.bytes,
+                &done.site,
             );
         }
         r.emit(self.bytes);

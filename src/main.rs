@@ -114,12 +114,16 @@ fn check(sources: &Sources) -> ExitCode {
                 .collect();
             println!(
                 "ruchy-serve: configuration {what} is valid: root {}, listen {}",
-                cfg.root.display(),
+                cfg.served(),
                 listen.join(", ")
             );
             for c in &cfg.tls.store.certs {
+                let site = match &c.spec.site {
+                    Some(s) => format!(" (site {s})"),
+                    None => String::new(),
+                };
                 println!(
-                    "ruchy-serve: certificate {} for {}: serial {}, expires {} ({} days)",
+                    "ruchy-serve: certificate {}{site} for {}: serial {}, expires {} ({} days)",
                     c.spec.cert.display(),
                     c.names.join(", "),
                     c.serial,

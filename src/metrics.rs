@@ -112,9 +112,9 @@ impl Metrics {
         let requests = reg!(IntCounterVec::new(
             Opts::new(
                 "http_requests_total",
-                "HTTP requests answered, by listener, method and status code."
+                "HTTP requests answered, by listener, method, status code and site."
             ),
-            &["listener", "method", "code"]
+            &["listener", "method", "code", "site"]
         ));
         let duration = reg!(HistogramVec::new(
             HistogramOpts::new(
@@ -127,9 +127,9 @@ impl Metrics {
         let body_bytes = reg!(IntCounterVec::new(
             Opts::new(
                 "http_response_body_bytes_total",
-                "Response body bytes sent."
+                "Response body bytes sent, by listener and site."
             ),
-            &["listener"]
+            &["listener", "site"]
         ));
         let conns_accepted = reg!(IntCounterVec::new(
             Opts::new("http_connections_accepted_total", "Connections accepted."),
@@ -328,16 +328,24 @@ impl ConnMetrics {
     pub fn new(all: std::sync::Arc<Metrics>, listener: std::sync::Arc<str>) -> ConnMetrics {
         ConnMetrics {
             duration: all.duration.with_label_values(&[&*listener]),
-            body_bytes: all.body_bytes.with_label_values(&[&*listener]),
-            get_200: all.requests.with_label_values(&[&*listener, "GET", "200"]),
+            body_bytes: all
+                .body_bytes
+                .with_label_values(&[&*listener, crate::config::DEFAULT_LABEL]),
+            get_200: all.requests.with_label_values(&[
+                &*listener,
+                "GET",
+                "200",
+                crate::config::DEFAULT_LABEL,
+            ]),
             all,
             listener,
         }
     }
 
     /// One answered request.
-    pub fn request(&self, method: &'static str, status: u16, seconds: f64, bytes: u64) {
-        if method == "GET" && status == 200 {
+    pub fn request(&self, method: &'static str, status: u16, seconds: f64, bytes: u64, site: &str) {
+        let default = site == crate::config::DEFAULT_LABEL;
+        if default && method == "GET" && status == 200 {
             self.get_200.inc();
         } else {
             // as_str reads a static table: no allocation per request.
@@ -345,11 +353,18 @@ impl ConnMetrics {
                 .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
             self.all
                 .requests
-                .with_label_values(&[&*self.listener, method, code.as_str()])
+                .with_label_values(&[&*self.listener, method, code.as_str(), site])
                 .inc();
         }
         self.duration.observe(seconds);
-        self.body_bytes.inc_by(bytes);
+        match default {
+            true => self.body_bytes.inc_by(bytes),
+            false => self
+                .all
+                .body_bytes
+                .with_label_values(&[&*self.listener, site])
+                .inc_by(bytes),
+        }
     }
 }
 
@@ -373,10 +388,14 @@ mod tests {
     #[test]
     fn exposition_names_follow_conventions() {
         let m = Metrics::new();
-        m.requests.with_label_values(&["a", "GET", "200"]).inc();
+        m.requests
+            .with_label_values(&["a", "GET", "200", "default"])
+            .inc();
         m.duration.with_label_values(&["a"]).observe(0.001);
         let text = String::from_utf8(m.render()).unwrap();
-        assert!(text.contains("http_requests_total{code=\"200\",listener=\"a\",method=\"GET\"} 1"));
+        assert!(text.contains(
+            "http_requests_total{code=\"200\",listener=\"a\",method=\"GET\",site=\"default\"} 1"
+        ));
         assert!(
             text.contains("http_request_duration_seconds_bucket{listener=\"a\",le=\"0.00005\"} 0")
         );

@@ -15,7 +15,7 @@ use crate::access::file::FileLog;
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::serve::Site;
+use crate::serve::sites::Sites;
 use crate::tls::{self, Resolver};
 
 /// Where the server is in its life; one-to-one with sd_notify messages
@@ -52,7 +52,7 @@ pub struct ReloadStats {
 /// phase.
 #[derive(Debug)]
 pub struct State {
-    site: ArcSwap<Site>,
+    sites: ArcSwap<Sites>,
     phase: AtomicU8,
     /// Reload counts and the current generation.
     pub reloads: ReloadStats,
@@ -82,7 +82,7 @@ impl State {
         metrics.last_reload_success.set(unix_now() as f64);
         metrics.set_certificates(&config.tls.store);
         State {
-            site: ArcSwap::from_pointee(Site::new(
+            sites: ArcSwap::from_pointee(Sites::new(
                 config,
                 metrics.file_cache.clone(),
                 Arc::clone(&metrics.compression),
@@ -107,21 +107,22 @@ impl State {
         self.access_log.store(log);
     }
 
-    /// The current generation; cheap (one atomic load and a refcount).
-    pub fn site(&self) -> Arc<Site> {
-        self.site.load_full()
+    /// The current generation's sites; cheap (one atomic load and a
+    /// refcount).
+    pub fn sites(&self) -> Arc<Sites> {
+        self.sites.load_full()
     }
 
-    /// The current configuration.
+    /// The current (top-level) configuration.
     pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.site.load().config)
+        Arc::clone(&self.sites.load().config)
     }
 
     /// Swaps in a new configuration with fresh caches: the one place where a
     /// reload takes effect.
     pub fn replace(&self, config: Arc<Config>) {
         self.tls_resolver.replace(Arc::clone(&config.tls.store));
-        self.site.store(Arc::new(Site::new(
+        self.sites.store(Arc::new(Sites::new(
             config,
             self.metrics.file_cache.clone(),
             Arc::clone(&self.metrics.compression),
@@ -208,13 +209,14 @@ mod tests {
     #[test]
     fn replace_advances_the_generation_and_clears_caches() {
         let state = demo_state();
-        let before = state.site();
+        let before = state.sites();
         assert_eq!(state.generation(), 1);
         state.replace(Arc::clone(&before.config));
         assert_eq!(state.generation(), 2);
+        let (old, new) = (before.default_site(), state.sites());
         assert!(
-            !Arc::ptr_eq(&before, &state.site()),
-            "a new Site, with new caches"
+            !Arc::ptr_eq(&old.unwrap().cache, &new.default_site().unwrap().cache),
+            "new sites, with new caches"
         );
     }
 }

@@ -36,6 +36,11 @@ pub struct CertSpec {
     pub key: PathBuf,
     /// Explicit SNI names; empty means "the certificate's DNS names".
     pub names: Vec<String>,
+    /// The first name of the `[[sites]]` entry whose certificate this is;
+    /// `None` for `[tls]`'s. A connection whose handshake picked a site's
+    /// certificate is that site's: a request on it for another site
+    /// answers 421.
+    pub site: Option<String>,
 }
 
 /// Why a certificate or key was refused. Each variant's message names the
@@ -240,6 +245,16 @@ impl CertStore {
         self.certs.get(index.unwrap_or(0))
     }
 
+    /// The name of the site a TLS connection belongs to, given the SNI it
+    /// sent: the site whose certificate the handshake chose, else the name
+    /// the client asked for (`None`: none, the top-level site's).
+    pub fn site_name(&self, sni: Option<&str>) -> Option<String> {
+        match self.select(sni).and_then(|c| c.spec.site.clone()) {
+            Some(owner) => Some(owner),
+            None => sni.map(|n| n.to_ascii_lowercase()),
+        }
+    }
+
     fn changed_on_disk(&self) -> bool {
         self.certs.iter().any(LoadedCert::changed_on_disk)
     }
@@ -356,6 +371,7 @@ mod tests {
                 cert: PathBuf::new(),
                 key: PathBuf::new(),
                 names: vec![],
+                site: None,
             },
             names: names.iter().map(|s| s.to_string()).collect(),
             key: Arc::new(CertifiedKey::new(vec![ck.cert.der().clone()], signing)),

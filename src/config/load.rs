@@ -164,8 +164,16 @@ impl Layered {
     }
 
     fn explain(&self, err: figment::Error) -> ConfigError {
+        self.explain_at(err, &[])
+    }
+
+    /// An error from extracting a part of the configuration on its own
+    /// (a `[[sites]]` entry's tables laid over the top level's,
+    /// `config::sites`): its path is relative to `prefix`, and where the
+    /// value came from is found in these layers.
+    pub(super) fn explain_at(&self, err: figment::Error, prefix: &[String]) -> ConfigError {
         use figment::error::Kind;
-        let mut path = err.path.clone();
+        let mut path: Vec<String> = prefix.iter().cloned().chain(err.path.clone()).collect();
         let (message, hint) = match &err.kind {
             Kind::UnknownField(field, expected) => {
                 if path.last() != Some(field) {
@@ -192,6 +200,7 @@ impl Layered {
             other => (other.to_string(), None),
         };
         let origin = match &err.metadata {
+            _ if !prefix.is_empty() => self.origin(&path),
             Some(md) => self.origin_from_metadata(md, &path),
             None => Origin::Default(DEFAULT_NAME),
         };
@@ -212,6 +221,25 @@ impl Layered {
             message,
             hint,
         }
+    }
+
+    /// Whether any layer sets the value at `path`.
+    pub fn has(&self, path: &[String]) -> bool {
+        let Ok(mut value) = self.figment.find_value("") else {
+            return false;
+        };
+        for seg in path {
+            let next = match &value {
+                Value::Dict(_, d) => d.get(seg.as_str()).cloned(),
+                Value::Array(_, a) => seg.parse::<usize>().ok().and_then(|i| a.get(i).cloned()),
+                _ => None,
+            };
+            match next {
+                Some(v) => value = v,
+                None => return false,
+            }
+        }
+        true
     }
 
     /// Where the value at `path` came from (its file line, variable or flag).

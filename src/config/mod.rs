@@ -20,6 +20,7 @@ mod log;
 mod metrics;
 pub mod raw;
 mod redirects;
+mod sites;
 mod tls;
 pub mod types;
 
@@ -39,6 +40,7 @@ pub use load::{demo_root, Layered, Sources, ENV_PREFIX};
 pub use log::{AccessFile, Log};
 pub use metrics::MetricsConfig;
 pub use redirects::Redirects;
+pub use sites::{Names, VirtualHost, DEFAULT_LABEL, NONE_LABEL};
 pub use tls::Tls;
 pub use types::{parse_size, AccessLog, Encoding, LogFormat, LogTarget, SymlinkPolicy};
 
@@ -75,6 +77,32 @@ pub struct Config {
     pub redirects: Redirects,
     /// `[compression]`.
     pub compression: Compression,
+    /// Whether requests for names no site has go to this top-level site
+    /// (else 421).
+    pub default_site: bool,
+    /// `[[sites]]`, in order; each holds a whole configuration of its own
+    /// (this one with the site's root and tables).
+    pub sites: Vec<VirtualHost>,
+}
+
+impl Config {
+    /// What is served, for the ready line and `check`: the root, and each
+    /// site's first name and root (`/srv/www; sites: a.test /srv/a`).
+    pub fn served(&self) -> String {
+        let mut out = match self.default_site {
+            true => self.root.display().to_string(),
+            false => "no default site (421 for other names)".to_string(),
+        };
+        if !self.sites.is_empty() {
+            let sites: Vec<String> = self
+                .sites
+                .iter()
+                .map(|s| format!("{} {}", s.names.all.join(","), s.config.root.display()))
+                .collect();
+            out.push_str(&format!("; sites: {}", sites.join(", ")));
+        }
+        out
+    }
 }
 
 /// Reads and validates the configuration; touches no socket.
@@ -87,12 +115,29 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
 /// that value came from (file and line, variable or flag).
 pub(crate) struct Ctx<'a> {
     layered: &'a Layered,
+    /// Checking `sites[i]`: keys are relative to it, and a key the site
+    /// does not set was inherited from the top level.
+    site: Option<usize>,
 }
 
 impl Ctx<'_> {
     fn bad(&self, path: &[&str], message: String, hint: &str) -> ConfigError {
-        self.layered
-            .invalid(path, message, (!hint.is_empty()).then(|| hint.to_string()))
+        let hint = (!hint.is_empty()).then(|| hint.to_string());
+        let Some(i) = self.site else {
+            return self.layered.invalid(path, message, hint);
+        };
+        let index = i.to_string();
+        let own: Vec<&str> = ["sites", index.as_str()]
+            .into_iter()
+            .chain(path.iter().copied())
+            .collect();
+        let owned = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        if !self.layered.has(&owned(&own)) && self.layered.has(&owned(path)) {
+            // The top level's value, bad for this site.
+            let message = format!("{message} (in sites[{i}], which inherits it)");
+            return self.layered.invalid(path, message, hint);
+        }
+        self.layered.invalid(&own, message, hint)
     }
 
     fn header_value(&self, path: &[&str], s: &str) -> Result<HeaderValue, ConfigError> {
@@ -110,8 +155,15 @@ impl Ctx<'_> {
 /// reads), then each section.
 pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
     let raw = layered.extract()?;
-    let ctx = Ctx { layered };
-    let root = root(&raw.root, &ctx)?;
+    let ctx = Ctx {
+        layered,
+        site: None,
+    };
+    let root = match (&raw.root, raw.sites.first()) {
+        // With no default site, the top level needs no root of its own.
+        (None, Some(first)) if !raw.default_site => root(&Some(first.root.clone()), &ctx)?,
+        _ => root(&raw.root, &ctx)?,
+    };
     let listen = Listen::from_raw(&raw.listen, &ctx)?;
     let trusted_proxies = TrustedProxies::from_raw(&raw.trusted_proxies, &listen, &ctx)?;
     let files = Files::from_raw(&raw.files, &ctx)?;
@@ -119,10 +171,10 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
     let limits = Limits::from_raw(&raw.limits, &ctx)?;
     let log = Log::from_raw(&raw.log, &ctx)?;
     let metrics = MetricsConfig::from_raw(&raw.metrics, &listen, &ctx)?;
-    let tls = Tls::from_raw(&raw.tls, &listen, &ctx)?;
+    let tls = Tls::from_raw(&raw.tls, &raw.sites, &listen, &ctx)?;
     let redirects = Redirects::from_raw(&raw.redirects, &ctx)?;
     let compression = Compression::from_raw(&raw.compression, &ctx)?;
-    Ok(Config {
+    let mut config = Config {
         source: layered.config_file().map(|p| p.to_path_buf()),
         root,
         listen,
@@ -138,7 +190,11 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         metrics,
         redirects,
         compression,
-    })
+        default_site: raw.default_site,
+        sites: Vec::new(),
+    };
+    config.sites = sites::from_raw(&raw, &config, &ctx)?;
+    Ok(config)
 }
 
 /// The root, canonicalized once: every served path is checked against it.

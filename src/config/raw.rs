@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use figment::value::Dict;
 use serde::{Deserialize, Serialize};
 
 use super::types::{AccessLog, Encoding, LogFormat, LogTarget, Mode, Size, Span, SymlinkPolicy};
@@ -46,6 +47,10 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     pub redirects: Vec<RawRedirect>,
     pub compression: RawCompression,
+    /// Requests whose Host names no `[[sites]]` entry go to the top-level
+    /// site; `false` answers them 421 instead.
+    pub default_site: bool,
+    pub sites: Vec<RawSite>,
 }
 
 impl Default for RawConfig {
@@ -72,8 +77,33 @@ impl Default for RawConfig {
             metrics: RawMetrics::default(),
             redirects: Vec::new(),
             compression: RawCompression::default(),
+            default_site: true,
+            sites: Vec::new(),
         }
     }
+}
+
+/// One `[[sites]]` entry (a virtual host). Its `files`, `headers` and
+/// `cache` tables are kept as written here and laid over the top-level ones
+/// key by key (nginx's http -> server inheritance) by `config::sites`, which
+/// then types them; `redirects` and `certificates` are the site's own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    /// Host (and SNI) names: exact, or `*.example.com` for one label more.
+    pub names: Vec<String>,
+    pub root: PathBuf,
+    #[serde(default, skip_serializing_if = "Dict::is_empty")]
+    pub files: Dict,
+    #[serde(default, skip_serializing_if = "Dict::is_empty")]
+    pub headers: Dict,
+    #[serde(default, skip_serializing_if = "Dict::is_empty")]
+    pub cache: Dict,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirects: Vec<RawRedirect>,
+    /// The site's certificates; their SNI names default to the site's names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<RawCertificate>,
 }
 
 /// `[compression]`: on-the-fly compression of files with no twin.

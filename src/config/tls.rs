@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::header::HeaderValue;
 
 use super::listen::Listen;
-use super::raw::RawTls;
+use super::raw::{RawSite, RawTls};
 use super::{ConfigError, Ctx};
 use crate::tls::{CertSpec, CertStore, TlsError};
 
@@ -27,16 +27,52 @@ pub struct Tls {
 }
 
 impl Tls {
-    pub(super) fn from_raw(raw: &RawTls, listen: &[Listen], ctx: &Ctx) -> Result<Tls, ConfigError> {
-        let specs: Vec<CertSpec> = raw
-            .certificates
-            .iter()
-            .map(|c| CertSpec {
+    /// `[tls]` with the certificates of every `[[sites]]` entry after the
+    /// top level's (so the first top-level one, when there is one, is what
+    /// a client without SNI gets). A site's certificate answers the site's
+    /// names unless it lists its own.
+    pub(super) fn from_raw(
+        raw: &RawTls,
+        sites: &[RawSite],
+        listen: &[Listen],
+        ctx: &Ctx,
+    ) -> Result<Tls, ConfigError> {
+        let mut specs: Vec<CertSpec> = Vec::new();
+        // Where each spec is configured: `tls.certificates[j]` or
+        // `sites[i].certificates[j]`.
+        let mut keys: Vec<Vec<String>> = Vec::new();
+        for (j, c) in raw.certificates.iter().enumerate() {
+            specs.push(CertSpec {
                 cert: c.cert.clone(),
                 key: c.key.clone(),
                 names: c.names.clone(),
-            })
-            .collect();
+                site: None,
+            });
+            keys.push(vec!["tls".into(), "certificates".into(), j.to_string()]);
+        }
+        for (i, site) in sites.iter().enumerate() {
+            for (j, c) in site.certificates.iter().enumerate() {
+                let names = match c.names.is_empty() {
+                    true => site.names.clone(),
+                    false => c.names.clone(),
+                };
+                specs.push(CertSpec {
+                    cert: c.cert.clone(),
+                    key: c.key.clone(),
+                    names,
+                    site: site
+                        .names
+                        .first()
+                        .map(|n| n.trim_end_matches('.').to_ascii_lowercase()),
+                });
+                keys.push(vec![
+                    "sites".into(),
+                    i.to_string(),
+                    "certificates".into(),
+                    j.to_string(),
+                ]);
+            }
+        }
         let store = CertStore::load(&specs).map_err(|e| {
             // Point at the entry and the file the error is about.
             let failed = match &e {
@@ -61,18 +97,16 @@ impl Tls {
             } else {
                 "cert"
             };
-            ctx.bad(
-                &["tls", "certificates", &index.to_string(), field],
-                e.to_string(),
-                "",
-            )
+            let mut key: Vec<&str> = keys[index].iter().map(String::as_str).collect();
+            key.push(field);
+            ctx.bad(&key, e.to_string(), "")
         })?;
         if let Some(idx) = listen.iter().position(|l| l.tls) {
             if store.certs.is_empty() {
                 return Err(ctx.bad(
                     &["listen", &idx.to_string(), "tls"],
                     "a TLS listener needs a certificate".into(),
-                    "add [[tls.certificates]] with cert = \"/path/fullchain.pem\" and key = \"/path/key.pem\"",
+                    "add [[tls.certificates]] (or [[sites.certificates]]) with cert = \"/path/fullchain.pem\" and key = \"/path/key.pem\"",
                 ));
             }
         }

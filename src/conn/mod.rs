@@ -339,6 +339,7 @@ impl Connection {
         let Some((stream, protocol)) = handshake.await else {
             return;
         };
+        session.handler.set_sni(stream.get_ref().1.server_name());
         session.protocol = protocol;
         let serve = Box::pin(session.serve(stream));
         serve.await

@@ -236,7 +236,7 @@ fn status_line(state: &State, set: &Set) -> String {
         .collect();
     format!(
         "serving {} on {} (generation {})",
-        state.config().root.display(),
+        state.config().served(),
         listening.join(" "),
         state.generation()
     )

@@ -35,8 +35,10 @@ pub mod range;
 pub mod represent;
 pub mod resolve;
 pub mod response;
+pub mod sites;
 pub mod tree;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -51,30 +53,72 @@ use resolve::{Found, Outcome};
 
 const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
 
-/// One configuration generation and the caches that belong to it. Reload
-/// builds a new `Site`, so caches are cleared by construction.
+/// One site (the top-level one or a `[[sites]]` entry) of one
+/// configuration generation, with the generation's caches. Reload builds new
+/// `Site`s, so caches are cleared by construction.
 #[derive(Debug)]
 pub struct Site {
-    /// The validated configuration of this generation.
+    /// The site's configuration (for a `[[sites]]` entry, the top level's
+    /// with the site's root and tables).
     pub config: Arc<Config>,
-    /// Content hashes by file version.
-    pub etags: etag::EtagCache,
-    /// Small hot files, prepared for answering from memory.
-    pub cache: cache::FileCache,
-    /// Compressed variants of files with no twin (`[compression]`).
+    /// Content hashes by file version (shared by the generation's sites:
+    /// keyed by the file's absolute path).
+    pub etags: Arc<etag::EtagCache>,
+    /// Small hot files, prepared for answering from memory; one cache and
+    /// one byte budget for the generation, each site's keys apart.
+    pub cache: Arc<cache::FileCache>,
+    /// Compressed variants of files with no twin (`[compression]`), by
+    /// content hash: the same bytes in two sites are compressed once.
     pub compress: Arc<compress::Compressor>,
+    /// What this site's cache keys start with: nothing for the top-level
+    /// site, `{index}` for `sites[index]` (a path always starts with `/`,
+    /// so no two sites' keys can meet).
+    key_prefix: Option<Box<str>>,
+    /// The `site` label of its requests in metrics.
+    pub label: Arc<str>,
     /// The text 404 (headers and body), made once: scanners ask for missing
     /// paths over and over, and the answer only depends on the configuration.
     not_found_text: (HeaderMap, Bytes),
 }
 
+/// What the sites of one generation share.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    etags: Arc<etag::EtagCache>,
+    cache: Arc<cache::FileCache>,
+    compress: Arc<compress::Compressor>,
+}
+
+impl Shared {
+    /// Empty caches sized by the top-level configuration `top`; `stats`
+    /// are the process-wide counters, which outlive generations.
+    pub fn new(top: &Config, stats: cache::Stats, compression: Arc<compress::Stats>) -> Shared {
+        Shared {
+            etags: Arc::default(),
+            cache: Arc::new(cache::FileCache::new(top, stats)),
+            compress: Arc::new(compress::Compressor::new(&top.compression, compression)),
+        }
+    }
+}
+
 impl Site {
-    /// A generation with empty caches; `stats` are the process-wide cache
-    /// counters, which outlive generations.
+    /// A lone site with empty caches of its own (tests and benchmarks).
     pub fn new(
         config: Arc<Config>,
         stats: cache::Stats,
         compression: Arc<compress::Stats>,
+    ) -> Site {
+        let shared = Shared::new(&config, stats, compression);
+        Site::within(config, &shared, None, crate::config::DEFAULT_LABEL.into())
+    }
+
+    /// Site `index` of a generation (`None`: the top-level one) over the
+    /// generation's `shared` caches.
+    pub fn within(
+        config: Arc<Config>,
+        shared: &Shared,
+        index: Option<usize>,
+        label: Arc<str>,
     ) -> Site {
         let text = response::status_text(&config, StatusCode::NOT_FOUND, false);
         let (parts, body) = text.into_parts();
@@ -83,11 +127,21 @@ impl Site {
             _ => Bytes::new(),
         };
         Site {
-            cache: cache::FileCache::new(&config, stats),
-            compress: Arc::new(compress::Compressor::new(&config.compression, compression)),
+            cache: Arc::clone(&shared.cache),
+            compress: Arc::clone(&shared.compress),
+            etags: Arc::clone(&shared.etags),
+            key_prefix: index.map(|i| i.to_string().into_boxed_str()),
+            label,
             config,
-            etags: etag::EtagCache::default(),
             not_found_text: (parts.headers, bytes),
+        }
+    }
+
+    /// The file-cache key of a request path's [`cache::key`] in this site.
+    fn cache_key<'k>(&self, key: Cow<'k, str>) -> Cow<'k, str> {
+        match &self.key_prefix {
+            None => key,
+            Some(prefix) => Cow::Owned(format!("{prefix}{key}")),
         }
     }
 
@@ -155,6 +209,18 @@ pub fn refuse<B>(cfg: &Config, req: &Request<B>, refusal: guard::Refusal) -> Res
     r
 }
 
+/// The answer to a request no site answers: its host is no site's name and
+/// there is no default site, or it is another site's than the TLS
+/// connection's (RFC 9110 section 15.5.20). A client may retry it on a new
+/// connection.
+pub fn misdirected<B>(cfg: &Config, req: &Request<B>) -> Response<Body> {
+    response::status_text(
+        cfg,
+        StatusCode::MISDIRECTED_REQUEST,
+        req.method() == Method::HEAD,
+    )
+}
+
 /// One request being answered: the generation, the request, and the
 /// connection's body budget that file bodies read within.
 struct Ask<'a, B> {
@@ -200,16 +266,17 @@ pub async fn respond<B>(
     }
 
     // One entry per file, however the request spells its path.
-    let key = cache::key(req.uri().path());
+    let path_key = cache::key(req.uri().path());
     // `[[redirects]]` before files, matched on that same resolved path.
     if !cfg.redirects.is_empty() {
-        let found = key
+        let found = path_key
             .as_deref()
             .and_then(|k| cfg.redirects.find(k, req.uri().query()));
         if let Some((status, location)) = found {
             return response::redirect(cfg, status, &location, head);
         }
     }
+    let key = path_key.map(|k| site.cache_key(k));
     if let Some(entry) = key.as_deref().and_then(|k| site.cache.lookup(k)) {
         if entry.missing {
             site.cache.hit();

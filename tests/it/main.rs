@@ -21,6 +21,7 @@ mod properties;
 mod proxy;
 mod redirects;
 mod serving;
+mod sites;
 mod systemd;
 mod tls;
 mod traversal;

@@ -65,28 +65,28 @@ async fn known_traffic_gives_exact_counters() {
     assert_eq!(
         value(
             &text,
-            &format!("http_requests_total{{code=\"200\",{l},method=\"GET\"}}")
+            &format!("http_requests_total{{code=\"200\",{l},method=\"GET\",site=\"default\"}}")
         ),
         7.0
     );
     assert_eq!(
         value(
             &text,
-            &format!("http_requests_total{{code=\"200\",{l},method=\"HEAD\"}}")
+            &format!("http_requests_total{{code=\"200\",{l},method=\"HEAD\",site=\"default\"}}")
         ),
         3.0
     );
     assert_eq!(
         value(
             &text,
-            &format!("http_requests_total{{code=\"404\",{l},method=\"GET\"}}")
+            &format!("http_requests_total{{code=\"404\",{l},method=\"GET\",site=\"default\"}}")
         ),
         2.0
     );
     assert_eq!(
         value(
             &text,
-            &format!("http_requests_total{{code=\"405\",{l},method=\"POST\"}}")
+            &format!("http_requests_total{{code=\"405\",{l},method=\"POST\",site=\"default\"}}")
         ),
         1.0
     );
@@ -106,7 +106,10 @@ async fn known_traffic_gives_exact_counters() {
     );
     // 7 x 12 bytes of hello.txt, 2 x "404 Not Found\n", 1 x "405 Method Not Allowed\n"; HEAD sends none.
     assert_eq!(
-        value(&text, &format!("http_response_body_bytes_total{{{l}}}")),
+        value(
+            &text,
+            &format!("http_response_body_bytes_total{{{l},site=\"default\"}}")
+        ),
         (7 * 12 + 2 * 14 + 23) as f64
     );
     assert_eq!(
@@ -152,7 +155,7 @@ async fn hostile_methods_and_paths_do_not_grow_labels() {
     assert_eq!(
         value(
             &text,
-            "http_requests_total{code=\"405\",listener=\"127.0.0.1:0\",method=\"other\"}"
+            "http_requests_total{code=\"405\",listener=\"127.0.0.1:0\",method=\"other\",site=\"default\"}"
         ),
         20.0
     );
@@ -170,9 +173,9 @@ async fn hostile_methods_and_paths_do_not_grow_labels() {
     assert_eq!(
         series,
         vec![
-            "http_requests_total{code=\"200\",listener=\"127.0.0.1:0\",method=\"GET\"} 0",
-            "http_requests_total{code=\"404\",listener=\"127.0.0.1:0\",method=\"GET\"} 20",
-            "http_requests_total{code=\"405\",listener=\"127.0.0.1:0\",method=\"other\"} 20",
+            "http_requests_total{code=\"200\",listener=\"127.0.0.1:0\",method=\"GET\",site=\"default\"} 0",
+            "http_requests_total{code=\"404\",listener=\"127.0.0.1:0\",method=\"GET\",site=\"default\"} 20",
+            "http_requests_total{code=\"405\",listener=\"127.0.0.1:0\",method=\"other\",site=\"default\"} 20",
         ],
         "{text}"
     );

@@ -103,7 +103,7 @@ if [ "$(prop ruchy-serve.service ActiveState)" = active ]; then ok "service acti
 
 # Metrics through the third socket.
 metrics=$(inside curl -sS --max-time 10 http://127.0.0.1:9898/metrics || true)
-if grep -q '^http_requests_total{code="200",listener="systemd:http",method="GET"} 1$' <<<"$metrics"; then ok "metrics socket serves /metrics"; else bad "metrics: $(head -c 300 <<<"$metrics")"; fi
+if grep -q '^http_requests_total{code="200",listener="systemd:http",method="GET",site="default"} 1$' <<<"$metrics"; then ok "metrics socket serves /metrics"; else bad "metrics: $(head -c 300 <<<"$metrics")"; fi
 ready=$(inside curl -s --max-time 10 -o /dev/null -w '%{http_code}' http://127.0.0.1:9898/readyz || true)
 if [ "$ready" = 200 ]; then ok "/readyz is 200 when serving"; else bad "/readyz $ready"; fi
 

@@ -1,0 +1,157 @@
+//! The sites of one configuration generation, and which one a request is
+//! for: the site whose `names` hold the request's host (`:authority`, else
+//! Host), exact names before `*.` wildcards; the top-level site when none
+//! does (or no site at all with `default_site = false`: 421).
+//!
+//! On TLS the connection belongs to a site too: the one whose certificate
+//! the handshake chose, or, for a top-level certificate, the one the SNI
+//! names. A request whose host is another site's answers 421 Misdirected
+//! Request (RFC 9110 section 15.5.20), so a certificate shown for one site
+//! never vouches for another site's content: a browser that reused the
+//! connection for a second name then retries on a new one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{header, Request};
+
+use super::{cache, compress, guard, Shared, Site};
+use crate::config::{Config, DEFAULT_LABEL, NONE_LABEL};
+
+/// One generation's sites; reload builds a new one and swaps it whole.
+#[derive(Debug)]
+pub struct Sites {
+    /// The top-level configuration: what is one per process (listeners,
+    /// limits, logs) is read here.
+    pub config: Arc<Config>,
+    /// The top-level site; `None` with `default_site = false`.
+    default: Option<Arc<Site>>,
+    /// `[[sites]]`, in order.
+    hosts: Vec<Arc<Site>>,
+    /// Exact names -> index in `hosts`.
+    exact: HashMap<String, usize>,
+    /// `*.parent` stored as `parent` -> index in `hosts`.
+    wildcard: HashMap<String, usize>,
+    /// The `site` label of requests no site answered.
+    pub none_label: Arc<str>,
+}
+
+/// Why no site answers a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Misdirected;
+
+/// Longest host name looked up (DNS allows 253 bytes); longer ones match
+/// no site.
+const MAX_NAME: usize = 255;
+
+impl Sites {
+    /// Every site of `config` over one set of empty caches; `stats` are the
+    /// process-wide counters.
+    pub fn new(
+        config: Arc<Config>,
+        stats: cache::Stats,
+        compression: Arc<compress::Stats>,
+    ) -> Sites {
+        let shared = Shared::new(&config, stats, compression);
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        let mut hosts = Vec::with_capacity(config.sites.len());
+        for (i, vhost) in config.sites.iter().enumerate() {
+            for name in &vhost.names.all {
+                match name.strip_prefix("*.") {
+                    Some(parent) => wildcard.insert(parent.to_string(), i),
+                    None => exact.insert(name.clone(), i),
+                };
+            }
+            hosts.push(Arc::new(Site::within(
+                Arc::clone(&vhost.config),
+                &shared,
+                Some(i),
+                vhost.names.label().into(),
+            )));
+        }
+        let default = config.default_site.then(|| {
+            Arc::new(Site::within(
+                Arc::clone(&config),
+                &shared,
+                None,
+                DEFAULT_LABEL.into(),
+            ))
+        });
+        Sites {
+            config,
+            default,
+            hosts,
+            exact,
+            wildcard,
+            none_label: NONE_LABEL.into(),
+        }
+    }
+
+    /// The top-level site, if there is one.
+    pub fn default_site(&self) -> Option<&Arc<Site>> {
+        self.default.as_ref()
+    }
+
+    /// Every site: the top-level one first (when there is one), then
+    /// `[[sites]]` in order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Site>> {
+        self.default.iter().chain(self.hosts.iter())
+    }
+
+    /// The `[[sites]]` entry that `name` (a host, no port; any case, a
+    /// trailing dot allowed) belongs to, if any.
+    pub fn by_name(&self, name: &[u8]) -> Option<usize> {
+        let name = name.strip_suffix(b".").unwrap_or(name);
+        if self.hosts.is_empty() || name.is_empty() || name.len() > MAX_NAME {
+            return None;
+        }
+        let mut buf = [0u8; MAX_NAME];
+        let lower = &mut buf[..name.len()];
+        lower.copy_from_slice(name);
+        lower.make_ascii_lowercase();
+        let lower = std::str::from_utf8(lower).ok()?;
+        self.exact.get(lower).copied().or_else(|| {
+            let (_, parent) = lower.split_once('.')?;
+            self.wildcard.get(parent).copied()
+        })
+    }
+
+    /// The site for `by_name`'s answer: a `[[sites]]` entry, else the
+    /// top-level site.
+    fn site(&self, index: Option<usize>) -> Option<&Arc<Site>> {
+        match index {
+            Some(i) => self.hosts.get(i),
+            None => self.default.as_ref(),
+        }
+    }
+
+    /// The site `req` is for. `tls` is `None` on a plain connection, and on
+    /// a TLS one the name the connection belongs to (see
+    /// [`crate::tls::CertStore::site_name`]; `Some(None)`: the top-level
+    /// site's).
+    pub fn choose<B>(
+        &self,
+        req: &Request<B>,
+        tls: Option<Option<&str>>,
+    ) -> Result<&Arc<Site>, Misdirected> {
+        if self.hosts.is_empty() {
+            // One site: nothing to choose, nothing to compare.
+            return self.default.as_ref().ok_or(Misdirected);
+        }
+        let host = match req.uri().authority() {
+            Some(a) => Some(a.as_str().as_bytes()),
+            None => req.headers().get(header::HOST).map(|v| v.as_bytes()),
+        };
+        let index = host
+            .and_then(guard::parse_host)
+            .and_then(|h| self.by_name(h.name));
+        if let Some(connection) = tls {
+            let owner = connection.and_then(|n| self.by_name(n.as_bytes()));
+            if owner != index {
+                return Err(Misdirected);
+            }
+        }
+        self.site(index).ok_or(Misdirected)
+    }
+}
