@@ -139,9 +139,12 @@ impl Handler {
             .flatten();
         let fields = Fields::of(req.headers());
         let site = sites.choose(&req, tls.then_some(self.tls_name.as_deref()));
+        // `None` for the top-level site: no refcount traffic on a label
+        // every request of a one-site server shares.
         let label = match site {
-            Ok(site) => Arc::clone(&site.label),
-            Err(_) => Arc::clone(&sites.none_label),
+            Ok(site) if site.is_default() => None,
+            Ok(site) => Some(Arc::clone(&site.label)),
+            Err(_) => Some(Arc::clone(&sites.none_label)),
         };
         let mut resp =
             if let Err(refusal) = serve::guard::check(&req, &fields, cfg.limits.max_request_body) {
@@ -181,8 +184,8 @@ pub struct Accounted {
 struct Completion {
     record: Record,
     metrics: Option<Arc<ConnMetrics>>,
-    /// The `site` label.
-    site: Arc<str>,
+    /// The `site` label; `None`: the top-level site's.
+    site: Option<Arc<str>>,
 }
 
 impl Accounted {
@@ -191,7 +194,7 @@ impl Accounted {
         status: u16,
         mut record: Record,
         metrics: Option<Arc<ConnMetrics>>,
-        site: Arc<str>,
+        site: Option<Arc<str>>,
     ) -> Self {
         record.status = status;
         Accounted {
@@ -224,7 +227,7 @@ impl Drop for Accounted {
                 r.status,
                 r.start.elapsed().as_secs_f64(),
                 self.bytes,
-                &done.site,
+                done.site.as_deref(),
             );
         }
         r.emit(self.bytes);

@@ -342,9 +342,18 @@ impl ConnMetrics {
         }
     }
 
-    /// One answered request.
-    pub fn request(&self, method: &'static str, status: u16, seconds: f64, bytes: u64, site: &str) {
-        let default = site == crate::config::DEFAULT_LABEL;
+    /// One answered request; `site` is its site's label, `None` for the
+    /// top-level site (whose common series are looked up once, here).
+    pub fn request(
+        &self,
+        method: &'static str,
+        status: u16,
+        seconds: f64,
+        bytes: u64,
+        site: Option<&str>,
+    ) {
+        let default = site.is_none();
+        let site = site.unwrap_or(crate::config::DEFAULT_LABEL);
         if default && method == "GET" && status == 200 {
             self.get_200.inc();
         } else {

@@ -137,6 +137,11 @@ impl Site {
         }
     }
 
+    /// Whether this is the top-level site.
+    pub fn is_default(&self) -> bool {
+        self.key_prefix.is_none()
+    }
+
     /// The file-cache key of a request path's [`cache::key`] in this site.
     fn cache_key<'k>(&self, key: Cow<'k, str>) -> Cow<'k, str> {
         match &self.key_prefix {
