@@ -63,11 +63,9 @@ impl Prepared {
     ) -> Prepared {
         let hc = &cfg.headers;
         let content_type = headers::content_type(rel_path, &cfg.files.mime_types);
-        // Only what the file cache holds is compressed (a streamed file is
-        // sent as it is), so only that varies by Accept-Encoding.
-        let cached = cfg.files.cache_max_bytes > 0 && len <= cfg.files.cache_max_file_size;
-        let compressible =
-            encoding.is_none() && cached && cfg.compression.applies(&content_type, len);
+        // Within compression.max_size whether the file cache holds it or
+        // not (a larger one is read whole to be compressed).
+        let compressible = encoding.is_none() && cfg.compression.applies(&content_type, len);
         let mut h = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&etag) {
             h.insert(header::ETAG, v);

@@ -10,8 +10,10 @@
 //! answered like a cached file.
 //!
 //! Bounds: at most `compression.max_concurrent` compressions run at once,
-//! each of at most `compression.max_size` bytes (and only of files the file
-//! cache holds). A request that finds its variant being made waits for it
+//! each of at most `compression.max_size` bytes: a file the file cache
+//! holds is compressed from its cached bytes, a larger one is read whole
+//! for the compression (so at most `max_concurrent` x `max_size` bytes of
+//! input are held at once) and then served from its kept variant. A request that finds its variant being made waits for it
 //! instead of compressing again; one that finds every slot busy is answered
 //! uncompressed at once rather than queued. Memory: the store keeps at most
 //! `compression.cache_max_bytes`; a cache entry holds at most one variant
@@ -25,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{watch, Semaphore};
 
-use super::cache::Variant;
+use super::cache::{Prepared, Variant};
 use crate::config::{Compression, Encoding};
 
 /// (identity ETag, coding token, level): one compressed variant.
@@ -85,14 +87,35 @@ impl Compressor {
         identity: &Variant,
         enc: Encoding,
     ) -> Option<Variant> {
+        let body = identity.body.clone();
+        self.variant_of(cfg, &identity.prepared, enc, move || Ok(body))
+            .await
+    }
+
+    /// The representation `prepared` describes, compressed in `enc`, as
+    /// [`Compressor::variant`]; `load` reads its bytes (a file the file
+    /// cache does not hold), on the blocking pool and only when a
+    /// compression starts, so a kept variant or a busy compressor reads
+    /// nothing. A load that fails (the file changed under it) makes no
+    /// variant.
+    pub async fn variant_of<L>(
+        self: &Arc<Self>,
+        cfg: &Compression,
+        prepared: &Prepared,
+        enc: Encoding,
+        load: L,
+    ) -> Option<Variant>
+    where
+        L: FnOnce() -> std::io::Result<Bytes> + Send + 'static,
+    {
         let level = cfg.level(enc);
-        let key: Key = (identity.prepared.etag.clone(), enc.token(), level);
+        let key: Key = (prepared.etag.clone(), enc.token(), level);
         let body = match self.kept(&key) {
             Some(b) => b,
-            None => self.make(key, enc, identity.body.clone(), level).await?,
+            None => self.make(key, enc, load, level).await?,
         };
-        let etag = variant_etag(&identity.prepared.etag, enc, level);
-        let prepared = identity.prepared.encoded(enc, etag, body.len() as u64);
+        let etag = variant_etag(&prepared.etag, enc, level);
+        let prepared = prepared.encoded(enc, etag, body.len() as u64);
         Some(Variant { prepared, body })
     }
 
@@ -106,13 +129,16 @@ impl Compressor {
     }
 
     /// Joins the making of `key`, or starts it when a slot is free.
-    async fn make(
+    async fn make<L>(
         self: &Arc<Self>,
         key: Key,
         enc: Encoding,
-        body: Bytes,
+        load: L,
         level: i64,
-    ) -> Option<Bytes> {
+    ) -> Option<Bytes>
+    where
+        L: FnOnce() -> std::io::Result<Bytes> + Send + 'static,
+    {
         let mut rx = {
             let mut making = self.making.lock().expect("not poisoned");
             match making.get(&key) {
@@ -130,11 +156,12 @@ impl Compressor {
                     let key = key.clone();
                     self.stats.running.inc();
                     tokio::spawn(async move {
-                        let made = tokio::task::spawn_blocking(move || compress(enc, level, &body))
-                            .await
-                            .ok()
-                            .and_then(Result::ok)
-                            .map(Bytes::from);
+                        let made =
+                            tokio::task::spawn_blocking(move || compress(enc, level, &load()?))
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                                .map(Bytes::from);
                         drop(permit);
                         this.stats.running.dec();
                         if let Some(b) = &made {

@@ -378,6 +378,30 @@ async fn on_the_fly<B>(
     })
 }
 
+/// A file the file cache does not hold, compressed in the coding the
+/// client prefers: the kept variant, or one made from the whole file read
+/// by its open descriptor (refused if the file changed meanwhile); `None`
+/// when the client takes no coding or every slot is busy.
+async fn compressed_file<B>(
+    ask: &Ask<'_, B>,
+    prepared: &cache::Prepared,
+    found: &Found,
+) -> Option<cache::Variant> {
+    let cfg = &ask.site.config.compression;
+    let enc = encoding::negotiate(ask.fields.accept_encoding, &cfg.encodings)?;
+    let file = found.file.try_clone().ok()?;
+    let (len, id) = (found.len, found.version());
+    let load = move || {
+        let bytes = body::read_exact_at(&file, len as usize, 0)?;
+        let now = crate::fileid::FileId::of(&file.metadata()?);
+        if bytes.len() as u64 != len || !id.same_bytes(&now) {
+            return Err(std::io::Error::other("file changed while read"));
+        }
+        Ok(Bytes::from(bytes))
+    };
+    ask.site.compress.variant_of(cfg, prepared, enc, load).await
+}
+
 fn prepare(cfg: &Config, found: &Found) -> cache::Prepared {
     cache::Prepared::new(
         cfg,
@@ -390,9 +414,16 @@ fn prepare(cfg: &Config, found: &Found) -> cache::Prepared {
     )
 }
 
-/// A resolved file, answered straight from the open file.
-fn represent_file<B>(ask: &Ask<'_, B>, found: Found) -> Response<Body> {
+/// A resolved file, answered straight from the open file, or, when
+/// `[compression]` applies and the client takes a coding, from its kept
+/// compressed variant (made now from the whole file if need be).
+async fn represent_file<B>(ask: &Ask<'_, B>, found: Found) -> Response<Body> {
     let prepared = prepare(&ask.site.config, &found);
+    if prepared.compressible {
+        if let Some(v) = compressed_file(ask, &prepared, &found).await {
+            return represent(ask.req, ask.fields, &v.prepared, Source::Memory(v.body));
+        }
+    }
     let version = found.version();
     represent(
         ask.req,
@@ -408,7 +439,7 @@ async fn respond_outcome<B>(ask: &Ask<'_, B>, outcome: Outcome) -> Response<Body
     let cfg = &site.config;
     let head = req.method() == Method::HEAD;
     match outcome {
-        Outcome::File(found) => represent_file(ask, *found),
+        Outcome::File(found) => represent_file(ask, *found).await,
         Outcome::Redirect(location) => {
             response::redirect(cfg, StatusCode::PERMANENT_REDIRECT, &location, head)
         }
@@ -484,7 +515,7 @@ async fn not_found<B>(ask: &Ask<'_, B>) -> Response<Body> {
         let accept = ask.fields.accept_encoding.map(str::to_string);
         let found = blocking(site, move |s| s.resolve(&fallback, None, accept.as_deref())).await;
         match found {
-            Ok(Outcome::File(found)) => return represent_file(ask, *found),
+            Ok(Outcome::File(found)) => return represent_file(ask, *found).await,
             _ => tracing::warn!(
                 fallback = site.config.files.fallback.as_deref(),
                 "fallback file is missing; answering 404"

@@ -163,15 +163,15 @@ async fn what_is_not_compressed() {
         let r = get(&s, path, "br, gzip").await;
         assert_eq!(r.header("content-encoding"), None, "{why}");
     }
-    // Larger than the file cache keeps (1 MiB by default): streamed as it
+    // Larger than compression.max_size (8 MiB by default): streamed as it
     // is, and so not varying by Accept-Encoding either.
-    std::fs::write(root.path().join("large.txt"), text(2 << 20, 8)).unwrap();
+    std::fs::write(root.path().join("large.txt"), text(9 << 20, 8)).unwrap();
     let large = get(&s, "/large.txt", "br").await;
     assert_eq!(
         (large.header("content-encoding"), large.header("vary")),
         (None, None)
     );
-    assert_eq!(large.body.len(), 2 << 20);
+    assert_eq!(large.body.len(), 9 << 20);
     // A twin the client takes wins over compressing the original.
     let r = get(&s, "/assets/app.js", "gzip").await;
     assert_eq!(r.body.as_ref(), b"GZIP-TWIN-BYTES");
@@ -185,6 +185,53 @@ async fn what_is_not_compressed() {
             .header("content-encoding"),
         None
     );
+}
+
+/// A text file larger than the file cache keeps (1 MiB by default) but
+/// within compression.max_size is compressed once per version too: read
+/// whole for the compression only, then answered from the kept variant; a
+/// client that takes no coding gets the file streamed.
+#[tokio::test]
+async fn files_larger_than_the_file_cache_are_compressed_once_too() {
+    let root = fixture();
+    let v1 = text(3 << 20, 11);
+    std::fs::write(root.path().join("big.js"), &v1).unwrap();
+    let s = TestServer::start(root.path(), "").await;
+    let first = get(&s, "/big.js", "br").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("content-encoding"), Some("br"));
+    assert_eq!(first.header("vary"), Some("accept-encoding"));
+    assert!(first.body.len() < v1.len() / 2, "{}", first.body.len());
+    assert_eq!(unbrotli(&first.body), v1);
+    let etag = first.header("etag").unwrap().to_string();
+    assert!(etag.ends_with("-br9\""), "{etag}");
+    for _ in 0..3 {
+        let again = get(&s, "/big.js", "br").await;
+        assert_eq!(again.body, first.body);
+        assert_eq!(again.header("etag"), Some(etag.as_str()));
+    }
+    assert_eq!(made(&s), 1, "compressed once");
+    // A range of the compressed bytes.
+    let part = s
+        .get_with(
+            "/big.js",
+            &[("accept-encoding", "br"), ("range", "bytes=10-19")],
+        )
+        .await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, first.body.slice(10..20));
+    // Identity, streamed, still with Vary.
+    let plain = get(&s, "/big.js", "identity").await;
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("vary"), Some("accept-encoding"));
+    assert_eq!(plain.body.len(), v1.len());
+    // Rewritten in place: a new version, compressed anew.
+    let v2 = text(3 << 20, 12);
+    std::fs::write(root.path().join("big.js"), &v2).unwrap();
+    let second = get(&s, "/big.js", "br").await;
+    assert_eq!(unbrotli(&second.body), v2);
+    assert_ne!(second.header("etag"), Some(etag.as_str()));
+    assert_eq!(made(&s), 2);
 }
 
 /// One compression slot, held by a slow compression: a request for another
