@@ -37,6 +37,7 @@ use crate::serve::body::{Body, Budget};
 use crate::serve::fields::Fields;
 use crate::serve::{self, response};
 use crate::state::State;
+use crate::tls::Shown;
 
 /// What a listener is for, as the configuration says at accept time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +64,10 @@ pub struct Handler {
     /// What this connection's response bodies may hold in user memory;
     /// handed to each request's file bodies.
     budget: Budget,
-    /// On TLS, the name of the site the connection belongs to
-    /// ([`crate::tls::CertStore::site_name`]): set after the handshake.
-    tls_name: Option<Box<str>>,
+    /// On TLS, the certificate the connection was shown (set after the
+    /// handshake): a request for a host that would be shown another, or
+    /// for another site than the certificate's own, answers 421.
+    shown: Option<Box<Shown>>,
 }
 
 impl Handler {
@@ -98,16 +100,14 @@ impl Handler {
             peer,
             role,
             budget,
-            tls_name: None,
+            shown: None,
         }
     }
 
-    /// Records the SNI a TLS client sent (`None`: none): the connection
-    /// then belongs to the site the chosen certificate or that name is for,
-    /// and requests for other sites on it answer 421.
+    /// Records the certificate a TLS client that sent `sni` was shown.
     pub fn set_sni(&mut self, sni: Option<&str>) {
         let store = self.state.tls_resolver.store();
-        self.tls_name = store.site_name(sni).map(String::into_boxed_str);
+        self.shown = store.shown(sni).map(Box::new);
     }
 
     /// Answers one request. Never fails: every error is a status code.
@@ -138,7 +138,10 @@ impl Handler {
             .then(|| self.state.health(req.uri().path()))
             .flatten();
         let fields = Fields::of(req.headers());
-        let site = sites.choose(&req, tls.then_some(self.tls_name.as_deref()));
+        // The certificates, on TLS when there are sites to tell apart.
+        let certs = (tls && sites.several()).then(|| self.state.tls_resolver.store());
+        let shown = certs.as_deref().zip(self.shown.as_deref());
+        let site = sites.choose(&req, shown);
         // `None` for the top-level site: no refcount traffic on a label
         // every request of a one-site server shares.
         let label = match site {

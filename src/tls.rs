@@ -193,6 +193,14 @@ fn unix_now() -> i64 {
     crate::clock::unix_now() as i64
 }
 
+/// The certificate a TLS connection was shown: its file (which stays the
+/// same through a rotation) and the `[[sites]]` entry it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    cert: Box<Path>,
+    site: Option<Box<str>>,
+}
+
 /// Every configured certificate, indexed by name. The first is the default
 /// for clients that send no SNI (or an unknown name).
 #[derive(Debug, Default)]
@@ -245,14 +253,31 @@ impl CertStore {
         self.certs.get(index.unwrap_or(0))
     }
 
-    /// The name of the site a TLS connection belongs to, given the SNI it
-    /// sent: the site whose certificate the handshake chose, else the name
-    /// the client asked for (`None`: none, the top-level site's).
-    pub fn site_name(&self, sni: Option<&str>) -> Option<String> {
-        match self.select(sni).and_then(|c| c.spec.site.clone()) {
-            Some(owner) => Some(owner),
-            None => sni.map(|n| n.to_ascii_lowercase()),
-        }
+    /// The certificate a handshake that sent `sni` was shown (what
+    /// [`CertStore::may_serve`] later compares requests against).
+    pub fn shown(&self, sni: Option<&str>) -> Option<Shown> {
+        self.select(sni).map(|c| Shown {
+            cert: c.spec.cert.clone().into_boxed_path(),
+            site: c.spec.site.clone().map(String::into_boxed_str),
+        })
+    }
+
+    /// Whether a connection that was shown `shown` may answer a request for
+    /// `host` (a name, no port), which is `site`'s (its label; `None`: the
+    /// top-level site's): only if `host` would be shown the same
+    /// certificate, and a site's own certificate only for that site. So
+    /// sites that share a `[tls]` certificate share connections (browsers
+    /// reuse one HTTP/2 connection for every name its certificate covers),
+    /// and one site's certificate never serves another site.
+    pub fn may_serve(&self, shown: &Shown, host: Option<&str>, site: Option<&str>) -> bool {
+        let Some(cert) = self.select(host) else {
+            return false;
+        };
+        *cert.spec.cert == *shown.cert
+            && shown
+                .site
+                .as_deref()
+                .is_none_or(|owner| Some(owner) == site)
     }
 
     fn changed_on_disk(&self) -> bool {

@@ -3,12 +3,13 @@
 //! Host), exact names before `*.` wildcards; the top-level site when none
 //! does (or no site at all with `default_site = false`: 421).
 //!
-//! On TLS the connection belongs to a site too: the one whose certificate
-//! the handshake chose, or, for a top-level certificate, the one the SNI
-//! names. A request whose host is another site's answers 421 Misdirected
-//! Request (RFC 9110 section 15.5.20), so a certificate shown for one site
-//! never vouches for another site's content: a browser that reused the
-//! connection for a second name then retries on a new one.
+//! On TLS the request must also be one the certificate the connection was
+//! shown may serve: its host would be shown that same certificate, and a
+//! site's own certificate serves that site only. Otherwise it answers 421
+//! Misdirected Request (RFC 9110 section 15.5.20), so a certificate shown
+//! for one site never vouches for another site's content, and a browser
+//! that reused the connection for a second name retries on a new one.
+//! Sites that share a `[tls]` certificate share connections.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use http::{header, Request};
 
 use super::{cache, compress, guard, Shared, Site};
 use crate::config::{Config, DEFAULT_LABEL, NONE_LABEL};
+use crate::tls::{CertStore, Shown};
 
 /// One generation's sites; reload builds a new one and swaps it whole.
 #[derive(Debug)]
@@ -126,14 +128,18 @@ impl Sites {
         }
     }
 
-    /// The site `req` is for. `tls` is `None` on a plain connection, and on
-    /// a TLS one the name the connection belongs to (see
-    /// [`crate::tls::CertStore::site_name`]; `Some(None)`: the top-level
-    /// site's).
+    /// Whether there are `[[sites]]` to choose among.
+    pub fn several(&self) -> bool {
+        !self.hosts.is_empty()
+    }
+
+    /// The site `req` is for. `tls`: on a TLS connection, the certificates
+    /// and the one the connection was shown; the request must be one that
+    /// certificate may serve ([`CertStore::may_serve`]).
     pub fn choose<B>(
         &self,
         req: &Request<B>,
-        tls: Option<Option<&str>>,
+        tls: Option<(&CertStore, &Shown)>,
     ) -> Result<&Arc<Site>, Misdirected> {
         if self.hosts.is_empty() {
             // One site: nothing to choose, nothing to compare.
@@ -143,15 +149,16 @@ impl Sites {
             Some(a) => Some(a.as_str().as_bytes()),
             None => req.headers().get(header::HOST).map(|v| v.as_bytes()),
         };
-        let index = host
-            .and_then(guard::parse_host)
-            .and_then(|h| self.by_name(h.name));
-        if let Some(connection) = tls {
-            let owner = connection.and_then(|n| self.by_name(n.as_bytes()));
-            if owner != index {
+        let name = host.and_then(guard::parse_host).map(|h| h.name);
+        let index = name.and_then(|n| self.by_name(n));
+        let site = self.site(index).ok_or(Misdirected)?;
+        if let Some((certs, shown)) = tls {
+            let name = name.and_then(|n| std::str::from_utf8(n).ok());
+            let label = index.map(|_| &*site.label);
+            if !certs.may_serve(shown, name, label) {
                 return Err(Misdirected);
             }
         }
-        self.site(index).ok_or(Misdirected)
+        Ok(site)
     }
 }

@@ -2,7 +2,8 @@
 //! listener chosen by Host and `:authority`, exact names and wildcards, the
 //! top-level default site or 421 without one, per-site rules and caches,
 //! per-site certificates chosen by SNI (rustls and `openssl s_client`),
-//! 421 when a TLS connection's site is not the request's, `site` metric
+//! 421 when a TLS connection's certificate is not the request's site's,
+//! connections shared by sites that share a certificate, `site` metric
 //! labels, and a reload that adds and removes sites under load.
 
 use std::net::SocketAddr;
@@ -39,9 +40,9 @@ fn site(names: &[&str], root: &Path, extra: &str) -> String {
     )
 }
 
-/// The status and body of `path` asked of `addr` with `Host: host`, on a
+/// The head and body of `path` asked of `addr` with `Host: host`, on a
 /// fresh HTTP/1.1 connection.
-async fn get_host(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
+async fn ask(addr: SocketAddr, host: &str, path: &str) -> (http::response::Parts, String) {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -51,10 +52,15 @@ async fn get_host(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
         .header("host", host)
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let (parts, body) = sender.send_request(req).await.unwrap().into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The status and body of `path` asked with `Host: host`.
+async fn get_host(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    let (parts, body) = ask(addr, host, path).await;
+    (parts.status.as_u16(), body)
 }
 
 /// Three roots, each with its own `index.html` and `same.txt`.
@@ -168,46 +174,29 @@ status = 301
     let top = "[cache]\ndefault = \"no-store\"\n";
     let body = format!("{top}{}", site(&["blog.test"], t.blog.path(), blog));
     let s = TestServer::start(t.main.path(), &body).await;
-    let ask = |host: &'static str, path: &'static str| {
-        let a = s.addr;
-        async move {
-            let stream = TcpStream::connect(a).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let req = http::Request::get(path)
-                .header("host", host)
-                .body(Empty::<Bytes>::new())
-                .unwrap();
-            let resp = sender.send_request(req).await.unwrap();
-            let (parts, body) = resp.into_parts();
-            let body = body.collect().await.unwrap().to_bytes();
-            (parts, String::from_utf8_lossy(&body).into_owned())
-        }
-    };
+    let get = |host: &'static str, path: &'static str| ask(s.addr, host, path);
     // Clean URLs in the blog only.
-    let (p, b) = ask("blog.test", "/about").await;
+    let (p, b) = get("blog.test", "/about").await;
     assert_eq!((p.status.as_u16(), b.as_str()), (200, "blog about\n"));
     assert_eq!(p.headers["cache-control"], "max-age=600");
-    let (p, _) = ask("main.test", "/about").await;
+    let (p, _) = get("main.test", "/about").await;
     assert_eq!(p.status, 404);
     // Cache-Control: the blog's own, the top level's elsewhere.
-    let (p, _) = ask("main.test", "/same.txt").await;
+    let (p, _) = get("main.test", "/same.txt").await;
     assert_eq!(p.headers["cache-control"], "no-store");
     assert!(p.headers.get("x-site").is_none());
-    let (p, _) = ask("blog.test", "/same.txt").await;
+    let (p, _) = get("blog.test", "/same.txt").await;
     assert_eq!(p.headers["x-site"], "blog");
     // Redirects.
-    let (p, _) = ask("blog.test", "/old/about?x=1").await;
+    let (p, _) = get("blog.test", "/old/about?x=1").await;
     assert_eq!(p.status, 301);
     assert_eq!(p.headers["location"], "/about?x=1");
-    let (p, _) = ask("main.test", "/old/about").await;
+    let (p, _) = get("main.test", "/old/about").await;
     assert_eq!(p.status, 404);
     // Error pages.
-    let (p, b) = ask("blog.test", "/nothing").await;
+    let (p, b) = get("blog.test", "/nothing").await;
     assert_eq!((p.status.as_u16(), b.as_str()), (404, "blog's own 404\n"));
-    let (_, b) = ask("main.test", "/nothing").await;
+    let (_, b) = get("main.test", "/nothing").await;
     assert!(!b.contains("blog"), "{b}");
     s.stop().await;
 }
@@ -385,45 +374,39 @@ async fn each_site_shows_its_own_certificate_and_serves_only_itself() {
         let tls = tls_connect(&c.ca, s.addr, sni, &["http/1.1"]).await;
         assert_eq!(peer_serial(&tls), serial, "{sni}");
     }
+    // (SNI, hosts asked on that one connection, statuses, the body of the
+    // first 200): a site's connection serves that site only; the default
+    // site's (its certificate) serves it and names no site has; a wildcard
+    // site any name it covers.
+    let cases: [(&str, &[&str], &[u16], &str); 3] = [
+        (
+            "blog.test",
+            &["blog.test", "shop.test", "main.test", "blog.test"],
+            &[200, 421, 421, 200],
+            "blog same\n",
+        ),
+        (
+            "main.test",
+            &["other.test", "main.test", "blog.test", "x.shop.test"],
+            &[200, 200, 421, 421],
+            "main same\n",
+        ),
+        (
+            "a.shop.test",
+            &["b.shop.test", "shop.test", "blog.test"],
+            &[200, 200, 421],
+            "shop same\n",
+        ),
+    ];
     for h2 in [false, true] {
         let alpn: &[&str] = if h2 { &["h2"] } else { &["http/1.1"] };
-        let tls = tls_connect(&c.ca, s.addr, "blog.test", alpn).await;
-        let got = on_one_connection(
-            tls,
-            h2,
-            &["blog.test", "shop.test", "main.test", "blog.test"],
-        )
-        .await;
-        assert_eq!(
-            got.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            [200, 421, 421, 200],
-            "h2 {h2}: {got:?}"
-        );
-        assert_eq!(got[0].1, "blog same\n");
-        // The default site's connection (its certificate) serves it, and
-        // hosts no site names.
-        let tls = tls_connect(&c.ca, s.addr, "main.test", alpn).await;
-        let got = on_one_connection(
-            tls,
-            h2,
-            &["main.test", "other.test", "blog.test", "x.shop.test"],
-        )
-        .await;
-        assert_eq!(
-            got.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            [200, 200, 421, 421],
-            "h2 {h2}: {got:?}"
-        );
-        assert_eq!(got[1].1, "main same\n");
-        // One wildcard site: any name it covers on its connection.
-        let tls = tls_connect(&c.ca, s.addr, "a.shop.test", alpn).await;
-        let got = on_one_connection(tls, h2, &["b.shop.test", "shop.test", "blog.test"]).await;
-        assert_eq!(
-            got.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            [200, 200, 421],
-            "h2 {h2}: {got:?}"
-        );
-        assert_eq!(got[0].1, "shop same\n");
+        for (sni, hosts, statuses, body) in cases {
+            let tls = tls_connect(&c.ca, s.addr, sni, alpn).await;
+            let got = on_one_connection(tls, h2, hosts).await;
+            let got_statuses: Vec<u16> = got.iter().map(|(s, _)| *s).collect();
+            assert_eq!(got_statuses, statuses, "{sni}, h2 {h2}: {got:?}");
+            assert_eq!(got[0].1, body, "{sni}, h2 {h2}");
+        }
     }
     // openssl s_client: each name gets its own site's certificate.
     let addr = s.addr;
@@ -438,10 +421,53 @@ async fn each_site_shows_its_own_certificate_and_serves_only_itself() {
     s.stop().await;
 }
 
-/// A client sending no SNI gets the top-level certificate; with only site
-/// certificates it gets the first, and that connection is that site's.
+/// Sites that share a `[tls]` certificate share connections: a browser
+/// reuses one HTTP/2 connection for every name the certificate covers, and
+/// each request is answered by its own site (no 421 and retry).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_sni_belongs_to_the_certificates_site() {
+async fn sites_sharing_a_certificate_share_connections() {
+    let t = trees();
+    let c = certs();
+    let dir = tempfile::tempdir().unwrap();
+    let shared =
+        c.ca.issue(dir.path(), "shared", &["blog.test", "shop.test"], 40, 30);
+    let body = format!(
+        "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = true\n{}{}{}{}",
+        cert_table("tls.certificates", &shared),
+        site(&["blog.test"], t.blog.path(), ""),
+        site(&["shop.test"], t.shop.path(), ""),
+        site(
+            &["own.test"],
+            t.main.path(),
+            &cert_table("sites.certificates", &c.top)
+        ),
+    );
+    let s = TestServer::start_raw(t.main.path(), &body).await;
+    for h2 in [false, true] {
+        let alpn: &[&str] = if h2 { &["h2"] } else { &["http/1.1"] };
+        let tls = tls_connect(&c.ca, s.addr, "blog.test", alpn).await;
+        assert_eq!(peer_serial(&tls), 40);
+        let got = on_one_connection(tls, h2, &["shop.test", "blog.test", "own.test"]).await;
+        assert_eq!(
+            got,
+            [
+                (200, "shop same\n".to_string()),
+                (200, "blog same\n".to_string()),
+                // A site with a certificate of its own is not served under
+                // the shared one.
+                (421, "421 Misdirected Request\n".to_string()),
+            ],
+            "h2 {h2}"
+        );
+    }
+    s.stop().await;
+}
+
+/// A client sending no SNI gets the first certificate; when that is a
+/// site's own, the connection serves that site only (not the default site,
+/// whose names the certificate would also be shown for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_sni_gets_the_first_certificate_and_only_its_site() {
     let t = trees();
     let c = certs();
     let body = format!(
@@ -583,6 +609,21 @@ async fn reload_adds_and_removes_sites_under_load() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.store(true, Ordering::Relaxed);
+    // A bad site (its root is gone) is refused whole: the sites in use go on.
+    let bad = format!(
+        "{after}{}",
+        site(&["new.test"], Path::new("/nonexistent/ruchy-site"), "")
+    );
+    s.reload(Some(&bad)).await;
+    assert_eq!(s.state.reloads.failed.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        get_host(addr, "shop.test", "/same.txt").await.1,
+        "shop same\n"
+    );
+    assert_eq!(
+        get_host(addr, "new.test", "/same.txt").await.1,
+        "main same\n"
+    );
     for w in workers {
         let (host, seen) = w.await.unwrap();
         let want: &[&str] = match host {
