@@ -95,12 +95,6 @@ impl Sites {
         self.default.as_ref()
     }
 
-    /// Every site: the top-level one first (when there is one), then
-    /// `[[sites]]` in order.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Site>> {
-        self.default.iter().chain(self.hosts.iter())
-    }
-
     /// The `[[sites]]` entry that `name` (a host, no port; any case, a
     /// trailing dot allowed) belongs to, if any.
     pub fn by_name(&self, name: &[u8]) -> Option<usize> {
