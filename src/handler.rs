@@ -233,7 +233,7 @@ impl Drop for Accounted {
                 done.site.as_deref(),
             );
         }
-        r.emit(self.bytes);
+        r.emit(self.bytes, done.site.as_deref());
     }
 }
 

@@ -145,17 +145,20 @@ impl Record {
     }
 
     /// Writes the line, to the sink chosen at the start of the request.
-    pub fn emit(&self, bytes: u64) {
+    /// `site` is the site's metric label (`None`: the top-level site's),
+    /// in JSON lines and journal fields; the combined line stays nginx's.
+    pub fn emit(&self, bytes: u64, site: Option<&str>) {
         let duration_us = self.start.elapsed().as_micros() as u64;
+        let site = site.unwrap_or(crate::config::DEFAULT_LABEL);
         match (&self.sink, &self.captured) {
-            (Some(Sink::Events), Captured::Fields(f)) => self.event(f, bytes, duration_us),
+            (Some(Sink::Events), Captured::Fields(f)) => self.event(f, bytes, duration_us, site),
             (Some(Sink::File(log, format)), Captured::Line { text, split }) => {
                 let (request, agents) = text.split_at(*split);
                 LINE.with_borrow_mut(|line| {
                     line.clear();
                     match format {
                         AccessLog::Json => {
-                            self.json_line(line, request, agents, bytes, duration_us)
+                            self.json_line(line, request, agents, bytes, duration_us, site)
                         }
                         _ => self.combined_line(line, request, agents, bytes, duration_us),
                     }
@@ -180,20 +183,30 @@ impl Record {
         );
     }
 
-    /// One JSON object, the fields the journal gets, plus the time.
-    fn json_line(&self, out: &mut String, request: &str, agents: &str, bytes: u64, us: u64) {
+    /// One JSON object, the fields the journal gets, plus the time. `site`
+    /// is a configured name or label (host-name characters only), so it
+    /// needs no escaping.
+    fn json_line(
+        &self,
+        out: &mut String,
+        request: &str,
+        agents: &str,
+        bytes: u64,
+        us: u64,
+        site: &str,
+    ) {
         out.push_str("{\"time\":\"");
         with_time(out, true);
         let _ = write!(
             out,
-            "\",\"remote_addr\":\"{}\",{request},\"http_status\":{},\"bytes\":{bytes},\"duration_us\":{us},{agents}}}",
+            "\",\"remote_addr\":\"{}\",{request},\"http_status\":{},\"bytes\":{bytes},\"duration_us\":{us},\"site\":\"{site}\",{agents}}}",
             self.peer, self.status
         );
     }
 
     /// One event: structured fields for the journal and JSON, and nginx's
     /// combined line (plus the duration) as the message.
-    fn event(&self, f: &Fields, bytes: u64, duration_us: u64) {
+    fn event(&self, f: &Fields, bytes: u64, duration_us: u64, site: &str) {
         let mut request = String::with_capacity(32 + f.target.len());
         escape_into(&mut request, f.method.as_bytes());
         request.push(' ');
@@ -216,6 +229,7 @@ impl Record {
             http_status = self.status,
             bytes,
             duration_us,
+            site,
             http_referer = %f.referer,
             http_user_agent = %f.user_agent,
             "{line}"
@@ -331,7 +345,7 @@ mod tests {
             Instant::now(),
         );
         r.status = 200;
-        r.emit(12);
+        r.emit(12, Some("blog.test"));
         assert!(log.close(std::time::Duration::from_secs(5)));
         std::fs::read_to_string(&spec.path).unwrap()
     }
@@ -367,6 +381,7 @@ mod tests {
         assert_eq!(v["http_status"], 200);
         assert_eq!(v["remote_addr"], "192.0.2.7");
         assert_eq!(v["bytes"], 12);
+        assert_eq!(v["site"], "blog.test");
         assert!(v["time"].as_str().unwrap().ends_with('Z'));
     }
 

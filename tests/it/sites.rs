@@ -226,11 +226,18 @@ async fn without_a_default_site_other_names_get_421() {
     assert!(ready.contains("blog.test"), "{ready}");
 }
 
-/// Metrics count each site under its first name, `none` for 421s.
+/// Metrics count each site under its first name, `none` for 421s; JSON
+/// access-log lines name the site too.
 #[tokio::test]
-async fn metrics_label_requests_by_site() {
+async fn metrics_and_json_access_lines_name_the_site() {
     let t = trees();
-    let body = site(&["blog.test", "*.blog.test"], t.blog.path(), "");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let body = format!(
+        "[log]\naccess_log = \"json\"\naccess_log_path = {:?}\naccess_log_flush = \"50ms\"\n{}",
+        log.display().to_string(),
+        site(&["blog.test", "*.blog.test"], t.blog.path(), "")
+    );
     let s = TestServer::start(t.main.path(), &body).await;
     for host in ["blog.test", "x.blog.test", "main.test"] {
         assert_eq!(get_host(s.addr, host, "/").await.0, 200);
@@ -260,6 +267,24 @@ async fn metrics_label_requests_by_site() {
     // Labels are configured names only: no series for x.blog.test.
     assert!(!text.contains("x.blog.test"), "{text}");
     s.stop().await;
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let sites: Vec<String> = lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {}", v["site"].as_str().unwrap(), v["http_status"])
+        })
+        .collect();
+    assert_eq!(
+        sites,
+        [
+            "blog.test 200",
+            "blog.test 200",
+            "default 200",
+            "blog.test 404"
+        ],
+        "{lines}"
+    );
 }
 
 /// A PKI with a default certificate and one per site.
