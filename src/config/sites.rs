@@ -156,7 +156,7 @@ fn names(
     for (j, written) in site.names.iter().enumerate() {
         let idx = j.to_string();
         let key = ["names", idx.as_str()];
-        let name = written.trim_end_matches('.').to_ascii_lowercase();
+        let name = normalized(written);
         if !valid_name(&name) {
             return Err(ctx.bad(
                 &key,
@@ -186,6 +186,13 @@ fn names(
         all.push(name);
     }
     Ok(Names { all })
+}
+
+/// A configured name as requests are matched against it: lower case, no
+/// trailing dot. A site's first name so written is its label, in metrics
+/// and on its certificates (`CertSpec::site`).
+pub(super) fn normalized(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// A DNS name (letters, digits, `-`, dots between labels), an IPv4 address

@@ -60,10 +60,7 @@ impl Tls {
                     cert: c.cert.clone(),
                     key: c.key.clone(),
                     names,
-                    site: site
-                        .names
-                        .first()
-                        .map(|n| n.trim_end_matches('.').to_ascii_lowercase()),
+                    site: site.names.first().map(|n| super::sites::normalized(n)),
                 });
                 keys.push(vec![
                     "sites".into(),

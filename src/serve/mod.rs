@@ -392,12 +392,12 @@ async fn compressed_file<B>(
     let file = found.file.try_clone().ok()?;
     let (len, id) = (found.len, found.version());
     let load = move || {
-        let bytes = body::read_exact_at(&file, len as usize, 0)?;
-        let now = crate::fileid::FileId::of(&file.metadata()?);
-        if bytes.len() as u64 != len || !id.same_bytes(&now) {
-            return Err(std::io::Error::other("file changed while read"));
+        let changed = || std::io::Error::other("file changed while read");
+        let bytes = read_whole(&file, len).ok_or_else(changed)?;
+        match id.same_bytes(&crate::fileid::FileId::of(&file.metadata()?)) {
+            true => Ok(bytes),
+            false => Err(changed()),
         }
-        Ok(Bytes::from(bytes))
     };
     ask.site.compress.variant_of(cfg, prepared, enc, load).await
 }

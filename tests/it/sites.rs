@@ -109,6 +109,10 @@ async fn sites_are_chosen_by_host_exact_then_wildcard_then_default() {
     ] {
         assert_eq!(get_host(a, host, "/").await, (200, want.into()), "{host}");
     }
+    // A host longer than any name (the lookup lowers it in a fixed buffer)
+    // matches no site: the default site answers.
+    let long = format!("{}.shop.test", "a".repeat(400));
+    assert_eq!(get_host(a, &long, "/").await, (200, "main home\n".into()));
     // The same path in two sites is two files, from the cache as well.
     for _ in 0..3 {
         assert_eq!(get_host(a, "blog.test", "/same.txt").await.1, "blog same\n");
