@@ -70,3 +70,29 @@ impl std::fmt::Display for Peer {
         }
     }
 }
+
+/// Longest host name looked up (DNS allows 253 bytes, a trailing dot one
+/// more); a longer one is no name we serve.
+pub const MAX_HOST: usize = 255;
+
+/// A host name (no port) as site choice and certificate choice both look
+/// it up: one trailing dot dropped (the absolute form names the same
+/// host), ASCII lowercased into `buf`. `None` for what can be no
+/// configured name: empty, longer than [`MAX_HOST`], an empty label
+/// (`a..b`, `.a`, or a second trailing dot), or not UTF-8. One function, so
+/// the two choices can never disagree about which name a request is for.
+pub fn host_key<'b>(name: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.is_empty()
+        || name.len() > MAX_HOST
+        || name.starts_with(b".")
+        || name.ends_with(b".")
+        || name.windows(2).any(|w| w == b"..")
+    {
+        return None;
+    }
+    let lower = &mut buf[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    std::str::from_utf8(lower).ok()
+}

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub compression: std::sync::Arc<crate::serve::compress::Stats>,
     /// The access-log file's counters.
     pub access_log: AccessLogCounters,
+    /// The process-wide response-memory pool's handles.
+    pub response_memory: crate::serve::body::PoolStats,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -250,6 +252,21 @@ impl Metrics {
                 "Writes and reopens of the access-log file that failed."
             )),
         };
+        let response_memory = crate::serve::body::PoolStats {
+            bytes: reg!(IntGauge::new(
+                "ruchy_serve_response_memory_bytes",
+                "Response body bytes held in user memory now, across all connections \
+                 (file chunks, cached files and compressed variants being sent, listings)."
+            )),
+            limit: reg!(IntGauge::new(
+                "ruchy_serve_response_memory_limit_bytes",
+                "limits.max_response_memory: what response bodies may hold together."
+            )),
+            waits: reg!(prometheus::IntCounter::new(
+                "ruchy_serve_response_memory_waits_total",
+                "Response bodies that waited for room under limits.max_response_memory."
+            )),
+        };
         let build_info = reg!(IntGaugeVec::new(
             Opts::new("ruchy_serve_build_info", "Build information; always 1."),
             &["version", "commit"]
@@ -289,6 +306,7 @@ impl Metrics {
             file_cache,
             compression,
             access_log,
+            response_memory,
         }
     }
 

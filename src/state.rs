@@ -15,6 +15,7 @@ use crate::access::file::FileLog;
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::serve::body::Pool;
 use crate::serve::sites::Sites;
 use crate::tls::{self, Resolver};
 
@@ -66,6 +67,9 @@ pub struct State {
     /// The access-log file, when `log.access_log_path` names one; kept
     /// across reloads that do not change it.
     access_log: ArcSwapOption<FileLog>,
+    /// What all connections' response bodies may hold together
+    /// (`limits.max_response_memory`); its bound follows reloads.
+    pub response_memory: Arc<Pool>,
 }
 
 impl State {
@@ -81,6 +85,10 @@ impl State {
         metrics.generation.set(1);
         metrics.last_reload_success.set(unix_now() as f64);
         metrics.set_certificates(&config.tls.store);
+        let response_memory = Arc::new(Pool::new(
+            config.limits.max_response_memory,
+            Some(metrics.response_memory.clone()),
+        ));
         State {
             sites: ArcSwap::from_pointee(Sites::new(
                 config,
@@ -93,6 +101,7 @@ impl State {
             tls_config,
             metrics,
             access_log: ArcSwapOption::empty(),
+            response_memory,
         }
     }
 
@@ -121,6 +130,8 @@ impl State {
     /// Swaps in a new configuration with fresh caches: the one place where a
     /// reload takes effect.
     pub fn replace(&self, config: Arc<Config>) {
+        self.response_memory
+            .set_limit(config.limits.max_response_memory);
         self.tls_resolver.replace(Arc::clone(&config.tls.store));
         self.sites.store(Arc::new(Sites::new(
             config,

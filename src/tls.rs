@@ -25,6 +25,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
+use crate::addr::{host_key, MAX_HOST};
 use crate::fileid::FileId;
 
 /// One `[[tls.certificates]]` entry, as configured.
@@ -242,10 +243,12 @@ impl CertStore {
     }
 
     /// Exact name first, then a wildcard one label up, then the default.
+    /// The name is normalized by [`host_key`], as site choice does.
     pub fn select(&self, sni: Option<&str>) -> Option<&LoadedCert> {
+        let mut buf = [0u8; MAX_HOST];
         let index = sni.and_then(|name| {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            self.exact.get(&name).copied().or_else(|| {
+            let name = host_key(name.as_bytes(), &mut buf)?;
+            self.exact.get(name).copied().or_else(|| {
                 name.split_once('.')
                     .and_then(|(_, parent)| self.wildcard.get(parent).copied())
             })

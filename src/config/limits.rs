@@ -41,8 +41,12 @@ pub struct Limits {
     /// A connection older than this is closed gracefully; `None`: no limit.
     pub max_connection_age: Option<Duration>,
     /// Response body bytes one connection may hold in user memory at once
-    /// (file chunks read but not yet written); readers wait for room.
+    /// (file chunks read but not yet written, in-memory bodies not yet
+    /// sent); readers wait for room.
     pub max_response_buffer: u64,
+    /// What every connection's response bodies together may hold: past it,
+    /// bodies wait for room ([`crate::serve::body::Pool`]).
+    pub max_response_memory: u64,
 }
 
 impl Limits {
@@ -63,6 +67,20 @@ impl Limits {
                 "use at least \"64KiB\" (the default is \"4MiB\")",
             ));
         }
+        let max_response_memory = match l.max_response_memory {
+            Some(s) => s.bytes(),
+            None => default_response_memory(),
+        };
+        if max_response_memory < max_response_buffer {
+            return Err(ctx.bad(
+                &["limits", "max_response_memory"],
+                format!(
+                    "{max_response_memory} bytes is below limits.max_response_buffer \
+                     ({max_response_buffer} bytes): one connection could never fill its budget"
+                ),
+                "raise it, or leave it out for a quarter of the machine's memory",
+            ));
+        }
         Ok(Limits {
             header_read_timeout: l.header_read_timeout.get(),
             keep_alive_timeout: l.keep_alive_timeout.get(),
@@ -77,8 +95,34 @@ impl Limits {
                 .then_some(l.max_requests_per_connection),
             max_connection_age: Some(l.max_connection_age.get()).filter(|d| !d.is_zero()),
             max_response_buffer,
+            max_response_memory,
         })
     }
+}
+
+/// The default process-wide bound on response memory: a quarter of what
+/// the process may use (the machine's memory, or the cgroup's `memory.max`
+/// when systemd's `MemoryMax=` or a container sets a lower one), at least
+/// 64 MiB. A quarter leaves the file cache, the kernel's socket buffers and
+/// everything else room, as nginx's fixed buffers per connection do not.
+pub fn default_response_memory() -> u64 {
+    let machine = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(u64::MAX, |kib| kib * 1024);
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    let usable = machine.min(cgroup);
+    if usable == u64::MAX {
+        return 1 << 30;
+    }
+    (usable / 4).max(64 << 20)
 }
 
 #[cfg(test)]
@@ -130,6 +174,9 @@ mod tests {
         assert_eq!(l.max_connection_age, Some(Duration::from_secs(3600)));
         assert_eq!(l.send_timeout, Duration::from_secs(5));
         assert_eq!(l.max_response_buffer, 256 << 10);
+        assert!(l.max_response_memory >= 64 << 20, "the default");
+        let e = invalid("[limits]\nmax_response_memory = \"1MiB\"\n");
+        assert_eq!(e.key(), Some("limits.max_response_memory"));
         let e = invalid("[limits]\nmax_response_buffer = \"1KiB\"\n");
         assert_eq!(e.key(), Some("limits.max_response_buffer"));
     }

@@ -320,6 +320,9 @@ pub struct RawLimits {
     pub max_connection_age: Span,
     /// Response bytes one connection may hold in user space.
     pub max_response_buffer: Size,
+    /// Response bytes all connections together may hold; unset: a quarter
+    /// of the memory the process may use.
+    pub max_response_memory: Option<Size>,
 }
 
 impl Default for RawLimits {
@@ -337,6 +340,7 @@ impl Default for RawLimits {
             max_requests_per_connection: 0,
             max_connection_age: Span(Duration::ZERO),
             max_response_buffer: Size(4 << 20),
+            max_response_memory: None,
         }
     }
 }

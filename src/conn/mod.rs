@@ -381,7 +381,7 @@ fn session(
         activity: Arc::clone(&activity),
     };
     // What this connection's response bodies may hold in user memory.
-    let budget = Budget::new(cfg.limits.max_response_buffer);
+    let budget = Budget::within(cfg.limits.max_response_buffer, &state.response_memory);
     let handler = Handler::on_listener(
         Arc::clone(state),
         peer,

@@ -138,6 +138,9 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         let handler = Arc::clone(&self.handler);
         let activity = Arc::clone(&self.activity);
         let served = activity.request_started(coarse_now_ms());
+        if !activity.is_h2() && has_body(&req) {
+            activity.expect_body();
+        }
         if self.max_requests.is_some_and(|max| served >= max) {
             if activity.is_h2() {
                 activity.wake();
@@ -155,6 +158,15 @@ impl hyper::service::Service<Request<Incoming>> for Service {
             Ok(resp.map(|b| InFlight::new(b, activity)))
         })
     }
+}
+
+/// Whether an HTTP/1 request carries a body (RFC 9112 section 6.3): a
+/// Content-Length other than 0, or a Transfer-Encoding.
+fn has_body<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    h.contains_key(http::header::TRANSFER_ENCODING)
+        || h.get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 /// A connection ready for HTTP: its handler, its limits and clocks.
@@ -403,7 +415,8 @@ impl Session {
                 Event::Deadline(reason) => {
                     // An idle deadline after a graceful close began is its
                     // backstop, not a new reason.
-                    let backstop = reason == Close::Idle && graceful.is_some();
+                    let backstop =
+                        (reason == Close::Idle && graceful.is_some()) || reason == Close::AgeGrace;
                     if !backstop {
                         self.closes.count(reason);
                         tracing::debug!(peer = %self.peer, reason = reason.label(), "closing connection");

@@ -63,6 +63,9 @@ pub enum Close {
     /// Not a close: an HTTP/1 connection quiet for [`RELEASE_AFTER`] hands
     /// hyper's state back and keeps the socket. Never counted.
     Release,
+    /// A connection closed gracefully for its age still open
+    /// `send_timeout` later: dropped (already counted as `max_age`).
+    AgeGrace,
 }
 
 impl Close {
@@ -76,6 +79,7 @@ impl Close {
             Close::Age => "max_age",
             Close::Requests => "max_requests",
             Close::Release => "release",
+            Close::AgeGrace => "max_age",
         }
     }
 
@@ -85,6 +89,9 @@ impl Close {
         matches!(self, Close::Idle | Close::Age | Close::Requests)
     }
 }
+
+/// A free slot in [`Activity::progress`].
+const FREE: u64 = u64::MAX;
 
 /// What a connection has done, and when; shared by the transport (reads and
 /// writes), the service (requests) and the response bodies (in flight).
@@ -113,6 +120,15 @@ pub struct Activity {
     /// The connection speaks HTTP/2, where bytes between requests are frames
     /// (PING, WINDOW_UPDATE), not the start of a request head.
     h2: AtomicBool,
+    /// HTTP/2: when each response body in flight was last polled by hyper
+    /// (by slot: a body takes a free one), the progress the send deadline
+    /// watches. hyper polls a stream's body only when the client has given
+    /// the stream window, so a stalled stream stops here while PINGs and
+    /// other control frames still move the socket.
+    progress: std::sync::Mutex<Vec<u64>>,
+    /// The request being answered carries a body (HTTP/1): bytes that
+    /// arrive after its head are that body, not the start of the next head.
+    body_expected: AtomicBool,
     /// Wakes the deadline watch early (a request count reached its limit).
     wake: Notify,
     /// HTTP/1: the next response carries `Connection: close` (HTTP/1 cannot
@@ -134,6 +150,8 @@ impl Activity {
             answered: AtomicU64::new(0),
             write_blocked: AtomicBool::new(false),
             h2: AtomicBool::new(false),
+            progress: std::sync::Mutex::new(Vec::new()),
+            body_expected: AtomicBool::new(false),
             wake: Notify::new(),
             closing: AtomicBool::new(false),
         }
@@ -170,6 +188,43 @@ impl Activity {
         self.head_since_ms.store(0, Ordering::Relaxed);
         self.last_event_ms.store(now, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// HTTP/1: the request just started carries a body.
+    pub fn expect_body(&self) {
+        self.body_expected.store(true, Ordering::Relaxed);
+    }
+
+    /// When the body in flight that has gone longest without being polled
+    /// was last polled (HTTP/2); `None` with none in flight.
+    fn stalled_since(&self) -> Option<u64> {
+        let p = self.progress.lock().expect("progress lock");
+        p.iter().copied().filter(|&t| t != FREE).min()
+    }
+
+    fn body_started(&self, now: u64) -> Option<usize> {
+        if !self.is_h2() {
+            return None;
+        }
+        let mut p = self.progress.lock().expect("progress lock");
+        match p.iter().position(|&t| t == FREE) {
+            Some(i) => {
+                p[i] = now;
+                Some(i)
+            }
+            None => {
+                p.push(now);
+                Some(p.len() - 1)
+            }
+        }
+    }
+
+    fn body_polled(&self, slot: usize, now: u64) {
+        self.progress.lock().expect("progress lock")[slot] = now;
+    }
+
+    fn body_ended(&self, slot: usize) {
+        self.progress.lock().expect("progress lock")[slot] = FREE;
     }
 
     /// Wakes the deadline watch now.
@@ -251,14 +306,35 @@ impl Activity {
             ),
             (
                 Close::Send,
-                last_write.max(last_event) + ms(limits.send_timeout),
+                // HTTP/1 writes only response bytes, so a write is progress;
+                // on HTTP/2 a PING ACK or SETTINGS is a write too, so the
+                // deadline follows the body polled least recently.
+                match self.is_h2() {
+                    false => last_write.max(last_event),
+                    true => self.stalled_since().unwrap_or(now).max(last_event),
+                } + ms(limits.send_timeout),
                 inflight > 0,
             ),
             (
                 Close::Idle,
-                (last_event + ms(limits.keep_alive_timeout))
-                    .max(graceful_since.map_or(0, |g| g + ms(GRACE))),
+                // Once a graceful close has begun, an idle connection has
+                // its short grace to finish it, not a new keep-alive wait:
+                // a peer that never answers GOAWAY's PING holds nothing.
+                match graceful_since {
+                    Some(g) => g + ms(GRACE),
+                    None => last_event + ms(limits.keep_alive_timeout),
+                },
                 inflight == 0,
+            ),
+            (
+                // Past its age, a connection that was told to go (GOAWAY)
+                // has send_timeout more to finish its streams, then it is
+                // dropped however busy: age is a bound, not a request.
+                Close::AgeGrace,
+                self.born_ms
+                    + limits.max_connection_age.map_or(u64::MAX / 4, ms)
+                    + ms(limits.send_timeout),
+                limits.max_connection_age.is_some() && graceful_done,
             ),
             (
                 Close::Age,
@@ -340,13 +416,20 @@ impl Activity {
 pub struct InFlight<B> {
     inner: B,
     activity: Arc<Activity>,
+    /// HTTP/2: this body's slot in [`Activity::progress`].
+    slot: Option<usize>,
 }
 
 impl<B> InFlight<B> {
     /// Counts `inner` as in flight on the connection of `activity`.
     pub fn new(inner: B, activity: Arc<Activity>) -> Self {
         activity.inflight.fetch_add(1, Ordering::Relaxed);
-        InFlight { inner, activity }
+        let slot = activity.body_started(coarse_now_ms());
+        InFlight {
+            inner,
+            activity,
+            slot,
+        }
     }
 }
 
@@ -354,13 +437,23 @@ impl<B> Drop for InFlight<B> {
     fn drop(&mut self) {
         let a = &self.activity;
         let now = coarse_now_ms();
+        if let Some(slot) = self.slot {
+            a.body_ended(slot);
+        }
         a.inflight.fetch_sub(1, Ordering::Relaxed);
         a.answered.fetch_add(1, Ordering::Relaxed);
         a.last_event_ms.store(now, Ordering::Relaxed);
-        // Bytes that came while the response was going out (a pipelined
-        // request, a TLS record) get a full head timeout from now, when
-        // hyper turns to reading them.
-        if a.head_since_ms.load(Ordering::Relaxed) != 0 {
+        if a.body_expected.swap(false, Ordering::Relaxed) {
+            // What came after the head was (at least partly) the request's
+            // body, which hyper now reads past: a next head that follows it
+            // starts its timer when hyper's state is handed back with it
+            // (or the keep-alive deadline ends a connection that sends a
+            // partial head and stops).
+            a.head_since_ms.store(0, Ordering::Relaxed);
+        } else if a.head_since_ms.load(Ordering::Relaxed) != 0 {
+            // Bytes that came while the response was going out (a pipelined
+            // request, a TLS record) get a full head timeout from now, when
+            // hyper turns to reading them.
             a.head_since_ms.store(now, Ordering::Relaxed);
         }
     }
@@ -374,6 +467,11 @@ impl<B: HttpBody + Unpin> HttpBody for InFlight<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        // Polled at all is progress: hyper polls an HTTP/2 body only when
+        // its stream has window to send.
+        if let Some(slot) = self.slot {
+            self.activity.body_polled(slot, coarse_now_ms());
+        }
         Pin::new(&mut self.inner).poll_frame(cx)
     }
     fn is_end_stream(&self) -> bool {
@@ -475,6 +573,7 @@ mod tests {
             max_requests_per_connection: None,
             max_connection_age: None,
             max_response_buffer: 4 << 20,
+            max_response_memory: 64 << 20,
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -24,8 +25,43 @@ pub enum Body {
     Empty,
     /// One buffer, handed over whole on the first poll.
     Full(Option<Bytes>),
+    /// Parts of one buffer (ranges of a cached file and the multipart
+    /// headers between them): the whole buffer is held while any part is,
+    /// so it is charged whole ([`Body::charge`]).
+    Slices {
+        /// The buffer the parts are cut from.
+        whole: Bytes,
+        /// What is left to send.
+        parts: VecDeque<Segment>,
+    },
     /// Frames produced as hyper asks for them (file chunks, multipart parts).
     Stream(BoxBody<Bytes, io::Error>),
+}
+
+impl Body {
+    /// The bytes of memory this body holds until it is sent, for the
+    /// budget: `None` when it holds none of its own (empty, streamed from a
+    /// file within the budget already).
+    pub fn held(&self) -> Option<usize> {
+        match self {
+            Body::Full(Some(b)) => Some(b.len()),
+            Body::Slices { whole, .. } => Some(whole.len()),
+            _ => None,
+        }
+    }
+
+    /// This body with `charge` riding on its bytes: given back when hyper
+    /// (or h2's send buffer) has dropped the last of them.
+    pub fn charge(self, charge: Charge) -> Body {
+        match self {
+            Body::Full(Some(b)) => Body::Full(Some(charged(b, charge))),
+            Body::Slices { whole, parts } => Body::Slices {
+                whole: charged(whole, charge),
+                parts,
+            },
+            other => other,
+        }
+    }
 }
 
 impl http_body::Body for Body {
@@ -39,6 +75,14 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Slices { whole, parts } => Poll::Ready(parts.pop_front().map(|seg| {
+                Ok(Frame::data(match seg {
+                    Segment::Bytes(b) => b,
+                    Segment::File { offset, len } => {
+                        whole.slice(offset as usize..(offset + len) as usize)
+                    }
+                }))
+            })),
             Body::Stream(s) => Pin::new(s).poll_frame(cx),
         }
     }
@@ -47,6 +91,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full(bytes) => bytes.is_none(),
+            Body::Slices { parts, .. } => parts.is_empty(),
             Body::Stream(s) => s.is_end_stream(),
         }
     }
@@ -55,6 +100,15 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Slices { parts, .. } => SizeHint::with_exact(
+                parts
+                    .iter()
+                    .map(|p| match p {
+                        Segment::Bytes(b) => b.len() as u64,
+                        Segment::File { len, .. } => *len,
+                    })
+                    .sum(),
+            ),
             Body::Stream(s) => s.size_hint(),
         }
     }
@@ -70,26 +124,39 @@ pub const CHUNK_HTTP1: usize = 1024 * 1024;
 /// protocol's default stream window, so a stream holds about what it may send.
 pub const CHUNK_HTTP2: usize = 64 * 1024;
 
-/// What one connection's response bodies may hold in user memory: file
-/// chunks are read only with room in the budget, and give it back when hyper
-/// drops them (written, or the stream reset). A client that stops reading
-/// (a zero HTTP/2 window on every stream, a full socket) stops the reads
-/// instead of growing the memory; the send timeout then ends it.
+/// What one connection's response bodies may hold in user memory, and the
+/// process-wide [`Pool`] they also draw from: file chunks are read, and
+/// in-memory bodies (a cached file, a compressed variant, a listing) are
+/// handed to hyper, only with room in both, and give it back when hyper
+/// drops the bytes (written, or the stream reset). A client that stops
+/// reading (a zero HTTP/2 window on every stream, a full socket) stops the
+/// reads, and its later streams wait for room instead of growing the
+/// memory; the send timeout then ends it.
 #[derive(Debug, Clone)]
 pub struct Budget {
     /// Permits are KiB.
     room: Arc<tokio::sync::Semaphore>,
     kib: u32,
+    pool: Option<Arc<Pool>>,
 }
 
 impl Budget {
     /// A budget of `bytes` (rounded down to KiB, at least one chunk's worth
-    /// of the smaller chunk).
+    /// of the smaller chunk), alone (tests, benchmarks).
     pub fn new(bytes: u64) -> Budget {
         let kib = (bytes / 1024).clamp((CHUNK_HTTP2 / 1024) as u64, u32::MAX as u64 >> 4) as u32;
         Budget {
             room: Arc::new(tokio::sync::Semaphore::new(kib as usize)),
             kib,
+            pool: None,
+        }
+    }
+
+    /// A connection's budget of `bytes` that also draws from `pool`.
+    pub fn within(bytes: u64, pool: &Arc<Pool>) -> Budget {
+        Budget {
+            pool: Some(Arc::clone(pool)),
+            ..Budget::new(bytes)
         }
     }
 
@@ -99,13 +166,49 @@ impl Budget {
         want.min(chunk as u64).min(self.kib as u64 * 1024) as usize
     }
 
-    /// Room for `bytes`, waiting until it is free.
-    async fn reserve(&self, bytes: usize) -> tokio::sync::OwnedSemaphorePermit {
-        let kib = bytes.div_ceil(1024).max(1) as u32;
-        Arc::clone(&self.room)
+    /// KiB charged for `bytes`: at least one, at most the whole budget (a
+    /// body larger than the budget then holds all of it while it lives).
+    fn kib_for(&self, bytes: usize) -> u32 {
+        (bytes.div_ceil(1024).max(1) as u64).min(self.kib as u64) as u32
+    }
+
+    /// Room for `bytes` now, if both the connection and the pool have it.
+    pub fn try_charge(&self, bytes: usize) -> Option<Charge> {
+        let kib = self.kib_for(bytes);
+        let conn = Arc::clone(&self.room).try_acquire_many_owned(kib).ok()?;
+        let pool = match &self.pool {
+            Some(p) => Some(p.try_take(kib)?),
+            None => None,
+        };
+        Some(Charge {
+            kib,
+            _conn: conn,
+            _pool: pool,
+        })
+    }
+
+    /// Room for `bytes`, waiting until the connection and then the pool
+    /// have it.
+    pub async fn charge(&self, bytes: usize) -> Charge {
+        let kib = self.kib_for(bytes);
+        let conn = Arc::clone(&self.room)
             .acquire_many_owned(kib)
             .await
-            .expect("the budget's semaphore is never closed")
+            .expect("the budget's semaphore is never closed");
+        let pool = match &self.pool {
+            Some(p) => Some(p.take(kib).await),
+            None => None,
+        };
+        Charge {
+            kib,
+            _conn: conn,
+            _pool: pool,
+        }
+    }
+
+    /// Whether `charge` covers a body of `bytes`.
+    pub fn covers(&self, charge: &Charge, bytes: usize) -> bool {
+        charge.kib >= self.kib_for(bytes)
     }
 }
 
@@ -116,10 +219,172 @@ impl Default for Budget {
     }
 }
 
+/// Room held in a connection's budget and the pool, given back when
+/// dropped.
+#[derive(Debug)]
+pub struct Charge {
+    kib: u32,
+    _conn: tokio::sync::OwnedSemaphorePermit,
+    _pool: Option<PoolTake>,
+}
+
+/// `bytes` carrying `charge`: hyper (and h2's send buffer) hold the charge
+/// exactly as long as they hold any slice of the bytes.
+pub fn charged(bytes: Bytes, charge: Charge) -> Bytes {
+    Bytes::from_owner(Charged {
+        bytes,
+        _charge: charge,
+    })
+}
+
+struct Charged {
+    bytes: Bytes,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The process-wide bound on response memory (`limits.max_response_memory`):
+/// every connection's charges are also taken from here, so many connections
+/// each within their own budget cannot together exhaust the host. Past it,
+/// bodies wait (counted in `ruchy_serve_response_memory_waits_total`); they
+/// are not failed, and a client that never reads is still ended by its send
+/// timeout, which gives the room back.
+///
+/// A counter and a wake-up rather than a semaphore: a semaphore's release
+/// takes a lock every time, and every response on every core passes here.
+#[derive(Debug)]
+pub struct Pool {
+    /// KiB charged now.
+    used: AtomicU64,
+    /// The bound in KiB; a reload may change it.
+    max_kib: AtomicU64,
+    /// Charges waiting for room: releases wake them only when there are any.
+    waiting: AtomicUsize,
+    freed: tokio::sync::Notify,
+    stats: Option<PoolStats>,
+}
+
+/// The pool's Prometheus handles.
+#[derive(Debug, Clone)]
+pub struct PoolStats {
+    /// Bytes charged now.
+    pub bytes: prometheus::IntGauge,
+    /// The bound in bytes.
+    pub limit: prometheus::IntGauge,
+    /// Charges that had to wait for room.
+    pub waits: prometheus::IntCounter,
+}
+
+impl Pool {
+    /// A pool of `bytes`, reporting into `stats`.
+    pub fn new(bytes: u64, stats: Option<PoolStats>) -> Pool {
+        let pool = Pool {
+            used: AtomicU64::new(0),
+            max_kib: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            freed: tokio::sync::Notify::new(),
+            stats,
+        };
+        pool.set_limit(bytes);
+        pool
+    }
+
+    /// A new bound (a reload): charges already held keep their room; new
+    /// ones wait until the total is under it.
+    pub fn set_limit(&self, bytes: u64) {
+        self.max_kib.store((bytes / 1024).max(1), Ordering::Relaxed);
+        if let Some(s) = &self.stats {
+            s.limit.set(bytes as i64);
+        }
+        self.freed.notify_waiters();
+    }
+
+    /// Bytes charged now.
+    pub fn used_bytes(&self) -> u64 {
+        self.used.load(Ordering::Relaxed) * 1024
+    }
+
+    fn try_take(self: &Arc<Self>, kib: u32) -> Option<PoolTake> {
+        // A charge larger than the whole pool may take it alone, or it
+        // could never be served.
+        let max = self.max_kib.load(Ordering::Relaxed);
+        let kib64 = kib as u64;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
+                (u + kib64 <= max || u == 0).then_some(u + kib64)
+            })
+            .ok()?;
+        if let Some(s) = &self.stats {
+            s.bytes.add(kib64 as i64 * 1024);
+        }
+        Some(PoolTake {
+            pool: Arc::clone(self),
+            kib,
+        })
+    }
+
+    async fn take(self: &Arc<Self>, kib: u32) -> PoolTake {
+        if let Some(t) = self.try_take(kib) {
+            return t;
+        }
+        if let Some(s) = &self.stats {
+            s.waits.inc();
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _unwait = Unwait(&self.waiting);
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking, so a release in between is seen.
+            freed.as_mut().enable();
+            if let Some(t) = self.try_take(kib) {
+                return t;
+            }
+            freed.await;
+        }
+    }
+
+    fn give_back(&self, kib: u32) {
+        self.used.fetch_sub(kib as u64, Ordering::AcqRel);
+        if let Some(s) = &self.stats {
+            s.bytes.sub(kib as i64 * 1024);
+        }
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+struct Unwait<'a>(&'a AtomicUsize);
+
+impl Drop for Unwait<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Room taken from the pool.
+#[derive(Debug)]
+struct PoolTake {
+    pool: Arc<Pool>,
+    kib: u32,
+}
+
+impl Drop for PoolTake {
+    fn drop(&mut self) {
+        self.pool.give_back(self.kib);
+    }
+}
+
 /// A chunk read from a file, holding its room in the budget until dropped.
 struct Held {
     buf: Vec<u8>,
-    _room: tokio::sync::OwnedSemaphorePermit,
+    _room: Charge,
 }
 
 impl AsRef<[u8]> for Held {
@@ -183,7 +448,7 @@ pub fn file(
                 Segment::Bytes(b) => Ok(Frame::data(b)),
                 Segment::File { offset, len } => {
                     let want = budget.chunk(len, chunk);
-                    let room = budget.reserve(want).await;
+                    let room = budget.charge(want).await;
                     let f = Arc::clone(&file);
                     let read = tokio::task::spawn_blocking(move || {
                         let buf = read_exact_at(&f, want, offset)?;
@@ -245,14 +510,10 @@ pub fn file_for<B>(
 /// `segments` of `bytes` (a cached file) and the multipart headers between
 /// them, as slices of the one buffer: nothing is copied per response.
 pub fn slices(bytes: Bytes, segments: Vec<Segment>) -> Body {
-    let frames = segments.into_iter().map(move |seg| {
-        let data = match seg {
-            Segment::Bytes(b) => b,
-            Segment::File { offset, len } => bytes.slice(offset as usize..(offset + len) as usize),
-        };
-        Ok(Frame::data(data))
-    });
-    Body::Stream(BodyExt::boxed(StreamBody::new(stream::iter(frames))))
+    Body::Slices {
+        whole: bytes,
+        parts: segments.into(),
+    }
 }
 
 /// Reads up to `want` bytes at `offset`, fewer only at end of file.

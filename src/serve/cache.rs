@@ -143,6 +143,10 @@ pub struct Variant {
     pub prepared: Prepared,
     /// The whole body.
     pub body: Bytes,
+    /// The version of the file the body was read from (`None`: made, not
+    /// read): a revalidation that finds the file still this version keeps
+    /// the body instead of reading it again.
+    pub file: Option<crate::fileid::FileId>,
 }
 
 /// One request path: which twins exist, and each variant once loaded.
@@ -286,6 +290,17 @@ impl FileCache {
         let map = self.map.read().expect("file cache lock");
         let entry = map.get(path)?;
         self.fresh(entry).then(|| Arc::clone(entry))
+    }
+
+    /// The entry for `path` that is no longer trusted, if one is still
+    /// held: what a revalidation compares the file against.
+    pub fn expired(&self, path: &str) -> Option<Arc<Entry>> {
+        if self.max_bytes == 0 {
+            return None;
+        }
+        let map = self.map.read().expect("file cache lock");
+        let entry = map.get(path)?;
+        (!entry.missing && !self.fresh(entry)).then(|| Arc::clone(entry))
     }
 
     /// Whether `entry` is still trusted (younger than `cache_revalidate`).
@@ -546,6 +561,7 @@ mod tests {
                 compressible: false,
             },
             body: Bytes::from(vec![0u8; cfg_bytes]),
+            file: None,
         }
     }
 

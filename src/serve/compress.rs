@@ -116,7 +116,11 @@ impl Compressor {
         };
         let etag = variant_etag(&prepared.etag, enc, level);
         let prepared = prepared.encoded(enc, etag, body.len() as u64);
-        Some(Variant { prepared, body })
+        Some(Variant {
+            prepared,
+            body,
+            file: None,
+        })
     }
 
     fn kept(&self, key: &Key) -> Option<Bytes> {

@@ -39,7 +39,8 @@ pub mod sites;
 pub mod tree;
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -227,29 +228,80 @@ pub fn misdirected<B>(cfg: &Config, req: &Request<B>) -> Response<Body> {
 }
 
 /// One request being answered: the generation, the request, and the
-/// connection's body budget that file bodies read within.
+/// connection's body budget that every body read or held in memory is
+/// charged to.
 struct Ask<'a, B> {
     site: &'a Arc<Site>,
     req: &'a Request<B>,
     fields: &'a Fields<'a>,
     budget: &'a Budget,
+    /// Bytes an in-memory body needed that the budget did not have: the
+    /// answer is dropped and made again once that room is free.
+    need: AtomicUsize,
+    /// Room already waited for, for the next try.
+    credit: Mutex<Option<body::Charge>>,
+}
+
+impl<B> Ask<'_, B> {
+    /// `resp` with its in-memory body charged to the budget. When there is
+    /// no room now, the body is dropped at once and [`Ask::need`] says how
+    /// much to wait for: a stream waiting for room must not hold the bytes
+    /// meanwhile (a cached buffer the cache has since let go of is memory
+    /// that only this stream keeps alive).
+    fn charged(&self, resp: Response<Body>) -> Response<Body> {
+        let Some(n) = resp.body().held() else {
+            return resp;
+        };
+        let credit = self.credit.lock().expect("credit lock").take();
+        if let Some(c) = credit {
+            if self.budget.covers(&c, n) {
+                return resp.map(|b| b.charge(c));
+            }
+        }
+        match self.budget.try_charge(n) {
+            Some(c) => resp.map(|b| b.charge(c)),
+            None => {
+                self.need.store(n, Ordering::Relaxed);
+                resp.map(|_| body::empty())
+            }
+        }
+    }
 }
 
 /// Answers one request. Never fails: every I/O error becomes a status code
 /// and a log line.
+///
+/// An answer whose in-memory body finds no room in the budget is made
+/// again once the room is free ([`Ask::charged`]): by then the cache may
+/// answer it, or the file is read anew within the room waited for.
 pub async fn respond<B>(
     site: Arc<Site>,
     req: &Request<B>,
     fields: &Fields<'_>,
     budget: &Budget,
 ) -> Response<Body> {
-    let site = &site;
     let ask = Ask {
-        site,
+        site: &site,
         req,
         fields,
         budget,
+        need: AtomicUsize::new(0),
+        credit: Mutex::new(None),
     };
+    loop {
+        let resp = respond_once(&ask).await;
+        let need = ask.need.swap(0, Ordering::Relaxed);
+        if need == 0 {
+            return resp;
+        }
+        drop(resp);
+        let room = budget.charge(need).await;
+        *ask.credit.lock().expect("credit lock") = Some(room);
+    }
+}
+
+async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
+    let (site, req, fields) = (ask.site, ask.req, ask.fields);
     let cfg = &site.config;
     let head = req.method() == Method::HEAD;
     match *req.method() {
@@ -285,27 +337,56 @@ pub async fn respond<B>(
     if let Some(entry) = key.as_deref().and_then(|k| site.cache.lookup(k)) {
         if entry.missing {
             site.cache.hit();
-            return not_found(&ask).await;
+            return not_found(ask).await;
         }
         let chosen = encoding::negotiate(fields.accept_encoding, &entry.available);
         if let Some(v) = entry.variant(chosen) {
             site.cache.hit();
-            return from_memory(&ask, Some(&entry), v).await;
+            return from_memory(ask, Some(&entry), v).await;
         }
     }
 
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let accept = fields.accept_encoding.map(str::to_string);
+    // A revalidation: the entry that expired, whose bodies are kept when
+    // the file is still the version they were read from (a stat, not a
+    // copy: nginx's open_file_cache_valid).
+    let expired = key.as_deref().and_then(|k| site.cache.expired(k));
+    let budget = ask.budget.clone();
+    let credit = ask.credit.lock().expect("credit lock").take();
     let outcome = blocking(site, move |site| {
         let outcome = site.resolve_trying(&path, query.as_deref(), accept.as_deref())?;
+        let mut room = credit;
         let bytes = match &outcome {
-            Outcome::File(f) if site.cache.accepts(f.len) => read_whole(&f.file, f.len),
+            Outcome::File(f) if site.cache.accepts(f.len) => {
+                let kept = expired
+                    .as_ref()
+                    .and_then(|e| e.variant(f.encoding))
+                    .filter(|v| v.file == Some(f.id) && v.body.len() as u64 == f.len);
+                let len = f.len as usize;
+                if room.as_ref().is_some_and(|c| !budget.covers(c, len)) {
+                    room = None;
+                }
+                match kept {
+                    Some(v) => Some(v.body.clone()),
+                    // Read whole only with room for it: without, the file
+                    // streams chunk by chunk within the budget instead.
+                    None => {
+                        room = room.or_else(|| budget.try_charge(len));
+                        room.as_ref().and_then(|_| read_whole(&f.file, f.len))
+                    }
+                }
+            }
             _ => None,
         };
-        Ok((outcome, bytes))
+        Ok((outcome, bytes, room))
     })
     .await;
+    let outcome = outcome.map(|(outcome, bytes, room)| {
+        *ask.credit.lock().expect("credit lock") = room;
+        (outcome, bytes)
+    });
 
     match outcome {
         Ok((Outcome::File(found), Some(bytes))) => {
@@ -315,13 +396,19 @@ pub async fn respond<B>(
             let variant = cache::Variant {
                 prepared,
                 body: bytes,
+                file: Some(found.id),
             };
             match key.as_deref() {
                 Some(k) => {
                     let variant = site.cache.insert(k, &found.available, variant);
-                    from_memory(&ask, None, &variant).await
+                    from_memory(ask, None, &variant).await
                 }
-                None => represent(req, fields, &variant.prepared, Source::Memory(variant.body)),
+                None => ask.charged(represent(
+                    req,
+                    fields,
+                    &variant.prepared,
+                    Source::Memory(variant.body),
+                )),
             }
         }
         Ok((Outcome::NotFound, _)) => {
@@ -329,10 +416,10 @@ pub async fn respond<B>(
             if let Some(k) = key.as_deref() {
                 site.cache.insert_missing(k);
             }
-            not_found(&ask).await
+            not_found(ask).await
         }
-        Ok((outcome, _)) => respond_outcome(&ask, outcome).await,
-        Err(e) => io_error(&ask, e).await,
+        Ok((outcome, _)) => respond_outcome(ask, outcome).await,
+        Err(e) => io_error(ask, e).await,
     }
 }
 
@@ -348,12 +435,12 @@ async fn from_memory<B>(
         false => None,
     };
     let v = made.as_deref().unwrap_or(v);
-    represent(
+    ask.charged(represent(
         ask.req,
         ask.fields,
         &v.prepared,
         Source::Memory(v.body.clone()),
-    )
+    ))
 }
 
 /// The compressed variant of `identity` (a cached file `[compression]`
@@ -421,7 +508,12 @@ async fn represent_file<B>(ask: &Ask<'_, B>, found: Found) -> Response<Body> {
     let prepared = prepare(&ask.site.config, &found);
     if prepared.compressible {
         if let Some(v) = compressed_file(ask, &prepared, &found).await {
-            return represent(ask.req, ask.fields, &v.prepared, Source::Memory(v.body));
+            return ask.charged(represent(
+                ask.req,
+                ask.fields,
+                &v.prepared,
+                Source::Memory(v.body),
+            ));
         }
     }
     let version = found.version();
@@ -455,7 +547,13 @@ async fn respond_outcome<B>(ask: &Ask<'_, B>, outcome: Outcome) -> Response<Body
                         HeaderValue::from_static("text/html; charset=utf-8"),
                     );
                     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                    response::in_memory(cfg, StatusCode::OK, h, Bytes::from(html), head)
+                    ask.charged(response::in_memory(
+                        cfg,
+                        StatusCode::OK,
+                        h,
+                        Bytes::from(html),
+                        head,
+                    ))
                 }
                 Err(e) => io_error(ask, e).await,
             }

@@ -28,12 +28,8 @@ impl Source {
     fn body<B>(self, segments: Vec<Segment>, req: &Request<B>) -> Body {
         match self {
             Source::File(f, version, budget) => body::file_for(req, f, segments, version, budget),
-            Source::Memory(bytes) => match segments.as_slice() {
-                [Segment::File { offset, len }] => {
-                    body::full(bytes.slice(*offset as usize..(*offset + *len) as usize))
-                }
-                _ => body::slices(bytes, segments),
-            },
+            // A range is a slice that holds the whole buffer: charged whole.
+            Source::Memory(bytes) => body::slices(bytes, segments),
         }
     }
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use http::{header, Request};
 
 use super::{cache, compress, guard, Shared, Site};
+use crate::addr::{host_key, MAX_HOST};
 use crate::config::{Config, DEFAULT_LABEL, NONE_LABEL};
 use crate::tls::{CertStore, Shown};
 
@@ -41,10 +42,6 @@ pub struct Sites {
 /// Why no site answers a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Misdirected;
-
-/// Longest host name looked up (DNS allows 253 bytes); longer ones match
-/// no site.
-const MAX_NAME: usize = 255;
 
 impl Sites {
     /// Every site of `config` over one set of empty caches; `stats` are the
@@ -98,15 +95,11 @@ impl Sites {
     /// The `[[sites]]` entry that `name` (a host, no port; any case, a
     /// trailing dot allowed) belongs to, if any.
     pub fn by_name(&self, name: &[u8]) -> Option<usize> {
-        let name = name.strip_suffix(b".").unwrap_or(name);
-        if self.hosts.is_empty() || name.is_empty() || name.len() > MAX_NAME {
+        if self.hosts.is_empty() {
             return None;
         }
-        let mut buf = [0u8; MAX_NAME];
-        let lower = &mut buf[..name.len()];
-        lower.copy_from_slice(name);
-        lower.make_ascii_lowercase();
-        let lower = std::str::from_utf8(lower).ok()?;
+        let mut buf = [0u8; MAX_HOST];
+        let lower = host_key(name, &mut buf)?;
         self.exact.get(lower).copied().or_else(|| {
             let (_, parent) = lower.split_once('.')?;
             self.wildcard.get(parent).copied()

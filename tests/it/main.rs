@@ -6,6 +6,7 @@ mod common;
 
 mod access_log;
 mod browser;
+mod budgets;
 mod caching;
 mod cli;
 mod compression;

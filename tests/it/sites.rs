@@ -718,3 +718,50 @@ fn check_and_config_show_the_sites() {
         "{text}"
     );
 }
+
+/// Site choice and certificate choice read a host the same way (one
+/// trailing dot dropped, at most 255 bytes, no empty label): a host that is
+/// no site's name is the default site's, and on a connection shown another
+/// certificate that is a 421, however it is spelled. (Before, `blog.test..`
+/// and a 300-byte name under a wildcard matched the shared certificate but
+/// no site, and got the default site's content on blog.test's connection.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_spellings_of_a_host_are_chosen_alike_by_site_and_certificate() {
+    let t = trees();
+    let c = certs();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = c.ca.issue(
+        dir.path(),
+        "shared",
+        &["blog.test", "*.blog.test", "shop.test"],
+        40,
+        30,
+    );
+    let body = format!(
+        "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = true\n{}{}{}{}",
+        cert_table("tls.certificates", &c.top),
+        cert_table("tls.certificates", &shared),
+        site(&["blog.test", "*.blog.test"], t.blog.path(), ""),
+        site(&["shop.test"], t.shop.path(), ""),
+    );
+    let s = TestServer::start_raw(t.main.path(), &body).await;
+    let long = format!("{}.blog.test", "x".repeat(300));
+    let tls = tls_connect(&c.ca, s.addr, "blog.test", &["http/1.1"]).await;
+    assert_eq!(peer_serial(&tls), 40);
+    let got = on_one_connection(
+        tls,
+        false,
+        &[
+            "blog.test.",
+            "blog.test..",
+            &long,
+            "a.blog.test",
+            "zzz.test",
+        ],
+    )
+    .await;
+    let statuses: Vec<u16> = got.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [200, 421, 421, 200, 421], "{got:?}");
+    assert_eq!(got[0].1, "blog same\n");
+    s.stop().await;
+}

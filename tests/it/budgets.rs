@@ -1,0 +1,335 @@
+//! Every byte a client can make the server hold is charged to a budget, and
+//! every deadline counts progress, not traffic. Each test repeats an attack
+//! from the outside review against the real binary and fails without its
+//! bound (run with `RUCHY_TEST_BINARY` pointing at a build before the fix):
+//!
+//! - HTTP/2 streams with no window over many distinct cached files: each
+//!   stream used to keep its own copy of a whole file outside the
+//!   connection's budget (`limits.max_response_buffer`);
+//! - many connections, each within its budget, against the process-wide
+//!   bound (`limits.max_response_memory`);
+//! - PINGs every half second on a stalled download (they used to move the
+//!   send deadline, since a PING ACK is a write);
+//! - a peer that never answers a graceful close (it used to keep its whole
+//!   keep-alive wait, past `max_connection_age` and through a shutdown).
+//!
+//! Every loop is bounded in count and time; all traffic is on loopback.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::{free_local_addr, scrape_value, ConfigFile, Daemon};
+
+const MIB: u64 = 1 << 20;
+
+/// The binary serving `root` with `extra` configuration, and its metrics
+/// listener's address.
+fn daemon(root: &std::path::Path, extra: &str) -> (ConfigFile, Daemon, SocketAddr) {
+    let cfg = ConfigFile::new(
+        root,
+        &format!("{extra}\n[[listen]]\naddress = \"127.0.0.1:0\"\n[log]\naccess_log = \"off\"\n"),
+    );
+    let metrics = free_local_addr();
+    let d = Daemon::spawn(
+        &["--config", cfg.arg()],
+        &[("RUCHY_SERVE_METRICS__ADDRESS", &metrics.to_string())],
+    );
+    (cfg, d, metrics)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Opens `paths` as streams on one HTTP/2 connection whose client grants
+/// no window at all, and keeps the connection (driven, so PINGs and
+/// SETTINGS are answered) and the streams open.
+async fn stalled_streams(
+    addr: SocketAddr,
+    paths: &[String],
+) -> (tokio::task::JoinHandle<()>, Vec<h2::client::ResponseFuture>) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut responses = Vec::new();
+    for p in paths {
+        let mut c = client.clone().ready().await.unwrap();
+        let (resp, _) = c
+            .send_request(
+                http::Request::get(format!("http://localhost{p}"))
+                    .body(())
+                    .unwrap(),
+                true,
+            )
+            .unwrap();
+        responses.push(resp);
+    }
+    (conn, responses)
+}
+
+/// Three connections x 128 streams with no window over 384 distinct
+/// 1,000,000-byte files that the file cache takes (but cannot hold all of:
+/// 16 MiB). Without the charge on in-memory bodies every stream kept its
+/// own copy: about 384 MB. With it, what is held is the cache plus three
+/// budgets.
+#[test]
+fn stalled_http2_streams_over_cached_files_stay_within_the_budgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for i in 0..384 {
+        std::fs::write(dir.path().join(format!("f{i}.bin")), &body).unwrap();
+    }
+    let (_cfg, d, _) = daemon(
+        dir.path(),
+        "[files]\ncache_max_bytes = \"16MiB\"\ncache_max_file_size = \"1MiB\"\n\
+         [limits]\nmax_response_buffer = \"4MiB\"\nsend_timeout = \"30s\"\n\
+         h2_max_concurrent_streams = 128\n",
+    );
+    let addr = d.addr;
+    let before = d.rss();
+    let rt = runtime();
+    let peak = rt.block_on(async {
+        let mut held = Vec::new();
+        for c in 0..3 {
+            let paths: Vec<String> = (0..128).map(|i| format!("/f{}.bin", c * 128 + i)).collect();
+            held.push(stalled_streams(addr, &paths).await);
+        }
+        // Let every stream be answered as far as it can be.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let peak = d.rss();
+        drop(held);
+        peak
+    });
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "3 x 128 stalled streams over cached files: RSS {} -> {} MiB (+{} MiB)",
+        before / MIB,
+        peak / MIB,
+        growth / MIB
+    );
+    // The cache (16) + three budgets (12) + allocator and h2 slack.
+    assert!(
+        growth < 60 * MIB,
+        "stalled streams held {} MiB over cache and budgets",
+        growth / MIB
+    );
+}
+
+/// 200 connections, each within its own 1 MiB budget, reading a large
+/// file with windows open but never reading the socket: 200 MiB of chunks
+/// without the process-wide bound, at most `max_response_memory` (24 MiB)
+/// with it.
+#[test]
+fn many_connections_within_their_budgets_stay_within_the_process_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.bin"), vec![5u8; 32 << 20]).unwrap();
+    let (_cfg, d, metrics) = daemon(
+        dir.path(),
+        "[limits]\nmax_response_buffer = \"1MiB\"\nmax_response_memory = \"24MiB\"\n\
+         send_timeout = \"30s\"\n",
+    );
+    let addr = d.addr;
+    let before = d.rss();
+    let rt = runtime();
+    let peak = rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            // Windows far larger than the budget; the client then stops
+            // reading the socket, so what the server sends piles up in its
+            // own buffers.
+            let (client, mut conn) = h2::client::Builder::new()
+                .initial_window_size(16 << 20)
+                .initial_connection_window_size(64 << 20)
+                .handshake::<_, Bytes>(stream)
+                .await
+                .unwrap();
+            let mut responses = Vec::new();
+            for _ in 0..20 {
+                let mut c = client.clone();
+                let ready = async { c.clone().ready().await };
+                c = tokio::select! {
+                    r = ready => r.unwrap(),
+                    _ = &mut conn => panic!("connection ended"),
+                };
+                let (resp, _) = c
+                    .send_request(
+                        http::Request::get("http://localhost/big.bin")
+                            .body(())
+                            .unwrap(),
+                        true,
+                    )
+                    .unwrap();
+                responses.push(resp);
+            }
+            // Drive the connection only long enough to send the requests.
+            let _ = tokio::time::timeout(Duration::from_millis(20), &mut conn).await;
+            held.push((client, conn, responses));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let peak = d.rss();
+        drop(held);
+        peak
+    });
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "200 connections x 20 streams, socket unread: RSS {} -> {} MiB (+{} MiB)",
+        before / MIB,
+        peak / MIB,
+        growth / MIB
+    );
+    assert!(
+        growth < 24 * MIB + 40 * MIB,
+        "200 connections held {} MiB past a 24 MiB process bound",
+        growth / MIB
+    );
+    let waits = scrape_value(metrics, "ruchy_serve_response_memory_waits_total");
+    assert!(waits > 0, "bodies waited for room, and it was counted");
+}
+
+/// A download with no window, and a PING every half second: PING ACKs are
+/// writes, not progress. The connection ends at the send timeout (2 s); it
+/// used to stay open as long as the PINGs came.
+#[test]
+fn pings_do_not_keep_a_stalled_download_past_the_send_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.bin"), vec![7u8; 20 << 20]).unwrap();
+    let (_cfg, d, _) = daemon(
+        dir.path(),
+        "[limits]\nsend_timeout = \"2s\"\nkeep_alive_timeout = \"30s\"\n\
+         max_connection_age = \"30s\"\n",
+    );
+    let addr = d.addr;
+    let lasted = runtime().block_on(async {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (client, mut conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, Bytes>(stream)
+            .await
+            .unwrap();
+        let mut pings = conn.ping_pong().expect("ping_pong");
+        let start = Instant::now();
+        let conn = tokio::spawn(conn);
+        let mut c = client.ready().await.unwrap();
+        let (resp, _) = c
+            .send_request(
+                http::Request::get("http://localhost/big.bin")
+                    .body(())
+                    .unwrap(),
+                true,
+            )
+            .unwrap();
+        let pinger = tokio::spawn(async move {
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if pings.ping(h2::Ping::opaque()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let ended = tokio::time::timeout(Duration::from_secs(12), conn).await;
+        pinger.abort();
+        drop(resp);
+        assert!(ended.is_ok(), "a stalled download kept open by PINGs");
+        start.elapsed()
+    });
+    eprintln!("stalled download with PINGs closed after {lasted:?}");
+    assert!(lasted < Duration::from_secs(5), "{lasted:?}");
+}
+
+/// The HTTP/2 client preface and an empty SETTINGS frame, then nothing: a
+/// peer that will never answer GOAWAY's PING.
+async fn silent_h2(addr: SocketAddr) -> TcpStream {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    c
+}
+
+/// Reads (and drops) what the server sends until it closes; how long that
+/// took, or `None` past `limit`.
+async fn closed_after(c: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = limit.checked_sub(start.elapsed())?;
+        match tokio::time::timeout(left, c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// An idle HTTP/2 connection past `max_connection_age` gets GOAWAY and
+/// then its short grace, not a whole keep-alive wait (30 s here).
+#[test]
+fn an_aged_idle_http2_peer_that_never_answers_is_closed_within_the_grace() {
+    let dir = crate::common::fixture();
+    let (_cfg, d, _) = daemon(
+        dir.path(),
+        "[limits]\nmax_connection_age = \"2s\"\nkeep_alive_timeout = \"30s\"\n\
+         header_read_timeout = \"30s\"\n",
+    );
+    let addr = d.addr;
+    let took = runtime().block_on(async {
+        let mut c = silent_h2(addr).await;
+        closed_after(&mut c, Duration::from_secs(12)).await
+    });
+    eprintln!("aged silent HTTP/2 peer closed after {took:?}");
+    let took = took.expect("still open 12 s after a 2 s age");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// SIGTERM with a silent HTTP/2 peer connected: the drain's GOAWAY goes
+/// unanswered, and the connection is dropped after its grace, so the
+/// shutdown does not wait for `shutdown_timeout` (10 s here).
+#[test]
+fn a_silent_http2_peer_does_not_hold_a_shutdown() {
+    let dir = crate::common::fixture();
+    let (_cfg, mut d, _) = daemon(
+        dir.path(),
+        "shutdown_timeout = \"10s\"\n[limits]\nkeep_alive_timeout = \"30s\"\n\
+         header_read_timeout = \"30s\"\n",
+    );
+    let addr = d.addr;
+    let rt = runtime();
+    let c = rt.block_on(async {
+        let mut c = silent_h2(addr).await;
+        // The server's SETTINGS: the connection is in HTTP/2.
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        c
+    });
+    let start = Instant::now();
+    d.signal("TERM");
+    let status = d.wait_exit(15).expect("exited");
+    let took = start.elapsed();
+    drop(c);
+    eprintln!("shutdown with a silent HTTP/2 peer took {took:?}");
+    assert!(status.success(), "{status:?}: {}", d.log_text());
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        !d.log_text().contains("shutdown_timeout reached"),
+        "{}",
+        d.log_text()
+    );
+}
