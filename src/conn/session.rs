@@ -72,6 +72,11 @@ fn http1_builder(limits: &Limits) -> http1::Builder {
         // deadline from the first byte, the idle one from the last response.
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_size)
+        // A client may send its request and shut its side at once
+        // (`printf ... | nc -N`, health-check scripts): without this hyper
+        // drops the connection at that EOF, before answering. The answer is
+        // still bounded by send_timeout.
+        .half_close(true)
         .keep_alive(true);
     // hyper parses into a stack array of 100 headers unless told another
     // count, which costs a heap vector filled on every request (seen in
@@ -138,9 +143,14 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         let handler = Arc::clone(&self.handler);
         let activity = Arc::clone(&self.activity);
         let served = activity.request_started(coarse_now_ms());
-        if !activity.is_h2() && has_body(&req) {
-            activity.expect_body();
+        let (parts, body) = req.into_parts();
+        let mut request_body = None;
+        if !activity.is_h2() {
+            let has = has_body(&parts.headers);
+            activity.expect_body(has);
+            request_body = has.then_some(body);
         }
+        let req = Request::from_parts(parts, ());
         if self.max_requests.is_some_and(|max| served >= max) {
             if activity.is_h2() {
                 activity.wake();
@@ -155,15 +165,14 @@ impl hyper::service::Service<Request<Incoming>> for Service {
                 // hyper closes the connection once this response is sent.
                 resp.headers_mut().insert(http::header::CONNECTION, CLOSE);
             }
-            Ok(resp.map(|b| InFlight::new(b, activity)))
+            Ok(resp.map(|b| InFlight::new(b, activity).keeping(request_body)))
         })
     }
 }
 
 /// Whether an HTTP/1 request carries a body (RFC 9112 section 6.3): a
 /// Content-Length other than 0, or a Transfer-Encoding.
-fn has_body<B>(req: &Request<B>) -> bool {
-    let h = req.headers();
+fn has_body(h: &http::HeaderMap) -> bool {
     h.contains_key(http::header::TRANSFER_ENCODING)
         || h.get(http::header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0")
@@ -388,6 +397,9 @@ impl Session {
                     // Handed back. What hyper read but did not parse (the
                     // start of the next request) is replayed to the next
                     // hyper connection, built at once.
+                    // hyper hands back only a connection whose last
+                    // request is done, body and all.
+                    activity.expect_body(false);
                     if !parts.read_buf.is_empty() {
                         activity.read();
                         io.unread(parts.read_buf);

@@ -190,9 +190,12 @@ impl Activity {
         self.requests.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// HTTP/1: the request just started carries a body.
-    pub fn expect_body(&self) {
-        self.body_expected.store(true, Ordering::Relaxed);
+    /// HTTP/1: whether the request just started carries a body; bytes
+    /// read until the next request (or the hand-back) are taken for it.
+    pub fn expect_body(&self, body: bool) {
+        if body || self.body_expected.load(Ordering::Relaxed) {
+            self.body_expected.store(body, Ordering::Relaxed);
+        }
     }
 
     /// When the body in flight that has gone longest without being polled
@@ -234,8 +237,14 @@ impl Activity {
 
     /// Bytes came from the client: on HTTP/1 a request head has begun, if
     /// one had not.
+    /// While a request's body may still be arriving, its bytes start no
+    /// head: the keep-alive deadline bounds that wait, and the next head's
+    /// timer starts when hyper's state is handed back with it.
     pub fn read(&self) {
-        if !self.h2.load(Ordering::Relaxed) && self.head_since_ms.load(Ordering::Relaxed) == 0 {
+        if !self.h2.load(Ordering::Relaxed)
+            && !self.body_expected.load(Ordering::Relaxed)
+            && self.head_since_ms.load(Ordering::Relaxed) == 0
+        {
             self.head_since_ms
                 .store(coarse_now_ms().max(1), Ordering::Relaxed);
         }
@@ -356,6 +365,9 @@ impl Activity {
                     && !closing
                     && inflight == 0
                     && head == 0
+                    // hyper may still be reading past the last request's
+                    // body; handing its state back then would cut it.
+                    && !self.body_expected.load(Ordering::Relaxed)
                     && self.answered.load(Ordering::Relaxed) == requests
                     && !self.write_blocked.load(Ordering::Relaxed),
             ),
@@ -418,6 +430,11 @@ pub struct InFlight<B> {
     activity: Arc<Activity>,
     /// HTTP/2: this body's slot in [`Activity::progress`].
     slot: Option<usize>,
+    /// HTTP/1: the request's body, unread, kept until the response is
+    /// done. hyper reads past an unread body when it is dropped, or closes
+    /// the connection if it has not all arrived: kept this long, a body
+    /// sent just after its head (curl's two writes) has arrived by then.
+    request_body: Option<hyper::body::Incoming>,
 }
 
 impl<B> InFlight<B> {
@@ -429,7 +446,14 @@ impl<B> InFlight<B> {
             inner,
             activity,
             slot,
+            request_body: None,
         }
+    }
+
+    /// Keeps the request's unread `body` until this response is done.
+    pub fn keeping(mut self, body: Option<hyper::body::Incoming>) -> Self {
+        self.request_body = body;
+        self
     }
 }
 
@@ -443,7 +467,7 @@ impl<B> Drop for InFlight<B> {
         a.inflight.fetch_sub(1, Ordering::Relaxed);
         a.answered.fetch_add(1, Ordering::Relaxed);
         a.last_event_ms.store(now, Ordering::Relaxed);
-        if a.body_expected.swap(false, Ordering::Relaxed) {
+        if a.body_expected.load(Ordering::Relaxed) {
             // What came after the head was (at least partly) the request's
             // body, which hyper now reads past: a next head that follows it
             // starts its timer when hyper's state is handed back with it

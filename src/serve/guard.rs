@@ -34,7 +34,27 @@ impl Refusal {
 /// malformed Host, or a request body.
 pub fn check<B>(req: &Request<B>, fields: &Fields<'_>, max_body: u64) -> Result<(), Refusal> {
     host(req.version(), fields)?;
+    authority_agrees(req, fields)?;
     body(req.headers(), fields, max_body)
+}
+
+/// RFC 9113 section 8.3.1: an HTTP/2 request whose Host header names
+/// another authority than its `:authority` is malformed ("a server SHOULD
+/// treat a request as malformed if it contains a Host header field that
+/// identifies an entity that differs from the entity in the :authority
+/// pseudo-header field"): 400, rather than choosing one of the two, since
+/// a proxy in front may have routed by the other. (HTTP/1.1's absolute-form
+/// target is different: RFC 9112 section 3.2.2 says to ignore Host then.)
+fn authority_agrees<B>(req: &Request<B>, fields: &Fields<'_>) -> Result<(), Refusal> {
+    if req.version() != Version::HTTP_2 {
+        return Ok(());
+    }
+    match (req.uri().authority(), fields.host) {
+        (Some(a), Some(h)) if !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()) => {
+            Err(Refusal::bad_request())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// RFC 9112 section 3.2: "A server MUST respond with a 400 (Bad Request)

@@ -337,3 +337,25 @@ async fn http2_rapid_reset_is_cut_off() {
     );
     assert_eq!(s.get("/hello.txt").await.status, 200);
 }
+
+/// RFC 9113 section 8.3.1: an HTTP/2 request whose Host names another
+/// authority than `:authority` is malformed: 400 (it used to be served by
+/// `:authority`). The same names in another case agree.
+#[tokio::test]
+async fn http2_host_that_disagrees_with_authority_is_refused() {
+    let (_d, s) = server().await;
+    let stream = TcpStream::connect(s.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(conn);
+    let mut statuses = Vec::new();
+    for host in ["b.example", "A.EXAMPLE", ""] {
+        let mut req = http::Request::get("http://a.example/hello.txt");
+        if !host.is_empty() {
+            req = req.header("host", host);
+        }
+        let mut c = client.clone().ready().await.unwrap();
+        let (resp, _) = c.send_request(req.body(()).unwrap(), true).unwrap();
+        statuses.push(resp.await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [400, 200, 200]);
+}

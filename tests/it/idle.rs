@@ -242,3 +242,43 @@ async fn a_quiet_tls_connection_hands_over_and_answers() {
         waiting_becomes(&s, 1).await;
     }
 }
+
+/// A request whose small body arrives in its own packet, after the head:
+/// those bytes are the body, not the start of the next head, so the
+/// connection is not cut at the head timeout as `header_timeout` (it was,
+/// 1 s after the answer), and it is handed back once a request without a
+/// body has been answered. The answer is a large file, so the body arrives
+/// while it is being sent.
+#[tokio::test]
+async fn a_body_in_its_own_packet_is_not_the_start_of_a_head() {
+    let root = fixture();
+    std::fs::write(root.path().join("big.bin"), vec![3u8; 4 << 20]).unwrap();
+    let s = TestServer::start(
+        root.path(),
+        "[limits]\nheader_read_timeout = \"1s\"\nkeep_alive_timeout = \"30s\"",
+    )
+    .await;
+    let c = TcpStream::connect(s.addr).await.unwrap();
+    c.set_nodelay(true).unwrap();
+    let (r, mut w) = c.into_split();
+    let mut resp = Responses::new(r);
+    waiting_becomes(&s, 1).await;
+    w.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    w.write_all(b"hello").await.unwrap();
+    assert_eq!(resp.next().await.0, 200);
+    // Past the head timeout, still open and still serving.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w.write_all(get("/digits.txt").as_bytes()).await.unwrap();
+    assert_eq!(resp.next().await.0, 200);
+    waiting_becomes(&s, 1).await;
+    let text = String::from_utf8(s.state.metrics.render()).unwrap();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("reason=\"header_timeout\"") && !l.ends_with(" 0")),
+        "{text}"
+    );
+}

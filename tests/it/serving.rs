@@ -339,3 +339,38 @@ set = { "X-Text" = "1" }
     assert_eq!(r.header("x-text"), None);
     assert_eq!(s.get("/hello.txt").await.header("x-text"), Some("1"));
 }
+
+/// A request followed at once by a half-close (`printf ... | nc -N`, a
+/// health-check script) is answered before the connection closes, for
+/// HTTP/1.1, HTTP/1.0 and a HEAD of a large file that is not cached.
+#[test]
+fn a_request_followed_by_a_half_close_is_answered() {
+    use std::io::{Read, Write};
+    let dir = crate::common::fixture();
+    std::fs::write(dir.path().join("big.bin"), vec![1u8; 20 << 20]).unwrap();
+    let d = crate::common::Daemon::serving(dir.path(), &[]);
+    let requests: [&[u8]; 3] = [
+        b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /hello.txt HTTP/1.0\r\n\r\n",
+        b"HEAD /big.bin HTTP/1.1\r\nHost: x\r\n\r\n",
+    ];
+    let mut answered = [0; 3];
+    for round in 0..10 {
+        for (i, req) in requests.iter().enumerate() {
+            let mut c = std::net::TcpStream::connect(d.addr).unwrap();
+            c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            c.write_all(req).unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut reply = Vec::new();
+            let _ = c.read_to_end(&mut reply);
+            let reply = String::from_utf8_lossy(&reply);
+            if reply.starts_with("HTTP/1.") && reply[8..].starts_with(" 200 ") {
+                answered[i] += 1;
+            } else {
+                eprintln!("round {round}, request {i}: {reply:?}");
+            }
+        }
+    }
+    assert_eq!(answered, [10, 10, 10]);
+}
