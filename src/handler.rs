@@ -104,10 +104,10 @@ impl Handler {
         }
     }
 
-    /// Records the certificate a TLS client that sent `sni` was shown.
-    pub fn set_sni(&mut self, sni: Option<&str>) {
-        let store = self.state.tls_resolver.store();
-        self.shown = store.shown(sni).map(Box::new);
+    /// Records the certificate a TLS client that sent `sni` was shown from
+    /// `certs`, the set its handshake chose from.
+    pub fn set_sni(&mut self, certs: &crate::tls::CertStore, sni: Option<&str>) {
+        self.shown = certs.shown(sni).map(Box::new);
     }
 
     /// Answers one request. Never fails: every error is a status code.

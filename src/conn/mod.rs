@@ -335,11 +335,29 @@ impl Connection {
             let serve = Box::pin(session.serve(tracked));
             return serve.await;
         }
+        // The certificate set the handshake will choose from. If it is
+        // swapped (a reload, a rotation) while the handshake runs, which
+        // certificate the client was shown cannot be told after it, and
+        // working it out from the new set could record one the client never
+        // saw: such a connection is closed (the client connects again).
+        let certs = listening.state.tls_resolver.store();
         let handshake = Box::pin(tls_handshake(&listening, tracked, handshake_due, peer));
         let Some((stream, protocol)) = handshake.await else {
             return;
         };
-        session.handler.set_sni(stream.get_ref().1.server_name());
+        if !Arc::ptr_eq(&certs, &listening.state.tls_resolver.store()) {
+            listening
+                .state
+                .metrics
+                .conns_rejected
+                .with_label_values(&[&*listening.label, "certificates_changed"])
+                .inc();
+            tracing::debug!(%peer, "certificates changed during the TLS handshake; closing");
+            return;
+        }
+        session
+            .handler
+            .set_sni(&certs, stream.get_ref().1.server_name());
         session.protocol = protocol;
         let serve = Box::pin(session.serve(stream));
         serve.await

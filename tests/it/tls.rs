@@ -571,3 +571,109 @@ async fn http2_preface_on_http1_only_tls_connection_is_refused() {
     let tls = connect(&p.ca, s.addr, "a.test", &["http/1.1"]).await;
     assert_eq!(h1_get(tls, "/hello.txt").await.0, 200);
 }
+
+/// A client's stream that holds back its writes after the first (the
+/// ClientHello) until `open` fires: the server has chosen its certificate
+/// and waits for the client's Finished.
+struct Gate {
+    inner: TcpStream,
+    writes: usize,
+    open: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl tokio::io::AsyncRead for Gate {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Gate {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.writes >= 1 {
+            if let Some(open) = self.open.as_mut() {
+                if std::future::Future::poll(std::pin::Pin::new(open), cx).is_pending() {
+                    return std::task::Poll::Pending;
+                }
+                self.open = None;
+            }
+        }
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(poll, std::task::Poll::Ready(Ok(_))) {
+            self.writes += 1;
+        }
+        poll
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A reload that swaps the certificates while a handshake is half done:
+/// the server cannot tell which set the client was shown, so it closes
+/// that connection rather than record a certificate from the new set (it
+/// used to record the new set's and serve). Connections made after are
+/// served with the new certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_that_spans_a_certificate_swap_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let p = pki();
+    let first = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let root = fixture();
+    let s = TestServer::start_raw(
+        root.path(),
+        &body(&[&first], "\n[tls]\nwatch_interval = \"0s\"\n"),
+    )
+    .await;
+    let (open, gate) = tokio::sync::oneshot::channel();
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let gated = Gate {
+        inner: tcp,
+        writes: 0,
+        open: Some(gate),
+    };
+    let connector = p.ca.client(&["http/1.1"], &[&rustls::version::TLS13]);
+    let handshake =
+        tokio::spawn(async move { connector.connect(server_name("a.test"), gated).await });
+    // The server's flight is out (certificate 1 chosen); swap the set.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = p.ca.issue(p.dir.path(), "b", &["a.test"], 2, 30);
+    s.reload(Some(&body(
+        &[&second],
+        "\n[tls]\nwatch_interval = \"0s\"\n",
+    )))
+    .await;
+    open.send(()).unwrap();
+    let mut tls = handshake
+        .await
+        .unwrap()
+        .expect("the client's side completes");
+    assert_eq!(
+        tls.get_ref().1.peer_certificates().map(|c| c.len()),
+        Some(1)
+    );
+    let _ = tls
+        .write_all(b"GET /hello.txt HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(!reply.contains(" 200 "), "served: {reply}");
+    assert_eq!(peer_serial(&connect(&p.ca, s.addr, "a.test", &[]).await), 2);
+}
