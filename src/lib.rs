@@ -13,6 +13,8 @@
 //! Low modules first; no module imports one that imports it
 //! (`tests/it/layering.rs` checks):
 //! - [`addr`]: listen addresses and peers; imports nothing of ours.
+//! - [`clients`]: open connections by client address
+//!   (`limits.max_connections_per_client`).
 //! - [`clock`]: Unix seconds, the coarse monotonic clock, log timestamps.
 //! - [`fileid`]: the identity of a file version, for every cache and watch.
 //! - [`config`]: raw figment/serde settings -> validated immutable
@@ -44,6 +46,7 @@
 pub mod access;
 pub mod addr;
 pub mod admin;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod conn;

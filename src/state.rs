@@ -70,6 +70,9 @@ pub struct State {
     /// What all connections' response bodies may hold together
     /// (`limits.max_response_memory`); its bound follows reloads.
     pub response_memory: Arc<Pool>,
+    /// Open connections by client address, for
+    /// `limits.max_connections_per_client`.
+    pub clients: Arc<crate::clients::Clients>,
 }
 
 impl State {
@@ -102,6 +105,7 @@ impl State {
             metrics,
             access_log: ArcSwapOption::empty(),
             response_memory,
+            clients: Arc::default(),
         }
     }
 

@@ -47,6 +47,10 @@ pub struct Limits {
     /// What every connection's response bodies together may hold: past it,
     /// bodies wait for room ([`crate::serve::body::Pool`]).
     pub max_response_memory: u64,
+    /// Open connections one client address (after a trusted PROXY header)
+    /// may have across the server's listeners; `None`: no limit. nginx's
+    /// `limit_conn` keyed by `$binary_remote_addr`.
+    pub max_connections_per_client: Option<u32>,
 }
 
 impl Limits {
@@ -96,6 +100,8 @@ impl Limits {
             max_connection_age: Some(l.max_connection_age.get()).filter(|d| !d.is_zero()),
             max_response_buffer,
             max_response_memory,
+            max_connections_per_client: (l.max_connections_per_client > 0)
+                .then_some(l.max_connections_per_client),
         })
     }
 }

@@ -323,6 +323,8 @@ pub struct RawLimits {
     /// Response bytes all connections together may hold; unset: a quarter
     /// of the memory the process may use.
     pub max_response_memory: Option<Size>,
+    /// Open connections one client address may have; 0: no limit.
+    pub max_connections_per_client: u32,
 }
 
 impl Default for RawLimits {
@@ -341,6 +343,7 @@ impl Default for RawLimits {
             max_connection_age: Span(Duration::ZERO),
             max_response_buffer: Size(4 << 20),
             max_response_memory: None,
+            max_connections_per_client: 0,
         }
     }
 }

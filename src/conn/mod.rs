@@ -282,7 +282,7 @@ impl Connection {
             drain,
             ..
         } = self;
-        let (session, tracked) = session(
+        let Some((session, tracked)) = session(
             &listening,
             role,
             cfg,
@@ -291,7 +291,9 @@ impl Connection {
             Bytes::new(),
             accepted_ms,
             drain,
-        );
+        ) else {
+            return Box::pin(std::future::ready(()));
+        };
         Box::pin(session.serve(tracked))
     }
 
@@ -321,7 +323,7 @@ impl Connection {
         } else {
             (peer, Bytes::new())
         };
-        let (mut session, tracked) = session(
+        let Some((mut session, tracked)) = session(
             &listening,
             role,
             cfg,
@@ -330,7 +332,9 @@ impl Connection {
             prefix,
             accepted_ms,
             drain,
-        );
+        ) else {
+            return;
+        };
         if !tls {
             let serve = Box::pin(session.serve(tracked));
             return serve.await;
@@ -375,9 +379,24 @@ fn session(
     prefix: Bytes,
     accepted_ms: u64,
     drain: Option<DrainWatch>,
-) -> (Session, Tracked) {
+) -> Option<(Session, Tracked)> {
     let state = &listening.state;
     let traffic = role != Role::Metrics;
+    let client = match cfg.limits.max_connections_per_client {
+        Some(max) if traffic => match state.clients.admit(peer, max) {
+            Ok(slot) => slot,
+            Err(()) => {
+                state
+                    .metrics
+                    .conns_rejected
+                    .with_label_values(&[&*listening.label, "per_client_limit"])
+                    .inc();
+                tracing::debug!(%peer, "per-client connection limit reached; closing");
+                return None;
+            }
+        },
+        _ => None,
+    };
     let gauges = listening.gauges.as_ref().filter(|_| traffic);
     let open = gauges.map(|g| {
         g.open.inc();
@@ -417,8 +436,9 @@ fn session(
         closes: Closes(traffic.then(|| (Arc::clone(&state.metrics), Arc::clone(&listening.label)))),
         waiting: gauges.map(|g| g.waiting.clone()),
         _open: open,
+        _client: client,
     };
-    (session, tracked)
+    Some((session, tracked))
 }
 
 /// Reads the PROXY header a balancer sends before TLS and HTTP, from a

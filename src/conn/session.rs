@@ -194,6 +194,8 @@ pub struct Session {
     pub(super) waiting: Option<IntGauge>,
     /// Counts the connection in `http_connections_open` while it lives.
     pub(super) _open: Option<super::OpenGuard>,
+    /// Counts the connection for its client address while it lives.
+    pub(super) _client: Option<crate::clients::ClientSlot>,
 }
 
 /// hyper's connections over the connection's stream.

@@ -598,6 +598,7 @@ mod tests {
             max_connection_age: None,
             max_response_buffer: 4 << 20,
             max_response_memory: 64 << 20,
+            max_connections_per_client: None,
         }
     }
 

@@ -157,3 +157,55 @@ async fn malformed_request_line_gets_400_and_server_lives() {
     }
     assert_eq!(s.get("/hello.txt").await.status, 200);
 }
+
+/// `max_connections_per_client` (nginx's `limit_conn`): a client with that
+/// many connections open has its next one closed at once, counted as
+/// `per_client_limit`, while its open ones keep serving; closing one frees
+/// a slot.
+#[tokio::test]
+async fn a_client_past_its_connection_limit_is_closed_and_counted() {
+    let dir = fixture();
+    let s = TestServer::start(dir.path(), "[limits]\nmax_connections_per_client = 3").await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(kept_connection(s.addr).await);
+    }
+    let mut fourth = TcpStream::connect(s.addr).await.unwrap();
+    let _ = fourth
+        .write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    // The open ones still serve.
+    let c = &mut open[0];
+    c.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = c.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let text = String::from_utf8(s.state.metrics.render()).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("reason=\"per_client_limit\"") && l.ends_with(" 1")),
+        "{text}"
+    );
+    drop(open.pop());
+    // The slot comes back once the server has seen the close.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = raw(
+            s.addr,
+            b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if raw_status(&reply) == 200 {
+            break;
+        }
+        assert!(Instant::now() < until, "no slot after a close");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
