@@ -9,6 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::addr::Peer;
 
+/// A client already has its `max_connections_per_client` open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverLimit;
+
 /// Open connections by client address.
 #[derive(Debug, Default)]
 pub struct Clients {
@@ -18,7 +22,7 @@ pub struct Clients {
 impl Clients {
     /// A slot for one more connection from `peer` if it has fewer than
     /// `max` open; unix-socket peers have no address and are not limited.
-    pub fn admit(self: &Arc<Self>, peer: Peer, max: u32) -> Result<Option<ClientSlot>, ()> {
+    pub fn admit(self: &Arc<Self>, peer: Peer, max: u32) -> Result<Option<ClientSlot>, OverLimit> {
         let Peer::Tcp(addr) = peer else {
             return Ok(None);
         };
@@ -28,7 +32,7 @@ impl Clients {
         let mut open = self.open.lock().expect("clients lock");
         let n = open.entry(ip).or_insert(0);
         if *n >= max {
-            return Err(());
+            return Err(OverLimit);
         }
         *n += 1;
         Ok(Some(ClientSlot {

@@ -385,7 +385,7 @@ fn session(
     let client = match cfg.limits.max_connections_per_client {
         Some(max) if traffic => match state.clients.admit(peer, max) {
             Ok(slot) => slot,
-            Err(()) => {
+            Err(crate::clients::OverLimit) => {
                 state
                     .metrics
                     .conns_rejected
