@@ -31,9 +31,9 @@ pub struct Limits {
     /// Largest request body announced by Content-Length that is answered;
     /// larger ones get 413 and the connection closes. Bodies are never read.
     pub max_request_body: u64,
-    /// A response whose bytes have not moved for this long is ended: on
-    /// HTTP/1 the connection closes; on HTTP/2 the connection closes once
-    /// nothing at all has been written to it for this long.
+    /// A response that has made no progress for this long ends its
+    /// connection: on HTTP/1 no byte written, on HTTP/2 its body not polled
+    /// (control frames such as PING ACKs are not progress).
     pub send_timeout: Duration,
     /// Requests one connection may carry before it is closed gracefully
     /// (Connection: close, GOAWAY); `None`: no limit.

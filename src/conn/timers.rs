@@ -4,10 +4,12 @@
 //! | phase | deadline | ends it |
 //! |---|---|---|
 //! | accept to the end of the first request head (PROXY header, TLS, protocol detection, HTTP/2 preface included) | `header_read_timeout` | closed |
-//! | first byte of a later HTTP/1 request head to its end | `header_read_timeout` | closed |
+//! | first byte of a later HTTP/1 request head to its end (a request's own body is no head) | `header_read_timeout` | closed |
 //! | nothing in flight, before or between requests (HTTP/1 and HTTP/2; PINGs do not count) | `keep_alive_timeout` | graceful |
-//! | a response in flight whose bytes do not move | `send_timeout` | closed |
+//! | a response in flight that makes no progress (HTTP/1: no byte written; HTTP/2: its body not polled, since hyper polls it only when the stream has window: PING ACKs are not progress) | `send_timeout` | closed |
 //! | the connection's age, its request count | `max_connection_age`, `max_requests_per_connection` | graceful |
+//! | a graceful close with nothing in flight (GOAWAY unanswered, a drain) | [`GRACE`] | closed |
+//! | an HTTP/2 connection past its age, GOAWAY sent | `send_timeout` more | closed |
 //!
 //! "Graceful" is hyper's: HTTP/1 closes after the response in flight (or at
 //! once when idle), HTTP/2 sends GOAWAY and lets open streams finish.
