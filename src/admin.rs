@@ -23,6 +23,7 @@ pub fn respond(state: &State, path: &str) -> Response<Body> {
             "not found: try /metrics, /healthz or /readyz\n",
         );
     }
+    state.response_memory.report();
     let mut r = Response::new(body::full(state.metrics.render()));
     r.headers_mut().insert(
         CONTENT_TYPE,

@@ -143,14 +143,6 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         let handler = Arc::clone(&self.handler);
         let activity = Arc::clone(&self.activity);
         let served = activity.request_started(coarse_now_ms());
-        let (parts, body) = req.into_parts();
-        let mut request_body = None;
-        if !activity.is_h2() {
-            let has = has_body(&parts.headers);
-            activity.expect_body(has);
-            request_body = has.then_some(body);
-        }
-        let req = Request::from_parts(parts, ());
         if self.max_requests.is_some_and(|max| served >= max) {
             if activity.is_h2() {
                 activity.wake();
@@ -159,23 +151,37 @@ impl hyper::service::Service<Request<Incoming>> for Service {
                 self.closes.count(Close::Requests);
             }
         }
-        Box::pin(async move {
-            let mut resp = handler.handle(req).await;
-            if activity.closing() && !activity.is_h2() {
-                // hyper closes the connection once this response is sent.
-                resp.headers_mut().insert(http::header::CONNECTION, CLOSE);
-            }
-            Ok(resp.map(|b| InFlight::new(b, activity).keeping(request_body)))
-        })
+        // HTTP/1: a request with a body keeps it (unread) until its
+        // response is done ([`InFlight::keeping`]); the common request has
+        // none, and goes to the handler as it is.
+        let h1 = !activity.is_h2();
+        let keep = h1 && !http_body::Body::is_end_stream(req.body());
+        if h1 {
+            activity.expect_body(keep);
+        }
+        if keep {
+            let (parts, body) = req.into_parts();
+            let req = Request::from_parts(parts, ());
+            return Box::pin(answer(handler, activity, req, Some(body)));
+        }
+        Box::pin(answer(handler, activity, req, None))
     }
 }
 
-/// Whether an HTTP/1 request carries a body (RFC 9112 section 6.3): a
-/// Content-Length other than 0, or a Transfer-Encoding.
-fn has_body(h: &http::HeaderMap) -> bool {
-    h.contains_key(http::header::TRANSFER_ENCODING)
-        || h.get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
+/// The handler's answer to `req`, in flight on its connection until its
+/// body is done; `body`: the request's unread body, kept as long.
+async fn answer<B>(
+    handler: Arc<Handler>,
+    activity: Arc<Activity>,
+    req: Request<B>,
+    body: Option<Incoming>,
+) -> Result<Reply, Infallible> {
+    let mut resp = handler.handle(req).await;
+    if activity.closing() && !activity.is_h2() {
+        // hyper closes the connection once this response is sent.
+        resp.headers_mut().insert(http::header::CONNECTION, CLOSE);
+    }
+    Ok(resp.map(|b| InFlight::new(b, activity).keeping(body)))
 }
 
 /// A connection ready for HTTP: its handler, its limits and clocks.

@@ -133,10 +133,13 @@ pub const CHUNK_HTTP2: usize = 64 * 1024;
 /// reads, and its later streams wait for room instead of growing the
 /// memory; the send timeout then ends it.
 #[derive(Debug, Clone)]
-pub struct Budget {
-    /// Permits are KiB.
-    room: Arc<tokio::sync::Semaphore>,
-    kib: u32,
+pub struct Budget(Arc<Rooms>);
+
+/// The connection's room and the pool's, behind the one `Arc` every
+/// [`Charge`] holds: a charge costs one reference count, not one per room.
+#[derive(Debug)]
+struct Rooms {
+    conn: Pool,
     pool: Option<Arc<Pool>>,
 }
 
@@ -144,46 +147,54 @@ impl Budget {
     /// A budget of `bytes` (rounded down to KiB, at least one chunk's worth
     /// of the smaller chunk), alone (tests, benchmarks).
     pub fn new(bytes: u64) -> Budget {
-        let kib = (bytes / 1024).clamp((CHUNK_HTTP2 / 1024) as u64, u32::MAX as u64 >> 4) as u32;
-        Budget {
-            room: Arc::new(tokio::sync::Semaphore::new(kib as usize)),
-            kib,
-            pool: None,
-        }
+        Budget::with_pool(bytes, None)
     }
 
     /// A connection's budget of `bytes` that also draws from `pool`.
     pub fn within(bytes: u64, pool: &Arc<Pool>) -> Budget {
-        Budget {
-            pool: Some(Arc::clone(pool)),
-            ..Budget::new(bytes)
-        }
+        Budget::with_pool(bytes, Some(Arc::clone(pool)))
+    }
+
+    fn with_pool(bytes: u64, pool: Option<Arc<Pool>>) -> Budget {
+        let bytes = bytes.clamp(CHUNK_HTTP2 as u64, (u32::MAX as u64 >> 4) * 1024);
+        Budget(Arc::new(Rooms {
+            conn: Pool::new(bytes, None),
+            pool,
+        }))
+    }
+
+    fn kib(&self) -> u64 {
+        self.0.conn.max_kib.load(Ordering::Relaxed)
     }
 
     /// The chunk to read for `want` bytes: at most `chunk`, and never more
     /// than the whole budget.
     fn chunk(&self, want: u64, chunk: usize) -> usize {
-        want.min(chunk as u64).min(self.kib as u64 * 1024) as usize
+        want.min(chunk as u64).min(self.kib() * 1024) as usize
     }
 
     /// KiB charged for `bytes`: at least one, at most the whole budget (a
     /// body larger than the budget then holds all of it while it lives).
     fn kib_for(&self, bytes: usize) -> u32 {
-        (bytes.div_ceil(1024).max(1) as u64).min(self.kib as u64) as u32
+        (bytes.div_ceil(1024).max(1) as u64).min(self.kib()) as u32
     }
 
     /// Room for `bytes` now, if both the connection and the pool have it.
     pub fn try_charge(&self, bytes: usize) -> Option<Charge> {
         let kib = self.kib_for(bytes);
-        let conn = Arc::clone(&self.room).try_acquire_many_owned(kib).ok()?;
-        let pool = match &self.pool {
-            Some(p) => Some(p.try_take(kib)?),
-            None => None,
-        };
+        let rooms = &self.0;
+        if !rooms.conn.try_take(kib) {
+            return None;
+        }
+        if let Some(p) = &rooms.pool {
+            if !p.try_take(kib) {
+                rooms.conn.give_back(kib);
+                return None;
+            }
+        }
         Some(Charge {
+            rooms: Arc::clone(rooms),
             kib,
-            _conn: conn,
-            _pool: pool,
         })
     }
 
@@ -191,18 +202,18 @@ impl Budget {
     /// have it.
     pub async fn charge(&self, bytes: usize) -> Charge {
         let kib = self.kib_for(bytes);
-        let conn = Arc::clone(&self.room)
-            .acquire_many_owned(kib)
-            .await
-            .expect("the budget's semaphore is never closed");
-        let pool = match &self.pool {
-            Some(p) => Some(p.take(kib).await),
-            None => None,
-        };
+        let rooms = &self.0;
+        rooms.conn.take(kib).await;
+        // The connection's room is held from here: a charge dropped while
+        // it waits for the pool (the request went away) gives it back.
+        let held = ConnRoom { rooms, kib };
+        if let Some(p) = &rooms.pool {
+            p.take(kib).await;
+        }
+        std::mem::forget(held);
         Charge {
+            rooms: Arc::clone(rooms),
             kib,
-            _conn: conn,
-            _pool: pool,
         }
     }
 
@@ -223,9 +234,29 @@ impl Default for Budget {
 /// dropped.
 #[derive(Debug)]
 pub struct Charge {
+    rooms: Arc<Rooms>,
     kib: u32,
-    _conn: tokio::sync::OwnedSemaphorePermit,
-    _pool: Option<PoolTake>,
+}
+
+/// The connection's part of a charge still waiting for the pool's.
+struct ConnRoom<'a> {
+    rooms: &'a Rooms,
+    kib: u32,
+}
+
+impl Drop for ConnRoom<'_> {
+    fn drop(&mut self) {
+        self.rooms.conn.give_back(self.kib);
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.rooms.conn.give_back(self.kib);
+        if let Some(p) = &self.rooms.pool {
+            p.give_back(self.kib);
+        }
+    }
 }
 
 /// `bytes` carrying `charge`: hyper (and h2's send buffer) hold the charge
@@ -248,20 +279,22 @@ impl AsRef<[u8]> for Charged {
     }
 }
 
-/// The process-wide bound on response memory (`limits.max_response_memory`):
-/// every connection's charges are also taken from here, so many connections
-/// each within their own budget cannot together exhaust the host. Past it,
-/// bodies wait (counted in `ruchy_serve_response_memory_waits_total`); they
-/// are not failed, and a client that never reads is still ended by its send
-/// timeout, which gives the room back.
+/// Room counted in KiB, taken and given back without a lock: one per
+/// connection, and the process-wide bound on response memory
+/// (`limits.max_response_memory`), which every connection's charges are
+/// also taken from, so many connections each within their own budget
+/// cannot together exhaust the host. Past it, bodies wait (counted in
+/// `ruchy_serve_response_memory_waits_total`); they are not failed, and a
+/// client that never reads is still ended by its send timeout, which gives
+/// the room back.
 ///
 /// A counter and a wake-up rather than a semaphore: a semaphore's release
-/// takes a lock every time, and every response on every core passes here.
+/// takes a lock every time, and every response passes here twice.
 #[derive(Debug)]
 pub struct Pool {
     /// KiB charged now.
     used: AtomicU64,
-    /// The bound in KiB; a reload may change it.
+    /// The bound in KiB; a reload may change the process-wide one.
     max_kib: AtomicU64,
     /// Charges waiting for room: releases wake them only when there are any.
     waiting: AtomicUsize,
@@ -269,7 +302,8 @@ pub struct Pool {
     stats: Option<PoolStats>,
 }
 
-/// The pool's Prometheus handles.
+/// The pool's Prometheus handles (the bytes in use are read at scrape
+/// time, [`Pool::report`], not counted on every response).
 #[derive(Debug, Clone)]
 pub struct PoolStats {
     /// Bytes charged now.
@@ -309,28 +343,28 @@ impl Pool {
         self.used.load(Ordering::Relaxed) * 1024
     }
 
-    fn try_take(self: &Arc<Self>, kib: u32) -> Option<PoolTake> {
+    /// Sets the bytes gauge from the counter (before a scrape).
+    pub fn report(&self) {
+        if let Some(s) = &self.stats {
+            s.bytes.set(self.used_bytes() as i64);
+        }
+    }
+
+    fn try_take(&self, kib: u32) -> bool {
         // A charge larger than the whole pool may take it alone, or it
         // could never be served.
         let max = self.max_kib.load(Ordering::Relaxed);
-        let kib64 = kib as u64;
+        let kib = kib as u64;
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
-                (u + kib64 <= max || u == 0).then_some(u + kib64)
+                (u + kib <= max || u == 0).then_some(u + kib)
             })
-            .ok()?;
-        if let Some(s) = &self.stats {
-            s.bytes.add(kib64 as i64 * 1024);
-        }
-        Some(PoolTake {
-            pool: Arc::clone(self),
-            kib,
-        })
+            .is_ok()
     }
 
-    async fn take(self: &Arc<Self>, kib: u32) -> PoolTake {
-        if let Some(t) = self.try_take(kib) {
-            return t;
+    async fn take(&self, kib: u32) {
+        if self.try_take(kib) {
+            return;
         }
         if let Some(s) = &self.stats {
             s.waits.inc();
@@ -342,8 +376,8 @@ impl Pool {
             tokio::pin!(freed);
             // Registered before looking, so a release in between is seen.
             freed.as_mut().enable();
-            if let Some(t) = self.try_take(kib) {
-                return t;
+            if self.try_take(kib) {
+                return;
             }
             freed.await;
         }
@@ -351,9 +385,6 @@ impl Pool {
 
     fn give_back(&self, kib: u32) {
         self.used.fetch_sub(kib as u64, Ordering::AcqRel);
-        if let Some(s) = &self.stats {
-            s.bytes.sub(kib as i64 * 1024);
-        }
         if self.waiting.load(Ordering::Acquire) > 0 {
             self.freed.notify_waiters();
         }
@@ -365,19 +396,6 @@ struct Unwait<'a>(&'a AtomicUsize);
 impl Drop for Unwait<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Room taken from the pool.
-#[derive(Debug)]
-struct PoolTake {
-    pool: Arc<Pool>,
-    kib: u32,
-}
-
-impl Drop for PoolTake {
-    fn drop(&mut self) {
-        self.pool.give_back(self.kib);
     }
 }
 

@@ -39,7 +39,7 @@ pub mod sites;
 pub mod tree;
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -240,9 +240,23 @@ struct Ask<'a, B> {
     need: AtomicUsize,
     /// Room already waited for, for the next try.
     credit: Mutex<Option<body::Charge>>,
+    /// Whether `credit` holds any.
+    has_credit: AtomicBool,
 }
 
 impl<B> Ask<'_, B> {
+    /// The room waited for, if any.
+    fn take_credit(&self) -> Option<body::Charge> {
+        self.has_credit.store(false, Ordering::Relaxed);
+        self.credit.lock().expect("credit lock").take()
+    }
+
+    /// Keeps `room` for the next try.
+    fn give_credit(&self, room: Option<body::Charge>) {
+        self.has_credit.store(room.is_some(), Ordering::Relaxed);
+        *self.credit.lock().expect("credit lock") = room;
+    }
+
     /// `resp` with its in-memory body charged to the budget. When there is
     /// no room now, the body is dropped at once and [`Ask::need`] says how
     /// much to wait for: a stream waiting for room must not hold the bytes
@@ -252,7 +266,11 @@ impl<B> Ask<'_, B> {
         let Some(n) = resp.body().held() else {
             return resp;
         };
-        let credit = self.credit.lock().expect("credit lock").take();
+        // Credit exists only after a wait: the common answer takes no lock.
+        let credit = match self.has_credit.load(Ordering::Relaxed) {
+            true => self.take_credit(),
+            false => None,
+        };
         if let Some(c) = credit {
             if self.budget.covers(&c, n) {
                 return resp.map(|b| b.charge(c));
@@ -287,6 +305,7 @@ pub async fn respond<B>(
         budget,
         need: AtomicUsize::new(0),
         credit: Mutex::new(None),
+        has_credit: AtomicBool::new(false),
     };
     loop {
         let resp = respond_once(&ask).await;
@@ -296,7 +315,7 @@ pub async fn respond<B>(
         }
         drop(resp);
         let room = budget.charge(need).await;
-        *ask.credit.lock().expect("credit lock") = Some(room);
+        ask.give_credit(Some(room));
     }
 }
 
@@ -354,7 +373,7 @@ async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
     // copy: nginx's open_file_cache_valid).
     let expired = key.as_deref().and_then(|k| site.cache.expired(k));
     let budget = ask.budget.clone();
-    let credit = ask.credit.lock().expect("credit lock").take();
+    let credit = ask.take_credit();
     let outcome = blocking(site, move |site| {
         let outcome = site.resolve_trying(&path, query.as_deref(), accept.as_deref())?;
         let mut room = credit;
@@ -384,7 +403,7 @@ async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
     })
     .await;
     let outcome = outcome.map(|(outcome, bytes, room)| {
-        *ask.credit.lock().expect("credit lock") = room;
+        ask.give_credit(room);
         (outcome, bytes)
     });
 
