@@ -503,3 +503,44 @@ async fn file_created_after_a_cached_404_is_served_within_the_interval() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The bytes of an in-memory body, and where they live.
+fn memory_body(resp: http::Response<ruchy_serve::serve::body::Body>) -> (usize, bytes::Bytes) {
+    match resp.into_body() {
+        ruchy_serve::serve::body::Body::Full(Some(b)) => (b.as_ptr() as usize, b),
+        other => panic!("not an in-memory body: {other:?}"),
+    }
+}
+
+/// A cached file past `cache_revalidate` whose file kept its identity is
+/// kept, not read again (a stat, not a copy): the next answer is the same
+/// buffer. A change of content is read again.
+#[tokio::test]
+async fn a_revalidation_of_an_unchanged_file_keeps_its_bytes() {
+    use ruchy_serve::serve::{body::Budget, fields::Fields, respond};
+    let dir = fixture();
+    let path = dir.path().join("page.bin");
+    std::fs::write(&path, vec![b'a'; 100_000]).unwrap();
+    let s = TestServer::start(dir.path(), "[files]\ncache_revalidate = \"50ms\"").await;
+    let site = std::sync::Arc::clone(s.state.sites().default_site().unwrap());
+    let req = http::Request::get("/page.bin").body(()).unwrap();
+    let budget = Budget::default();
+    let fields = Fields::of(req.headers());
+    let ask = || respond(std::sync::Arc::clone(&site), &req, &fields, &budget);
+    let (first, _) = memory_body(ask().await);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let (again, bytes) = memory_body(ask().await);
+    assert_eq!(
+        first, again,
+        "the revalidated file was read into a new buffer"
+    );
+    assert_eq!(bytes.len(), 100_000);
+    drop(bytes);
+    std::fs::write(&path, vec![b'b'; 100_000]).unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let (_, changed) = memory_body(ask().await);
+    assert!(
+        changed.iter().all(|&b| b == b'b'),
+        "new content after a change"
+    );
+}
