@@ -64,6 +64,17 @@ impl<'a> Tree<'a> {
                 Ok(Some((path.to_path_buf(), meta)))
             }
             SymlinkPolicy::WithinRoot => {
+                // A path with no symlink at all below the root is its own
+                // canonical form: one openat2 answers for it, where
+                // `canonicalize` would ask readlink of every component.
+                // Only a path through a symlink (ELOOP) is resolved.
+                // (The walk for old kernels opens a final symlink itself
+                // under O_PATH: that, too, goes the long way.)
+                match self.stat_beneath(path.to_path_buf()) {
+                    Ok(None) => {}
+                    Ok(Some((_, meta))) if meta.file_type().is_symlink() => {}
+                    found => return found,
+                }
                 let real = path.canonicalize()?;
                 if !real.starts_with(&self.cfg.root) {
                     return Ok(None);
