@@ -17,6 +17,7 @@
 //!   its deadlines and the drain, holding only the socket while it waits;
 //! - [`drain`]: how a shutdown reaches the connections.
 
+pub mod coalesce;
 pub mod drain;
 pub mod session;
 pub mod timers;

@@ -29,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::coalesce::Coalesce;
 use super::drain::DrainWatch;
 use super::timers::{Activity, Close, InFlight, GRACE};
 use crate::addr::Peer;
@@ -206,7 +207,7 @@ pub struct Session {
 
 /// hyper's connections over the connection's stream.
 type Http1Conn<I> = http1::Connection<TokioIo<Replay<I>>, Service>;
-type Http2Conn<I> = http2::Connection<TokioIo<Replay<I>>, Service, TokioExecutor>;
+type Http2Conn<I> = http2::Connection<TokioIo<Coalesce<Replay<I>>>, Service, TokioExecutor>;
 
 /// What the connection is doing.
 enum Phase<I> {
@@ -219,7 +220,15 @@ enum Phase<I> {
         built_at: u64,
         releasing: bool,
     },
-    Http2(Pin<Box<Http2Conn<I>>>),
+    /// hyper's HTTP/2 connection, and the session's handle on its write
+    /// buffer (written out after each poll of the connection).
+    /// `finished`: hyper's result, held until the last buffered bytes are
+    /// out.
+    Http2 {
+        conn: Pin<Box<Http2Conn<I>>>,
+        out: Coalesce<Replay<I>>,
+        finished: Option<hyper::Result<()>>,
+    },
     /// Between two phases.
     Gone,
 }
@@ -230,6 +239,8 @@ enum Event {
     Bytes(bool),
     /// hyper's connection finished.
     Done(hyper::Result<()>),
+    /// Writing what the connection buffered failed.
+    Broken,
     /// The drain began.
     Drain,
     /// A deadline passed.
@@ -241,7 +252,28 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Phase<I> {
         match self {
             Phase::Waiting(io) => io.poll_fill(cx).map(Event::Bytes),
             Phase::Http1 { conn, .. } => conn.poll_without_shutdown(cx).map(Event::Done),
-            Phase::Http2(conn) => conn.as_mut().poll(cx).map(Event::Done),
+            Phase::Http2 {
+                conn,
+                out,
+                finished,
+            } => {
+                if finished.is_none() {
+                    if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                        *finished = Some(r);
+                    }
+                }
+                // What this poll wrote goes out now, in one write; hyper's
+                // end waits for it.
+                match out.flush_now(cx) {
+                    Poll::Ready(Err(_)) => return Poll::Ready(Event::Broken),
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => {}
+                }
+                match finished.take() {
+                    Some(r) => Poll::Ready(Event::Done(r)),
+                    None => Poll::Pending,
+                }
+            }
             Phase::Gone => Poll::Pending,
         }
     }
@@ -255,7 +287,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Phase<I> {
                 Pin::new(&mut **conn).graceful_shutdown();
                 true
             }
-            Phase::Http2(conn) => {
+            Phase::Http2 { conn, .. } => {
                 conn.as_mut().graceful_shutdown();
                 true
             }
@@ -322,9 +354,7 @@ impl Session {
         let mut sniffing = self.protocol == Protocol::Auto;
         let mut phase = if self.protocol == Protocol::Http2 {
             activity.set_h2();
-            Phase::Http2(Box::pin(
-                http2_builder(limits).serve_connection(TokioIo::new(io), svc.clone()),
-            ))
+            start_http2(io, limits, &svc)
         } else {
             gauge.set(true);
             Phase::Waiting(io)
@@ -373,16 +403,14 @@ impl Session {
                             else {
                                 unreachable!()
                             };
-                            phase = Phase::Http2(Box::pin(
-                                http2_builder(limits)
-                                    .serve_connection(TokioIo::new(io), svc.clone()),
-                            ));
+                            phase = start_http2(io, limits, &svc);
                             continue;
                         }
                     }
                     gauge.set(false);
                     phase = start_http1(phase, limits, &svc, activity);
                 }
+                Event::Broken => return,
                 Event::Done(result) => {
                     let ended = std::mem::replace(&mut phase, Phase::Gone);
                     if let Err(e) = result {
@@ -471,6 +499,20 @@ impl Session {
         // connection's state (see `Connection::start`).
         let shutdown = Box::pin(tokio::time::timeout(GRACE, io.shutdown()));
         let _ = shutdown.await;
+    }
+}
+
+/// hyper's HTTP/2 connection on `io`, writing through a [`Coalesce`].
+fn start_http2<I>(io: Replay<I>, limits: &Limits, svc: &Service) -> Phase<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let out = Coalesce::new(io);
+    let conn = http2_builder(limits).serve_connection(TokioIo::new(out.clone()), svc.clone());
+    Phase::Http2 {
+        conn: Box::pin(conn),
+        out,
+        finished: None,
     }
 }
 
