@@ -54,7 +54,23 @@ WORKLOADS = {
     "w10": ("HTTP/2 over TLS (ALPN h2) 1 KiB, h2load -c 10 -m 10", "h2load-tls", "/1k.html", 10, []),
     "w11": ("64 KiB JavaScript, no precompressed twin, Accept-Encoding: br, gzip, 50 connections", "wrk",
             "/64k-plain.js", 50, ["-H", "Accept-Encoding: br, gzip"]),
+    # A site, not a file (issue 24): 10,000 files of a static site's size mix
+    # with .gz/.br twins beside CSS and JS, requests replayed from a list
+    # drawn by Zipf popularity (s = 1.0), a third of them revalidations
+    # (If-Modified-Since equal to every file's Last-Modified), every one
+    # with a browser's Accept-Encoding. The list and script: site().
+    "w12": ("site: 10,000 files, Zipf, 1/3 revalidations, browser Accept-Encoding, 50 connections",
+            "wrk-site", "/site/", 50, []),
 }
+
+# Every site file's modification time, and so the If-Modified-Since of the
+# list's revalidations: Mon, 01 Dec 2025 00:00:00 GMT.
+SITE_MTIME = 1764547200
+SITE_IMS = "Mon, 01 Dec 2025 00:00:00 GMT"
+SITE_FILES = 10_000
+SITE_REQUESTS = 200_000
+# Set by site(): the wrk script and the request list.
+SITE_ARGS = []
 
 
 def sh(cmd, **kw):
@@ -90,6 +106,80 @@ def fixtures(www: Path):
     (www / "32m.bin").write_bytes(rnd(32 << 20))
     (www / "app.wasm").write_bytes(b"\0asm\x01\0\0\0" + rnd((2 << 20) - 8))
     assert (www / "1k.html").stat().st_size == 1024
+
+
+def site(www: Path, work: Path):
+    """w12's site under www/site (seeded, so every run has the same one):
+    HTML 2-50 KiB, CSS/JS 5-300 KiB each with .gz and .br twins as a build
+    step makes them, images 5 KiB-2 MiB, fonts, and a few downloads of
+    5-20 MiB (the total is printed). Then the request list and the wrk
+    script that replays it."""
+    import gzip
+    import math
+    import random
+    r = random.Random(24)
+    root = www / "site"
+    kinds = [("html", 0.40, 2 << 10, 50 << 10), ("css", 0.08, 5 << 10, 300 << 10),
+             ("js", 0.12, 5 << 10, 300 << 10), ("jpg", 0.35, 5 << 10, 2 << 20),
+             ("woff2", 0.0490, 20 << 10, 100 << 10), ("zip", 0.0010, 5 << 20, 20 << 20)]
+    paths = []
+    text = plain_js(400 << 10)
+    for i in range(SITE_FILES):
+        x, acc = r.random(), 0.0
+        for ext, share, lo, hi in kinds:
+            acc += share
+            if x < acc:
+                break
+        # Skewed to the small end (u cubed), as a site's images and pages
+        # are: the mean image is about 130 KiB, the largest 2 MiB.
+        size = int(lo * (hi / lo) ** (r.random() ** 3))
+        rel = f"site/s{i % 50}/f{i}.{ext}"
+        p = www / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if ext in ("html", "css", "js"):
+            start = r.randrange(0, len(text) - 1)
+            data = (text[start:] + text)[:size]
+            p.write_bytes(data)
+            if ext != "html":
+                (p.parent / (p.name + ".gz")).write_bytes(gzip.compress(data, 6, mtime=0))
+                sh(["brotli", "-k", "-q", "5", str(p)])
+        else:
+            p.write_bytes(os.urandom(size))
+        paths.append("/" + rel)
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            os.utime(os.path.join(dirpath, f), (SITE_MTIME, SITE_MTIME))
+            total += os.path.getsize(os.path.join(dirpath, f))
+    print(f"w12 site: {SITE_FILES} files and their twins, {total / 2**20:.0f} MiB", flush=True)
+    # Popularity: rank k is asked with weight 1/k, ranks shuffled over files.
+    order = list(range(SITE_FILES))
+    r.shuffle(order)
+    weights = [1.0 / (k + 1) for k in range(SITE_FILES)]
+    picks = r.choices(order, weights=weights, k=SITE_REQUESTS)
+    listing = work / "site-requests.txt"
+    with open(listing, "w") as out:
+        for f in picks:
+            out.write(f"{paths[f]}\t{1 if r.random() < 1 / 3 else 0}\n")
+    script = work / "site.lua"
+    script.write_text(f"""-- benches/run.py w12: replays the request list, in order, per thread.
+local reqs = {{}}
+local i = 0
+init = function(args)
+  for line in io.lines(args[1]) do
+    local path, c = line:match("([^\\t]+)\\t(%d)")
+    reqs[#reqs + 1] = {{path, c == "1"}}
+  end
+end
+request = function()
+  i = i % #reqs + 1
+  local r = reqs[i]
+  local h = {{["Accept-Encoding"] = "gzip, deflate, br, zstd"}}
+  if r[2] then h["If-Modified-Since"] = "{SITE_IMS}" end
+  return wrk.format("GET", r[1], h)
+end
+""")
+    SITE_ARGS[:] = [str(script), str(listing)]
 
 
 def plain_js(n):
@@ -249,7 +339,8 @@ http {{
     {nlog}
     sendfile on;
     tcp_nopush on;
-    open_file_cache max=1000 inactive=60s;
+    open_file_cache max=10000 inactive=60s;
+    gzip_static on;
     keepalive_requests 1000000;
     gzip on; gzip_comp_level 6; gzip_min_length 256;
     gzip_types application/javascript text/javascript text/css application/json image/svg+xml;
@@ -286,7 +377,7 @@ $SERVER["socket"] == "127.0.0.1:{tls}" {{
     ssl.pemfile = "{certp}"
     ssl.privkey = "{keyp}"
 }}
-mimetype.assign = (".html" => "text/html", ".js" => "text/javascript", ".bin" => "application/octet-stream", ".wasm" => "application/wasm")
+mimetype.assign = (".html" => "text/html", ".js" => "text/javascript", ".css" => "text/css", ".bin" => "application/octet-stream", ".wasm" => "application/wasm", ".jpg" => "image/jpeg", ".woff2" => "font/woff2", ".zip" => "application/zip")
 {lconf}"""
         lpath = work / ("lighttpd.conf" if log == "off" else f"lighttpd-{log}.conf")
         lpath.write_text(conf)
@@ -351,6 +442,9 @@ def run_wrk(server, wl, duration):
     else:
         url = f"http://127.0.0.1:{server.http}{path}"
     cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"] + extra + [url]
+    if tool == "wrk-site":
+        cmd = (["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency",
+                "-s", SITE_ARGS[0], f"http://127.0.0.1:{server.http}/", "--", SITE_ARGS[1]])
     cpu0 = server.cpu_seconds()
     out = subprocess.run(cmd, text=True, capture_output=True, timeout=duration + 60).stdout
     cpu = server.cpu_seconds() - cpu0
@@ -476,6 +570,8 @@ def main():
     work.chmod(0o755)  # nginx's workers run as www-data
     www = work / "www"
     fixtures(www)
+    if "w12" in args.only.split(","):
+        site(www, work)
     cert(work)
     srv = servers(work, www, binary, wanted)
     for s in srv:
@@ -506,7 +602,7 @@ def main():
                 for s in srv:
                     if s.name.endswith("+metrics") and wl != "w1":
                         continue
-                    if s.name.startswith("python") and wl in ("w7", "w8", "w9", "w10"):
+                    if s.name.startswith("python") and wl in ("w7", "w8", "w9", "w10", "w12"):
                         continue
                     r = (run_h2load(s, wl, args.duration) if WORKLOADS[wl][1].startswith("h2load")
                          else run_wrk(s, wl, args.duration))
@@ -604,6 +700,8 @@ def access_log_run(args):
     work.chmod(0o755)  # nginx's workers run as www-data
     www = work / "www"
     fixtures(www)
+    if "w12" in args.only.split(","):
+        site(www, work)
     cert(work)
     srv = servers(work, www, binary, wanted) + servers(work, www, binary, wanted, log="file")
     journald = None
@@ -697,6 +795,8 @@ def metrics_ab(args):
     work = Path(tempfile.mkdtemp(prefix="ruchy-bench-"))
     www = work / "www"
     fixtures(www)
+    if "w12" in args.only.split(","):
+        site(www, work)
     cert(work)
     off = servers(work, www, binary, ["ruchy"])[0]
     on = servers(work, www, binary, ["ruchy"], metrics_on=True)[0]
