@@ -19,8 +19,11 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use super::tree::Tree;
 use crate::config::Config;
 
-/// Characters escaped in an href path segment.
+/// Characters escaped in an href path segment. `&` too: in an attribute
+/// `&amp;` or `&lt` is a character reference, so `a&amp;b.txt` would link
+/// to `a&b.txt`.
 const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b'&')
     .add(b' ')
     .add(b'"')
     .add(b'#')
@@ -176,6 +179,19 @@ mod tests {
             html.contains("href=\"./javascript%3Aalert(document.domain)\""),
             "{html}"
         );
+    }
+
+    /// A name holding what reads as a character reference links to itself
+    /// (it linked to `a&b.txt` and `x<.txt`).
+    #[test]
+    fn an_ampersand_in_a_name_is_encoded_in_its_href() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a&amp;b.txt"), b"x").unwrap();
+        std::fs::write(dir.path().join("x&lt.txt"), b"x").unwrap();
+        let html = render(dir.path(), "/", &config(dir.path(), "")).unwrap();
+        assert!(html.contains("href=\"./a%26amp;b.txt\""), "{html}");
+        assert!(html.contains("href=\"./x%26lt.txt\""), "{html}");
+        assert!(html.contains(">a&amp;amp;b.txt<"), "{html}");
     }
 
     #[test]
