@@ -122,7 +122,11 @@ pub fn represent<B>(
             build(StatusCode::PARTIAL_CONTENT, h, b)
         }
         RangeOutcome::Partial(ranges) => {
-            let mut h = ranged(&prepared.headers, prepared.encoding);
+            // The multipart body is not itself encoded (its parts are ranges
+            // of the encoded bytes): a Content-Encoding here would make a
+            // client try to decode the multipart text (curl --compressed
+            // failed on it).
+            let mut h = ranged(&prepared.headers, None);
             let (segments, total, boundary) = multipart(&ranges, len, &prepared.content_type);
             if let Ok(v) =
                 HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))

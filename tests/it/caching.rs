@@ -544,3 +544,33 @@ async fn a_revalidation_of_an_unchanged_file_keeps_its_bytes() {
         "new content after a change"
     );
 }
+
+/// Several ranges of a precompressed twin: the multipart body carries no
+/// Content-Encoding (it is not encoded; its parts are ranges of the
+/// encoded bytes), where one range keeps it.
+#[tokio::test]
+async fn multipart_ranges_of_an_encoded_representation_carry_no_content_encoding() {
+    let dir = fixture();
+    let s = TestServer::start(dir.path(), "").await;
+    let r = s
+        .get_with(
+            "/assets/app.js",
+            &[("accept-encoding", "br"), ("range", "bytes=0-2, 5-7")],
+        )
+        .await;
+    assert_eq!(r.status, 206);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("multipart/byteranges"));
+    assert_eq!(r.header("content-encoding"), None);
+    assert!(r.text().contains("\r\n\r\nBRO\r\n"), "{}", r.text());
+    let one = s
+        .get_with(
+            "/assets/app.js",
+            &[("accept-encoding", "br"), ("range", "bytes=0-2")],
+        )
+        .await;
+    assert_eq!(one.status, 206);
+    assert_eq!(one.header("content-encoding"), Some("br"));
+}
