@@ -152,6 +152,9 @@ pub struct Variant {
 /// One request path: which twins exist, and each variant once loaded.
 #[derive(Debug)]
 pub struct Entry {
+    /// Its key in the map: a variant kept later is counted only while the
+    /// entry is still the one the map holds ([`FileCache::keep_made`]).
+    key: Box<str>,
     /// When the entry was made, on the coarse clock (ms): reading it costs
     /// no clock call beyond the coarse one, and a TTL of a second does not
     /// need better.
@@ -224,10 +227,7 @@ impl Entry {
         self.variants[slot(encoding)].get()
     }
 
-    /// Keeps `made`, a variant compressed on the fly, in its coding's slot
-    /// (left empty when the file has no twin in that coding), so the path's
-    /// next requests find it here; the variant already there if one is.
-    pub fn keep_made(&self, encoding: Encoding, made: Arc<Variant>) -> &Arc<Variant> {
+    fn keep_made(&self, encoding: Encoding, made: Arc<Variant>) -> &Arc<Variant> {
         self.variants[slot(Some(encoding))].get_or_init(|| made)
     }
 }
@@ -353,6 +353,33 @@ impl FileCache {
         }
     }
 
+    /// Keeps `made`, a variant compressed on the fly, in `entry`'s slot for
+    /// its coding (left empty when the file has no twin in that coding), so
+    /// the path's next requests find it there; the variant already there if
+    /// one is. Counted against `cache_max_bytes` like every variant, and
+    /// kept only while `entry` is still in the map and there is room (an
+    /// entry already replaced would never give its bytes back; it used to
+    /// be kept uncounted and subtracted later, and the count drifted low).
+    pub fn keep_made(
+        &self,
+        entry: &Arc<Entry>,
+        encoding: Encoding,
+        made: Arc<Variant>,
+    ) -> Arc<Variant> {
+        let cost = made.cost();
+        let map = self.map.read().expect("file cache lock");
+        let live = map.get(&*entry.key).is_some_and(|e| Arc::ptr_eq(e, entry));
+        if !live || self.bytes.load(Ordering::Relaxed) + cost > self.max_bytes {
+            return made;
+        }
+        let kept = Arc::clone(entry.keep_made(encoding, Arc::clone(&made)));
+        if Arc::ptr_eq(&kept, &made) {
+            let now = self.bytes.fetch_add(cost, Ordering::Relaxed) + cost;
+            self.stats.bytes.set(now as i64);
+        }
+        kept
+    }
+
     /// Remembers that `path` resolved to nothing. The path's length counts
     /// against the byte bound, so a scan of random paths cannot grow memory.
     pub fn insert_missing(&self, path: &str) {
@@ -363,6 +390,7 @@ impl FileCache {
         let mut map = self.map.write().expect("file cache lock");
         self.make_room(&mut map, size);
         let entry = Arc::new(Entry {
+            key: path.into(),
             created_ms: coarse_now_ms(),
             missing: true,
             available: Vec::new(),
@@ -397,6 +425,7 @@ impl FileCache {
             Some(e) => e,
             None => {
                 let e = Arc::new(Entry {
+                    key: path.into(),
                     created_ms: coarse_now_ms(),
                     missing: false,
                     available: available.to_vec(),
@@ -604,6 +633,36 @@ mod tests {
         assert_eq!(c.bytes(), 2 + ENTRY_OVERHEAD);
         c.insert("/b", &[], variant(100));
         assert_eq!(c.bytes(), 2 * (2 + ENTRY_OVERHEAD) + cost);
+    }
+
+    /// A variant made on the fly and kept in an entry is counted when kept
+    /// and given back with the entry: the count stays exact (it drifted
+    /// low: kept uncounted, subtracted on replace).
+    #[test]
+    fn variants_kept_later_are_counted_and_given_back() {
+        let c = cache_for("1MiB", "60s");
+        let v = c.insert("/a", &[], variant(100));
+        let entry = c.lookup("/a").unwrap();
+        let before = c.bytes();
+        let made = Arc::new(variant(300));
+        let cost = made.cost();
+        let kept = c.keep_made(&entry, Encoding::Gzip, Arc::clone(&made));
+        assert!(Arc::ptr_eq(&kept, &made));
+        assert_eq!(c.bytes(), before + cost);
+        // Kept once: a second one is not counted again.
+        c.keep_made(&entry, Encoding::Gzip, Arc::new(variant(300)));
+        assert_eq!(c.bytes(), before + cost);
+        drop(v);
+        c.insert_missing("/a");
+        assert_eq!(
+            c.bytes(),
+            2 + ENTRY_OVERHEAD,
+            "the old entry gave back all it held"
+        );
+        // An entry no longer in the map keeps nothing more.
+        c.keep_made(&entry, Encoding::Brotli, Arc::new(variant(300)));
+        assert_eq!(c.bytes(), 2 + ENTRY_OVERHEAD);
+        assert!(entry.variant(Some(Encoding::Brotli)).is_none());
     }
 
     #[test]

@@ -446,7 +446,7 @@ async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
 /// applies to it and the client takes a coding ([`on_the_fly`]).
 async fn from_memory<B>(
     ask: &Ask<'_, B>,
-    entry: Option<&cache::Entry>,
+    entry: Option<&Arc<cache::Entry>>,
     v: &cache::Variant,
 ) -> Response<Body> {
     let made = match v.prepared.compressible {
@@ -469,7 +469,7 @@ async fn from_memory<B>(
 /// takes none of them or every compression slot is busy.
 async fn on_the_fly<B>(
     ask: &Ask<'_, B>,
-    entry: Option<&cache::Entry>,
+    entry: Option<&Arc<cache::Entry>>,
     identity: &cache::Variant,
 ) -> Option<Arc<cache::Variant>> {
     let cfg = &ask.site.config.compression;
@@ -479,7 +479,7 @@ async fn on_the_fly<B>(
     }
     let made = Arc::new(ask.site.compress.variant(cfg, identity, enc).await?);
     Some(match entry {
-        Some(e) => Arc::clone(e.keep_made(enc, made)),
+        Some(e) => ask.site.cache.keep_made(e, enc, made),
         None => made,
     })
 }
