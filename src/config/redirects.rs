@@ -144,7 +144,54 @@ impl Redirects {
             }
             rules.push(rule);
         }
-        Ok(Redirects { rules })
+        let redirects = Redirects { rules };
+        if let Some((chain, start)) = redirects.cycle() {
+            let last = *chain.last().expect("a cycle has a rule");
+            let hops: Vec<String> = chain.iter().map(|j| format!("redirects[{j}]")).collect();
+            return Err(ctx.bad(
+                &["redirects", last.to_string().as_str(), "to"],
+                format!(
+                    "`{start}` goes round a redirect loop: {} and back",
+                    hops.join(" -> ")
+                ),
+                "point one of these rules' `to` at a path no rule matches",
+            ));
+        }
+        Ok(redirects)
+    }
+
+    /// A loop across rules: the rules a path goes through (by index) until
+    /// it comes back to a path already seen, and the path it started from.
+    /// Each rule's sample path is followed through [`Redirects::find`], as
+    /// a client following the redirects would, for at most one hop per rule.
+    fn cycle(&self) -> Option<(Vec<usize>, String)> {
+        for rule in &self.rules {
+            let start = rule.sample();
+            let mut seen = vec![start.clone()];
+            let mut chain = Vec::new();
+            let mut path = start.clone();
+            for _ in 0..=self.rules.len() {
+                let Some((j, target)) = self
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .find_map(|(j, r)| Some((j, r.location(&path)?)))
+                else {
+                    break;
+                };
+                chain.push(j);
+                let next = target.split('?').next().unwrap_or_default().to_string();
+                if !next.starts_with('/') {
+                    break;
+                }
+                if seen.contains(&next) {
+                    return Some((chain, start));
+                }
+                seen.push(next.clone());
+                path = next;
+            }
+        }
+        None
     }
 }
 
@@ -179,15 +226,20 @@ impl Redirect {
     /// target of a path made of `from` with each capture filled in, when it
     /// is a path (not another host) that `from` matches again.
     fn loops(&self) -> Option<String> {
-        let sample = match &self.from {
+        let sample = self.sample();
+        let target = self.location(&sample)?;
+        let path = target.split('?').next().unwrap_or_default();
+        (path.starts_with('/') && self.location(path).is_some()).then_some(sample)
+    }
+
+    /// A path this rule matches: `from` with each capture filled in.
+    fn sample(&self) -> String {
+        match &self.from {
             Pattern::Exact(p) => p.clone(),
             Pattern::Captures { pieces, .. } => {
                 pieces.iter().map(|p| p.as_deref().unwrap_or("x")).collect()
             }
-        };
-        let target = self.location(&sample)?;
-        let path = target.split('?').next().unwrap_or_default();
-        (path.starts_with('/') && self.location(path).is_some()).then_some(sample)
+        }
     }
 
     /// Whether every path `later` matches is taken by this earlier rule
@@ -473,6 +525,20 @@ mod tests {
             (rule("/a", "/a"), "redirects[0].to"),
             (rule("/docs/{*rest}", "/docs/v2/{rest}"), "redirects[0].to"),
             (rule("/x/{n}", "/x/{n}"), "redirects[0].to"),
+            // Across rules: two, and three with a pattern.
+            (
+                format!("{}{}", rule("/loopa", "/loopb"), rule("/loopb", "/loopa")),
+                "redirects[1].to",
+            ),
+            (
+                format!(
+                    "{}{}{}",
+                    rule("/p/{x}", "/q/{x}"),
+                    rule("/q/{x}", "/r/{x}"),
+                    rule("/r/{x}", "/p/{x}")
+                ),
+                "redirects[2].to",
+            ),
             // Shadowed: the same path twice, an exact path a pattern covers.
             (
                 format!("{}{}", rule("/a", "/b"), rule("/a", "/c")),
@@ -487,8 +553,10 @@ mod tests {
             let e = invalid(&body);
             assert_eq!(e.key(), Some(key), "{body}: {e}");
         }
-        // Not a loop: a different tree, or another host.
+        // Not a loop: a different tree, or another host, or a chain that
+        // ends.
         rules(&rule("/docs/{*rest}", "/manual/{rest}"));
+        rules(&format!("{}{}", rule("/a", "/b"), rule("/b", "/c")));
         rules(&rule("/a", "https://example.com/a"));
     }
 }
