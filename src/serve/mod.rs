@@ -197,6 +197,21 @@ impl Site {
     }
 }
 
+/// The resolved path of a request path whose decoded bytes are not UTF-8,
+/// with U+FFFD for each invalid sequence (`None`: not a path at all).
+fn lossy_key(raw: &str) -> Option<String> {
+    let decoded = resolve::decode_path(raw)?;
+    let mut out = String::with_capacity(raw.len());
+    for c in &decoded.components {
+        out.push('/');
+        out.push_str(&String::from_utf8_lossy(c));
+    }
+    if decoded.trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    Some(out)
+}
+
 /// Reads a whole small file for the cache; `None` if it is not the length
 /// its metadata promised (changed under us), so nothing wrong is cached.
 fn read_whole(file: &std::fs::File, len: u64) -> Option<Bytes> {
@@ -345,8 +360,17 @@ async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
     let path_key = cache::key(req.uri().path());
     // `[[redirects]]` before files, matched on that same resolved path.
     if !cfg.redirects.is_empty() {
+        // A path that is not UTF-8 once decoded has no cache key, but the
+        // rules must see it too (a rule skipped for `/private/%ff.txt`
+        // would serve what it redirects away): its components with each
+        // invalid sequence as U+FFFD.
+        let lossy = match &path_key {
+            Some(_) => None,
+            None => lossy_key(req.uri().path()),
+        };
         let found = path_key
             .as_deref()
+            .or(lossy.as_deref())
             .and_then(|k| cfg.redirects.find(k, req.uri().query()));
         if let Some((status, location)) = found {
             return response::redirect(cfg, status, &location, head);

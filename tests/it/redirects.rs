@@ -187,3 +187,26 @@ async fn clean_urls_serve_the_html_file_with_its_own_validators() {
         "only the listed suffixes"
     );
 }
+
+/// A rule sees every path, UTF-8 or not: `/private/%ff.txt` (a file of
+/// that byte name exists) is redirected like `/private/plain.txt`, not
+/// served (it was 200).
+#[tokio::test]
+async fn a_path_that_is_not_utf8_is_still_redirected() {
+    use std::os::unix::ffi::OsStrExt;
+    let root = crate::common::fixture();
+    let private = root.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::write(private.join("plain.txt"), b"p").unwrap();
+    std::fs::write(private.join(std::ffi::OsStr::from_bytes(b"\xff.txt")), b"q").unwrap();
+    let s = TestServer::start(
+        root.path(),
+        "[[redirects]]\nfrom = \"/private/{*rest}\"\nto = \"/login\"\nstatus = 302\n",
+    )
+    .await;
+    for path in ["/private/plain.txt", "/private/%ff.txt", "/private/%FF.txt"] {
+        let r = s.get(path).await;
+        assert_eq!(r.status, 302, "{path}");
+        assert_eq!(r.header("location"), Some("/login"), "{path}");
+    }
+}
