@@ -75,9 +75,30 @@ enum Pattern {
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),
-    /// The capture with this index in `from`.
-    Capture(usize),
+    /// The capture with this index in `from`, and where in `to` it lands.
+    Capture(usize, Place),
 }
+
+/// Where a capture lands in `to`, which says how it is encoded: a value is
+/// encoded for the place it lands, so a request can add no path to a query
+/// and no parameter to a query. (A capture can never land in the scheme,
+/// host or port: such a `to` is refused at load.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// In the path: `/` is kept (a `{*rest}` spans segments), `?` and `#`
+    /// and what a path cannot hold are encoded.
+    Path,
+    /// In the query: everything but unreserved characters is encoded, so
+    /// `&`, `=` and `+` stay inside the value.
+    Query,
+}
+
+/// What a capture landing in a query value keeps: unreserved characters.
+const QUERY_VALUE: &AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 impl Redirects {
     /// Whether no rule is configured (the request path then skips them).
@@ -216,8 +237,19 @@ impl Redirect {
         for part in &self.to {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Capture(i) => out.extend(utf8_percent_encode(caught[*i], CAPTURE)),
+                Part::Capture(i, Place::Path) => {
+                    out.extend(utf8_percent_encode(caught[*i], CAPTURE))
+                }
+                Part::Capture(i, Place::Query) => {
+                    out.extend(utf8_percent_encode(caught[*i], QUERY_VALUE))
+                }
             }
+        }
+        // A path target whose capture begins with `/` (`to = "/{rest}"`)
+        // would start `//`: a URL of another host. One `/` it is.
+        if out.starts_with("//") {
+            let slashes = out.len() - out.trim_start_matches('/').len();
+            out.replace_range(..slashes - 1, "");
         }
         Some(out)
     }
@@ -376,7 +408,26 @@ fn template(to: &str, names: &[String]) -> Result<Vec<Part>, (String, &'static s
                 "use a name `from` captures",
             ));
         };
-        parts.push(Part::Capture(i));
+        // The literal text before this capture says where it lands.
+        let before = &to[..to.len() - rest.len() + open];
+        let place = if before.contains('?') {
+            Place::Query
+        } else {
+            Place::Path
+        };
+        if absolute {
+            let after_scheme = &before[before.find("://").map_or(0, |i| i + 3)..];
+            if !after_scheme.contains('/') {
+                return Err((
+                    format!(
+                        "`{to}` puts `{{{name}}}` in the host part: a request could choose the \
+                         host or port it is sent to (`{{{name}}}` = `@evil.example`)"
+                    ),
+                    "put a `/` between the host and the capture, e.g. \"https://example.com/{rest}\"",
+                ));
+            }
+        }
+        parts.push(Part::Capture(i, place));
         rest = &rest[open + close + 1..];
     }
     if !rest.is_empty() {
@@ -387,7 +438,7 @@ fn template(to: &str, names: &[String]) -> Result<Vec<Part>, (String, &'static s
         .iter()
         .map(|p| match p {
             Part::Text(t) => t.as_str(),
-            Part::Capture(_) => "x",
+            Part::Capture(..) => "x",
         })
         .collect();
     if sample.parse::<http::Uri>().is_err() || http::HeaderValue::from_str(&sample).is_err() {
@@ -504,6 +555,36 @@ mod tests {
         assert_eq!(e.key(), Some("redirects[0].status"));
     }
 
+    /// A capture is encoded for where it lands: the host never changes, a
+    /// query value cannot add parameters, a path cannot become `//host`.
+    #[test]
+    fn captures_cannot_turn_a_rule() {
+        let r = rules(&format!(
+            "{}{}{}",
+            rule("/blog/{*rest}", "https://blog.example.com/{rest}"),
+            rule("/search/{q}", "/find?q={q}"),
+            rule("/go{*rest}", "/{rest}"),
+        ));
+        let to = |p: &str| r.find(p, None).map(|(_, l)| l);
+        assert_eq!(
+            to("/blog/@evil.example").as_deref(),
+            Some("https://blog.example.com/@evil.example")
+        );
+        assert_eq!(
+            to("/search/cats&lang=xx&admin=1").as_deref(),
+            Some("/find?q=cats%26lang%3Dxx%26admin%3D1")
+        );
+        assert_eq!(to("/go/evil.example/x").as_deref(), Some("/evil.example/x"));
+        for p in ["/blog/@evil.example", "/go/evil.example/x", "/go//x"] {
+            let l = to(p).unwrap();
+            let uri: http::Uri = l.parse().unwrap();
+            assert!(
+                uri.host().is_none_or(|h| h == "blog.example.com"),
+                "{p} -> {l}"
+            );
+        }
+    }
+
     #[test]
     fn every_bad_rule_names_its_key() {
         let cases = [
@@ -553,6 +634,11 @@ mod tests {
             let e = invalid(&body);
             assert_eq!(e.key(), Some(key), "{body}: {e}");
         }
+        // A capture can reach the host or port: refused.
+        let e = invalid(&rule("/blog{*rest}", "https://blog.example.com{rest}"));
+        assert_eq!(e.key(), Some("redirects[0].to"), "{e}");
+        let e = invalid(&rule("/u/{name}", "https://{name}.example.com/"));
+        assert_eq!(e.key(), Some("redirects[0].to"), "{e}");
         // Not a loop: a different tree, or another host, or a chain that
         // ends.
         rules(&rule("/docs/{*rest}", "/manual/{rest}"));
