@@ -618,6 +618,7 @@ fn truncated(path: &str) -> &str {
 }
 
 static PERMISSION_WARNING: crate::clock::RateLimit = crate::clock::RateLimit::new();
+static IO_ERROR: crate::clock::RateLimit = crate::clock::RateLimit::new();
 
 /// Runs file-system work on the blocking pool with the site in hand.
 async fn blocking<T, F>(site: &Arc<Site>, f: F) -> std::io::Result<T>
@@ -646,7 +647,20 @@ async fn io_error<B>(ask: &Ask<'_, B>, e: std::io::Error) -> Response<Body> {
         }
         return error_page(ask, StatusCode::FORBIDDEN).await;
     }
-    tracing::error!(path = %truncated(req.uri().path()), error = %e, "I/O error while serving");
+    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+        // A symlink loop in the tree (`ln -s loop loop`): nothing there can
+        // be served, as for any link the policy refuses (README: 403). The
+        // tree is the operator's, and a client may ask as often as it likes.
+        tracing::debug!(path = %truncated(req.uri().path()), "symlink loop");
+        return error_page(ask, StatusCode::FORBIDDEN).await;
+    }
+    // Every request for the path would log it: at ERROR at most once a
+    // minute, each one at debug.
+    if IO_ERROR.due() {
+        tracing::error!(path = %truncated(req.uri().path()), error = %e, "I/O error while serving (logged at most once a minute)");
+    } else {
+        tracing::debug!(path = %truncated(req.uri().path()), error = %e, "I/O error while serving");
+    }
     error_page(ask, StatusCode::INTERNAL_SERVER_ERROR).await
 }
 

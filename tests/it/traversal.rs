@@ -176,3 +176,19 @@ async fn special_files_are_not_opened() {
         .expect("no hang");
     assert_eq!(raw_status(&reply), 403);
 }
+
+/// A symlink loop in the tree is refused like any link the policy cannot
+/// follow: 403, for the link and below it (it was 500, with an ERROR line
+/// per request).
+#[tokio::test]
+async fn a_symlink_loop_is_forbidden_not_an_error() {
+    let dir = crate::common::fixture();
+    std::os::unix::fs::symlink("loop", dir.path().join("loop")).unwrap();
+    std::os::unix::fs::symlink("b", dir.path().join("a")).unwrap();
+    std::os::unix::fs::symlink("a", dir.path().join("b")).unwrap();
+    let s = TestServer::start(dir.path(), "").await;
+    for path in ["/loop", "/loop/x", "/a", "/a/index.html"] {
+        assert_eq!(s.get(path).await.status, 403, "{path}");
+    }
+    assert_eq!(s.get("/hello.txt").await.status, 200);
+}
