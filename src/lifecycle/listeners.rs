@@ -159,6 +159,15 @@ impl Set {
             .collect()
     }
 
+    /// Each endpoint for `purpose` as configured, with its bound addresses.
+    pub fn bound(&self, purpose: Purpose) -> Vec<(&ListenAddr, &[ListenAddr])> {
+        self.serving
+            .iter()
+            .filter(|s| s.endpoint.purpose == purpose)
+            .map(|s| (&s.endpoint.addr, s.local.as_slice()))
+            .collect()
+    }
+
     /// Whether every accept loop is still running.
     pub fn all_running(&self) -> bool {
         !self

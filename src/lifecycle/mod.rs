@@ -226,12 +226,25 @@ async fn drain_site(state: &State, drain: Drain, set: &mut Set) {
 }
 
 fn status_line(state: &State, set: &Set) -> String {
-    let listening: Vec<String> = set
-        .local(Purpose::Site)
-        .iter()
-        .map(|a| match a {
-            ListenAddr::Tcp(a) => format!("http://{a}/"),
-            other => other.to_string(),
+    let cfg = state.config();
+    let bound = set.bound(Purpose::Site);
+    // The endpoints are the `[[listen]]` entries in order (several may be
+    // `127.0.0.1:0`), so the order says which is which.
+    let in_order = bound.len() == cfg.listen.len();
+    let listening: Vec<String> = bound
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, (configured, local))| {
+            // A TLS listener is shown as the URL a browser would use.
+            let tls = match in_order {
+                true => cfg.listen[i].tls,
+                false => cfg.listen.iter().any(|l| l.tls && l.addr == *configured),
+            };
+            local.iter().map(move |a| match a {
+                ListenAddr::Tcp(a) if tls => format!("https://{a}/"),
+                ListenAddr::Tcp(a) => format!("http://{a}/"),
+                other => other.to_string(),
+            })
         })
         .collect();
     format!(

@@ -677,3 +677,27 @@ async fn a_handshake_that_spans_a_certificate_swap_is_closed() {
     assert!(!reply.contains(" 200 "), "served: {reply}");
     assert_eq!(peer_serial(&connect(&p.ca, s.addr, "a.test", &[]).await), 2);
 }
+
+/// The ready line shows a TLS listener as the URL a browser would use:
+/// `https://` (it said `http://`).
+#[test]
+fn the_ready_line_shows_tls_listeners_as_https() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let root = fixture();
+    let body = format!(
+        "[[listen]]\naddress = \"127.0.0.1:0\"\n{}",
+        body(&[&leaf], "")
+    );
+    let cfg = common::ConfigFile::new(root.path(), &body);
+    let d = common::Daemon::spawn(&["--config", cfg.arg()], &[]);
+    let log = d.log_text();
+    let ready = log.lines().find(|l| l.contains("ready:")).unwrap();
+    let urls: Vec<&str> = ready
+        .split_whitespace()
+        .filter(|w| w.contains("://"))
+        .collect();
+    assert_eq!(urls.len(), 2, "{ready}");
+    assert!(urls[0].starts_with("http://127.0.0.1:"), "{ready}");
+    assert!(urls[1].starts_with("https://127.0.0.1:"), "{ready}");
+}
