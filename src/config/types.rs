@@ -33,7 +33,8 @@ impl Size {
 }
 
 /// "64KiB", "8 MiB", "1MB", "512" -> bytes. Binary (KiB) and decimal (KB)
-/// units are both accepted because operators write both.
+/// units are both accepted because operators write both; a bare `k`, `m`
+/// or `g` is not (see [`ambiguous_unit`]).
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -41,15 +42,32 @@ pub fn parse_size(s: &str) -> Option<u64> {
     let num: u64 = num.parse().ok()?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" => 1000,
+        "kb" => 1000,
         "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
+        "mb" => 1_000_000,
         "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
+        "gb" => 1_000_000_000,
         "gib" => 1 << 30,
         _ => return None,
     };
     num.checked_mul(mult)
+}
+
+/// For a size written with a bare `k`, `m` or `g` (`"8m"`): the two
+/// sizes it could mean. nginx reads `8m` as 8 MiB, most other tools as
+/// 8 MB; a server that picked one would surprise half its operators.
+pub fn ambiguous_unit(s: &str) -> Option<(String, String)> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let unit = unit.trim();
+    let (binary, decimal) = match unit {
+        "k" | "K" => ("KiB", "KB"),
+        "m" | "M" => ("MiB", "MB"),
+        "g" | "G" => ("GiB", "GB"),
+        _ => return None,
+    };
+    (!num.is_empty()).then(|| (format!("{num}{binary}"), format!("{num}{decimal}")))
 }
 
 impl Serialize for Size {
@@ -83,6 +101,14 @@ impl<'de> Deserialize<'de> for Size {
                     .map_err(|_| self.visit_str::<E>(&v.to_string()).unwrap_err())
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Size, E> {
+                if let Some((binary, decimal)) = ambiguous_unit(s) {
+                    return Err(invalid(
+                        format!(
+                            "`{s}` is ambiguous: nginx reads it as {binary}, most tools as {decimal}"
+                        ),
+                        "write the unit in full, e.g. \"8MiB\" (nginx's 8m) or \"8MB\"",
+                    ));
+                }
                 parse_size(s).map(Size).ok_or_else(|| {
                     invalid(
                         format!("`{s}` is not a size"),
@@ -322,6 +348,15 @@ mod tests {
         assert_eq!(parse_size("512"), Some(512));
         assert_eq!(parse_size("12 parsecs"), None);
         assert_eq!(parse_size("KiB"), None);
+        // nginx's 8m is 8 MiB, most tools' 8 MB: refused, naming both.
+        assert_eq!(parse_size("8m"), None);
+        assert_eq!(
+            ambiguous_unit("8m"),
+            Some(("8MiB".to_string(), "8MB".to_string()))
+        );
+        assert_eq!(ambiguous_unit("8MiB"), None);
+        let e = parse::<Size>("v = \"8m\"").unwrap_err();
+        assert!(e.contains("ambiguous") && e.contains("8MiB"), "{e}");
         assert_eq!(parse::<Size>("v = 4096"), Ok(Size(4096)));
         let e = parse::<Size>("v = \"lots\"").unwrap_err();
         assert!(e.starts_with("`lots` is not a size"), "{e}");
