@@ -281,12 +281,9 @@ impl Metrics {
             reloads.with_label_values(&[result]);
         }
         #[cfg(target_os = "linux")]
-        {
-            let process = prometheus::process_collector::ProcessCollector::for_self();
-            registry
-                .register(Box::new(process))
-                .expect("process collector");
-        }
+        registry
+            .register(Box::new(ProcessMetrics::new()))
+            .expect("process collector");
         Metrics {
             registry,
             requests,
@@ -395,9 +392,169 @@ impl ConnMetrics {
     }
 }
 
+/// The standard `process_*` metrics, read from `/proc/self` at each scrape.
+/// Our own rather than the prometheus crate's collector, which exports
+/// `process_cpu_seconds_total` in whole seconds (0 for a process that had
+/// used 0.18 s; its issues 451 and 560): a rate over it is a staircase.
+#[cfg(target_os = "linux")]
+struct ProcessMetrics {
+    cpu: prometheus::Counter,
+    open_fds: IntGauge,
+    max_fds: IntGauge,
+    virtual_memory: IntGauge,
+    resident_memory: IntGauge,
+    start_time: Gauge,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+#[cfg(target_os = "linux")]
+impl ProcessMetrics {
+    fn new() -> ProcessMetrics {
+        let cpu = prometheus::Counter::new(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+        )
+        .expect("valid metric");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let open_fds = gauge("process_open_fds", "Number of open file descriptors.");
+        let max_fds = gauge(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+        );
+        let virtual_memory = gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+        );
+        let resident_memory = gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+        );
+        let start_time = Gauge::new(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+        )
+        .expect("valid metric");
+        use prometheus::core::Collector;
+        let descs = [
+            cpu.desc(),
+            open_fds.desc(),
+            max_fds.desc(),
+            virtual_memory.desc(),
+            resident_memory.desc(),
+            start_time.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        ProcessMetrics {
+            cpu,
+            open_fds,
+            max_fds,
+            virtual_memory,
+            resident_memory,
+            start_time,
+            descs,
+        }
+    }
+
+    /// Reads `/proc/self/stat` and friends into the handles.
+    fn refresh(&self) {
+        let ticks = rustix::param::clock_ticks_per_second() as f64;
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name, which may hold spaces: the
+            // first is field 3 (state), so field n is at n - 3.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+            if let (Some(utime), Some(stime)) = (num(14), num(15)) {
+                let now = (utime + stime) as f64 / ticks;
+                let before = self.cpu.get();
+                if now > before {
+                    self.cpu.inc_by(now - before);
+                }
+            }
+            if let Some(v) = num(23) {
+                self.virtual_memory.set(v as i64);
+            }
+            if let Some(pages) = num(24) {
+                self.resident_memory
+                    .set((pages * rustix::param::page_size() as u64) as i64);
+            }
+            let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            });
+            if let (Some(boot), Some(start)) = (boot, num(22)) {
+                self.start_time.set(boot as f64 + start as f64 / ticks);
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(dir.count() as i64);
+        }
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        if let Some(max) = limit.current {
+            self.max_fds.set(max as i64);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl prometheus::core::Collector for ProcessMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.refresh();
+        [
+            self.cpu.collect(),
+            self.open_fds.collect(),
+            self.max_fds.collect(),
+            self.virtual_memory.collect(),
+            self.resident_memory.collect(),
+            self.start_time.collect(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CPU time is exported with its fraction (the crate's collector
+    /// rounded it down to whole seconds), and the other process metrics
+    /// are there.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_cpu_seconds_keep_their_fraction() {
+        let m = Metrics::new();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(30) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let text = String::from_utf8(m.render()).unwrap();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+                .parse()
+                .unwrap()
+        };
+        let cpu = value("process_cpu_seconds_total");
+        assert!(cpu > 0.0 && cpu.fract() != 0.0, "{cpu}");
+        assert!(value("process_resident_memory_bytes") > 0.0);
+        assert!(value("process_open_fds") > 0.0);
+        assert!(value("process_max_fds") > 0.0);
+        assert!(value("process_start_time_seconds") > 1.7e9);
+        assert!(value("process_virtual_memory_bytes") > 0.0);
+    }
 
     #[test]
     fn unknown_methods_share_one_label() {
