@@ -329,7 +329,20 @@ impl Resolver {
                     );
                     return;
                 }
-                for c in &self.store().certs {
+                // Only the certificates whose files changed: the others
+                // were read again, but nothing about them is news.
+                let changed: Vec<_> = current
+                    .certs
+                    .iter()
+                    .filter(|c| c.changed_on_disk())
+                    .map(|c| c.spec.cert.clone())
+                    .collect();
+                for c in self
+                    .store()
+                    .certs
+                    .iter()
+                    .filter(|c| changed.contains(&c.spec.cert))
+                {
                     tracing::info!(
                         cert = %c.spec.cert.display(),
                         serial = %c.serial,

@@ -701,3 +701,30 @@ fn the_ready_line_shows_tls_listeners_as_https() {
     assert!(urls[0].starts_with("http://127.0.0.1:"), "{ready}");
     assert!(urls[1].starts_with("https://127.0.0.1:"), "{ready}");
 }
+
+/// A rotation of one certificate logs that one: the others were read
+/// again with it, but unchanged (each used to be logged as reloaded).
+#[test]
+fn only_the_certificate_that_changed_is_logged_as_reloaded() {
+    let p = pki();
+    let a = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 30);
+    let b = p.ca.issue(p.dir.path(), "b", &["b.test"], 2, 30);
+    let root = fixture();
+    let body = format!(
+        "[[listen]]\naddress = \"127.0.0.1:0\"\n{}",
+        body(&[&a, &b], "\n[tls]\nwatch_interval = \"200ms\"\n")
+    );
+    let cfg = common::ConfigFile::new(root.path(), &body);
+    let d = common::Daemon::spawn(&["--config", cfg.arg()], &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    p.ca.issue(p.dir.path(), "b", &["b.test"], 3, 30);
+    let line = d.wait_for_line("certificate reloaded from disk");
+    std::thread::sleep(Duration::from_millis(600));
+    let log = d.log_text();
+    let reloaded: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("certificate reloaded from disk"))
+        .collect();
+    assert_eq!(reloaded.len(), 1, "{log}");
+    assert!(line.contains("b.pem"), "{line}");
+}
