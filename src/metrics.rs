@@ -526,6 +526,25 @@ impl prometheus::core::Collector for ProcessMetrics {
 mod tests {
     use super::*;
 
+    /// A build from a git checkout names its commit (it said "unknown").
+    #[test]
+    fn build_info_names_the_commit_of_a_checkout() {
+        let checkout = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.git")).exists();
+        let text = String::from_utf8(Metrics::new().render()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("ruchy_serve_build_info{"))
+            .unwrap();
+        if checkout
+            && std::process::Command::new("git")
+                .arg("--version")
+                .output()
+                .is_ok()
+        {
+            assert!(!line.contains("commit=\"unknown\""), "{line}");
+        }
+    }
+
     /// CPU time is exported with its fraction (the crate's collector
     /// rounded it down to whole seconds), and the other process metrics
     /// are there.
