@@ -41,6 +41,14 @@ fn daemon(root: &std::path::Path, extra: &str) -> (ConfigFile, Daemon, SocketAdd
     (cfg, d, metrics)
 }
 
+/// [`daemon`] serving a tree with one file, `big.bin`, of `len` bytes.
+fn serving_big(len: usize, extra: &str) -> (tempfile::TempDir, ConfigFile, Daemon, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.bin"), vec![5u8; len]).unwrap();
+    let (cfg, d, metrics) = daemon(dir.path(), extra);
+    (dir, cfg, d, metrics)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -134,10 +142,8 @@ fn stalled_http2_streams_over_cached_files_stay_within_the_budgets() {
 /// with it.
 #[test]
 fn many_connections_within_their_budgets_stay_within_the_process_bound() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("big.bin"), vec![5u8; 32 << 20]).unwrap();
-    let (_cfg, d, metrics) = daemon(
-        dir.path(),
+    let (_dir, _cfg, d, metrics) = serving_big(
+        32 << 20,
         "[limits]\nmax_response_buffer = \"1MiB\"\nmax_response_memory = \"24MiB\"\n\
          send_timeout = \"30s\"\n",
     );
@@ -205,10 +211,8 @@ fn many_connections_within_their_budgets_stay_within_the_process_bound() {
 /// used to stay open as long as the PINGs came.
 #[test]
 fn pings_do_not_keep_a_stalled_download_past_the_send_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("big.bin"), vec![7u8; 20 << 20]).unwrap();
-    let (_cfg, d, _) = daemon(
-        dir.path(),
+    let (_dir, _cfg, d, _) = serving_big(
+        20 << 20,
         "[limits]\nsend_timeout = \"2s\"\nkeep_alive_timeout = \"30s\"\n\
          max_connection_age = \"30s\"\n",
     );
