@@ -1,5 +1,7 @@
 //! Names the commit a binary was built from in `ruchy_serve_build_info`:
-//! `RUCHY_SERVE_COMMIT` when the packaging sets it, else the checkout's
+//! `RUCHY_BUILD_COMMIT` when the packaging sets it (not `RUCHY_SERVE_...`:
+//! cargo hands this variable to test and run processes too, and every
+//! `RUCHY_SERVE_` variable is configuration), else the checkout's
 //! `git rev-parse --short=12 HEAD` (a build outside a checkout, or without
 //! git, says "unknown").
 
@@ -7,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=RUCHY_SERVE_COMMIT");
-    if std::env::var_os("RUCHY_SERVE_COMMIT").is_some() {
+    println!("cargo:rerun-if-env-changed=RUCHY_BUILD_COMMIT");
+    if std::env::var_os("RUCHY_BUILD_COMMIT").is_some() {
         return;
     }
     let git = Path::new(".git");
@@ -33,7 +35,7 @@ fn main() {
     if let Ok(out) = out {
         let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() && !commit.is_empty() {
-            println!("cargo:rustc-env=RUCHY_SERVE_COMMIT={commit}");
+            println!("cargo:rustc-env=RUCHY_BUILD_COMMIT={commit}");
         }
     }
 }

@@ -274,7 +274,7 @@ impl Metrics {
         build_info
             .with_label_values(&[
                 env!("CARGO_PKG_VERSION"),
-                option_env!("RUCHY_SERVE_COMMIT").unwrap_or("unknown"),
+                option_env!("RUCHY_BUILD_COMMIT").unwrap_or("unknown"),
             ])
             .set(1);
         for result in ["success", "failure"] {

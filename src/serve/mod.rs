@@ -647,10 +647,13 @@ async fn io_error<B>(ask: &Ask<'_, B>, e: std::io::Error) -> Response<Body> {
         }
         return error_page(ask, StatusCode::FORBIDDEN).await;
     }
-    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-        // A symlink loop in the tree (`ln -s loop loop`): nothing there can
-        // be served, as for any link the policy refuses (README: 403). The
-        // tree is the operator's, and a client may ask as often as it likes.
+    let follows_all = ask.site.config.files.follow_symlinks == crate::config::SymlinkPolicy::Always;
+    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) && !follows_all {
+        // A symlink loop in the tree (`ln -s loop loop`): under the
+        // default policies a link that cannot be followed below the root,
+        // refused like any other (README: 403). Under `always`, where the
+        // operator asked to follow every link, it stays a broken tree (5xx,
+        // logged below). A client may ask as often as it likes: debug only.
         tracing::debug!(path = %truncated(req.uri().path()), "symlink loop");
         return error_page(ask, StatusCode::FORBIDDEN).await;
     }
