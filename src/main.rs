@@ -130,6 +130,13 @@ fn check(sources: &Sources) -> ExitCode {
                     c.not_after_text(),
                     c.days_left()
                 );
+                for name in c.uncovered() {
+                    eprintln!(
+                        "ruchy-serve: warning: certificate {} is answered for {name}, which its subjectAltName ({}) does not cover: clients will refuse it (hint: get a certificate for {name}, or list only covered names)",
+                        c.spec.cert.display(),
+                        c.san.join(", ")
+                    );
+                }
                 if c.days_left() < 14 {
                     eprintln!(
                         "ruchy-serve: warning: certificate {} expires in {} days (hint: renew it; ruchy-serve picks up new files without a restart)",

@@ -78,6 +78,9 @@ pub struct LoadedCert {
     pub spec: CertSpec,
     /// The SNI names it answers.
     pub names: Vec<String>,
+    /// The DNS names its subjectAltName lists (lower case): what clients
+    /// will accept it for.
+    pub san: Vec<String>,
     /// The chain and signing key, as rustls uses them.
     pub key: Arc<CertifiedKey>,
     /// Expiry of the leaf, Unix seconds (exported for monitoring).
@@ -133,8 +136,12 @@ impl LoadedCert {
             });
         }
         let serial = x509.raw_serial_as_string().replace(':', "");
+        let san: Vec<String> = dns_names(&x509)
+            .into_iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
         let names = if spec.names.is_empty() {
-            dns_names(&x509)
+            san.clone()
         } else {
             spec.names.clone()
         };
@@ -153,11 +160,32 @@ impl LoadedCert {
         Ok(LoadedCert {
             spec: spec.clone(),
             names: names.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
+            san,
             key: Arc::new(certified),
             not_after,
             serial,
             stamps,
         })
+    }
+
+    /// The names it is answered for that its subjectAltName does not cover
+    /// (exactly, or by a `*.` wildcard one label up): clients will refuse
+    /// it for those.
+    pub fn uncovered(&self) -> Vec<&str> {
+        let covered = |name: &str| {
+            self.san.iter().any(|s| match s.strip_prefix("*.") {
+                Some(parent) => name.strip_prefix("*.").map_or_else(
+                    || name.split_once('.').is_some_and(|(_, p)| p == parent),
+                    |p| p == parent,
+                ),
+                None => s == name,
+            })
+        };
+        self.names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !covered(n))
+            .collect()
     }
 
     /// Days until expiry (negative once expired).
@@ -415,6 +443,7 @@ mod tests {
                 site: None,
             },
             names: names.iter().map(|s| s.to_string()).collect(),
+            san: names.iter().map(|s| s.to_string()).collect(),
             key: Arc::new(CertifiedKey::new(vec![ck.cert.der().clone()], signing)),
             not_after: 0,
             serial: names[0].to_string(),

@@ -728,3 +728,42 @@ fn only_the_certificate_that_changed_is_logged_as_reloaded() {
     assert_eq!(reloaded.len(), 1, "{log}");
     assert!(line.contains("b.pem"), "{line}");
 }
+
+/// `check` warns when a certificate is answered for a name its
+/// subjectAltName does not cover: a site's own certificate whose names
+/// default to the site's, one of which it lacks (it said nothing).
+#[test]
+fn check_warns_when_a_certificate_does_not_cover_its_names() {
+    let p = pki();
+    let root = fixture();
+    let head = format!("root = {:?}\n", root.path().display().to_string());
+    let leaf =
+        p.ca.issue(p.dir.path(), "shop", &["shop.test", "*.shop.test"], 1, 90);
+    let site = |names: &str| {
+        format!(
+            "{head}[[listen]]\naddress = \"127.0.0.1:0\"\ntls = true\n\
+             [[sites]]\nnames = [{names}]\nroot = {:?}\n\
+             [[sites.certificates]]\ncert = {:?}\nkey = {:?}\n",
+            root.path().display().to_string(),
+            leaf.cert.display().to_string(),
+            leaf.key.display().to_string()
+        )
+    };
+    let out = check(p.dir.path(), &site("\"shop.test\", \"eu.shop.test\""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let out = check(p.dir.path(), &site("\"shop.test\", \"shop.example\""));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: certificate")
+            && stderr.contains("shop.example")
+            && stderr.contains("does not cover"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("for shop.test,"), "{stderr}");
+}
