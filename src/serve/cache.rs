@@ -467,16 +467,32 @@ pub fn key(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     if plain(raw.as_bytes()) {
         return Some(Cow::Borrowed(raw));
     }
+    resolved(raw, |c| std::str::from_utf8(c).ok().map(Cow::Borrowed)).map(Cow::Owned)
+}
+
+/// The resolved path of a request path whose decoded bytes may not be
+/// UTF-8, with U+FFFD for each invalid sequence: what path rules match when
+/// [`key`] has none (`None`: not a path at all).
+pub fn lossy_key(raw: &str) -> Option<String> {
+    resolved(raw, |c| Some(String::from_utf8_lossy(c)))
+}
+
+/// `raw` decoded and joined again from its plain components, each made text
+/// by `text` (`None` from it: no key).
+fn resolved(
+    raw: &str,
+    text: impl for<'c> Fn(&'c [u8]) -> Option<std::borrow::Cow<'c, str>>,
+) -> Option<String> {
     let decoded = super::resolve::decode_path(raw)?;
     let mut out = String::with_capacity(raw.len());
     for c in &decoded.components {
         out.push('/');
-        out.push_str(std::str::from_utf8(c).ok()?);
+        out.push_str(&text(c)?);
     }
     if decoded.trailing_slash || out.is_empty() {
         out.push('/');
     }
-    Some(Cow::Owned(out))
+    Some(out)
 }
 
 /// Whether a path is its own key already: starts with `/`, no `//`, no

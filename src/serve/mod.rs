@@ -197,21 +197,6 @@ impl Site {
     }
 }
 
-/// The resolved path of a request path whose decoded bytes are not UTF-8,
-/// with U+FFFD for each invalid sequence (`None`: not a path at all).
-fn lossy_key(raw: &str) -> Option<String> {
-    let decoded = resolve::decode_path(raw)?;
-    let mut out = String::with_capacity(raw.len());
-    for c in &decoded.components {
-        out.push('/');
-        out.push_str(&String::from_utf8_lossy(c));
-    }
-    if decoded.trailing_slash || out.is_empty() {
-        out.push('/');
-    }
-    Some(out)
-}
-
 /// Reads a whole small file for the cache; `None` if it is not the length
 /// its metadata promised (changed under us), so nothing wrong is cached.
 fn read_whole(file: &std::fs::File, len: u64) -> Option<Bytes> {
@@ -366,7 +351,7 @@ async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
         // invalid sequence as U+FFFD.
         let lossy = match &path_key {
             Some(_) => None,
-            None => lossy_key(req.uri().path()),
+            None => cache::lossy_key(req.uri().path()),
         };
         let found = path_key
             .as_deref()
