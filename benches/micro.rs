@@ -14,6 +14,7 @@ use http::HeaderMap;
 use ruchy_serve::config::{self, Encoding, Sources};
 use ruchy_serve::metrics::Metrics;
 use ruchy_serve::serve::conditional::{self, Preconditions, Validators};
+use ruchy_serve::serve::tree::Wait;
 use ruchy_serve::serve::{encoding, headers, range, resolve, Site};
 
 /// A small tree and a configuration with cache and header rules, as a
@@ -65,13 +66,18 @@ fn resolution(c: &mut Criterion) {
     });
     g.bench_function("resolve_file_with_twin", |b| {
         b.iter(|| {
-            site.resolve(black_box("/assets/app.js"), None, Some("gzip, deflate, br"))
-                .unwrap()
+            site.resolve(
+                black_box("/assets/app.js"),
+                None,
+                Some("gzip, deflate, br"),
+                Wait::Disk,
+            )
+            .unwrap()
         })
     });
     g.bench_function("resolve_missing", |b| {
         b.iter(|| {
-            site.resolve(black_box("/nope/missing.html"), None, None)
+            site.resolve(black_box("/nope/missing.html"), None, None, Wait::Disk)
                 // ENOENT comes back as an error; the caller maps it to 404.
                 .is_err_and(|e| resolve::is_not_found(&e))
         })

@@ -197,7 +197,7 @@ fn serve(sources: &Sources) -> ExitCode {
     if let Some(w) = root_warning {
         tracing::warn!("{w}");
     }
-    let runtime = match runtime(cfg.workers) {
+    let runtime = match runtime(cfg.workers, cfg.blocking_threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ruchy-serve: cannot start the tokio runtime: {e}");
@@ -232,9 +232,15 @@ fn serve(sources: &Sources) -> ExitCode {
 /// run on). One worker gets tokio's current-thread scheduler: no work-stealing
 /// queues or cross-thread wake-ups to pay for when there is nobody to steal
 /// from.
-fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+///
+/// The blocking pool is bounded by `blocking` (tokio's default is 512): on
+/// a site larger than the page cache, misses would otherwise start a
+/// thread each, and hundreds of threads on a few cores spend the time
+/// switching between themselves (benches/README.md, w12).
+fn runtime(workers: usize, blocking: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if workers == 1 {
         return tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(blocking)
             .enable_all()
             .build();
     }
@@ -242,5 +248,5 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if workers > 1 {
         b.worker_threads(workers);
     }
-    b.enable_all().build()
+    b.max_blocking_threads(blocking).enable_all().build()
 }

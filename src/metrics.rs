@@ -218,6 +218,21 @@ impl Metrics {
                 "Precompressed files (.br, .zst, .gz) not served because their original is newer; \
                  the original is served until the twin is rebuilt."
             )),
+            ran: {
+                let ran = reg!(IntCounterVec::new(
+                    Opts::new(
+                        "file_work_total",
+                        "File-system work (a request's resolution, or a chunk of a streamed file) \
+                         by where it ran: inline from the kernel's caches, or on the blocking pool \
+                         because it had to wait for the disk."
+                    ),
+                    &["ran"]
+                ));
+                crate::serve::body::Ran {
+                    inline: ran.with_label_values(&["inline"]),
+                    pool: ran.with_label_values(&["pool"]),
+                }
+            },
         };
         let compression = std::sync::Arc::new(crate::serve::compress::Stats {
             made: reg!(prometheus::IntCounter::new(

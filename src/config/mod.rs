@@ -57,6 +57,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Runtime worker threads (0: one per core).
     pub workers: usize,
+    /// Most blocking-pool threads: the file-system work that has to wait
+    /// for the disk, compression, configuration loads (at least 1).
+    pub blocking_threads: usize,
     /// Whether starting as root is allowed (checked by `main`).
     pub allow_root: bool,
     /// Whose word about the client address is believed.
@@ -180,6 +183,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         listen,
         shutdown_timeout: raw.shutdown_timeout.get(),
         workers: raw.workers,
+        blocking_threads: raw.blocking_threads.max(1),
         allow_root: raw.allow_root,
         trusted_proxies,
         files,

@@ -32,6 +32,8 @@ pub struct RawConfig {
     pub shutdown_timeout: Span,
     /// Runtime worker threads; 0 means one per CPU core. Read at start only.
     pub workers: usize,
+    /// Most threads that wait for the disk at once. Read at start only.
+    pub blocking_threads: usize,
     /// Start even when running as root (refused by default).
     pub allow_root: bool,
     /// Peers (CIDR, address, or "unix:") whose PROXY header, X-Forwarded-For
@@ -59,6 +61,7 @@ impl Default for RawConfig {
             root: None,
             shutdown_timeout: Span(Duration::from_secs(30)),
             workers: 0,
+            blocking_threads: 32,
             allow_root: false,
             trusted_proxies: Vec::new(),
             listen: vec![RawListen {

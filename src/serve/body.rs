@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+use super::tree::Wait;
 use crate::fileid::FileId;
 use futures_util::stream;
 use http_body::{Frame, SizeHint};
@@ -399,6 +400,17 @@ impl Drop for Unwait<'_> {
     }
 }
 
+/// Where file-system work ran (`file_work_total{ran}`): inline on the
+/// runtime's thread from the kernel's caches, or on the blocking pool
+/// because it had to wait for the disk ([`Wait`]).
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// Done inline.
+    pub inline: prometheus::IntCounter,
+    /// Done on the blocking pool.
+    pub pool: prometheus::IntCounter,
+}
+
 /// A chunk read from a file, holding its room in the budget until dropped.
 struct Held {
     buf: Vec<u8>,
@@ -456,10 +468,12 @@ pub fn file(
     version: FileId,
     chunk: usize,
     budget: Budget,
+    ran: Ran,
 ) -> Body {
     let state = (Arc::new(file), VecDeque::from(segments));
     let s = stream::unfold(state, move |(file, mut segs)| {
         let budget = budget.clone();
+        let ran = ran.clone();
         async move {
             let seg = segs.pop_front()?;
             let item = match seg {
@@ -467,16 +481,7 @@ pub fn file(
                 Segment::File { offset, len } => {
                     let want = budget.chunk(len, chunk);
                     let room = budget.charge(want).await;
-                    let f = Arc::clone(&file);
-                    let read = tokio::task::spawn_blocking(move || {
-                        let buf = read_exact_at(&f, want, offset)?;
-                        if !version.same_bytes(&FileId::of(&f.metadata()?)) {
-                            return Err(io::Error::other("file changed while it was being sent"));
-                        }
-                        Ok(buf)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(io::Error::other(e)));
+                    let read = read_chunk(&file, want, offset, version, &ran).await;
                     match read {
                         Ok(buf) if buf.len() == want => {
                             let n = buf.len() as u64;
@@ -508,6 +513,38 @@ pub fn file(
     Body::Stream(BodyExt::boxed(StreamBody::new(s)))
 }
 
+/// `want` bytes of `file` at `offset`, checked to be still `version`:
+/// read inline from the page cache, the rest (if any) on the blocking pool.
+async fn read_chunk(
+    file: &Arc<File>,
+    want: usize,
+    offset: u64,
+    version: FileId,
+    ran: &Ran,
+) -> io::Result<Vec<u8>> {
+    let same = move |f: &File| match version.same_bytes(&FileId::of(&f.metadata()?)) {
+        true => Ok(()),
+        false => Err(io::Error::other("file changed while it was being sent")),
+    };
+    let mut buf = Vec::with_capacity(want);
+    match read_more_at(file, &mut buf, want, offset, Wait::Never) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        done => {
+            ran.inline.inc();
+            return done.and_then(|()| same(file)).map(|()| buf);
+        }
+    }
+    ran.pool.inc();
+    let f = Arc::clone(file);
+    tokio::task::spawn_blocking(move || {
+        read_more_at(&f, &mut buf, want, offset, Wait::Disk)?;
+        same(&f)?;
+        Ok(buf)
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
 /// A body streamed from `file` for `req`: chunks sized to the protocol, held
 /// within the connection's [`Budget`].
 pub fn file_for<B>(
@@ -516,13 +553,14 @@ pub fn file_for<B>(
     segments: Vec<Segment>,
     version: FileId,
     budget: Budget,
+    ran: Ran,
 ) -> Body {
     let chunk = if req.version() == http::Version::HTTP_2 {
         CHUNK_HTTP2
     } else {
         CHUNK_HTTP1
     };
-    file(open, segments, version, chunk, budget)
+    file(open, segments, version, chunk, budget, ran)
 }
 
 /// `segments` of `bytes` (a cached file) and the multipart headers between
@@ -541,19 +579,71 @@ pub fn slices(bytes: Bytes, segments: Vec<Segment>) -> Body {
 /// length grows by what it wrote. The capacity may exceed `want`, so the
 /// bytes past it are cut off at the end.
 pub fn read_exact_at(file: &File, want: usize, offset: u64) -> io::Result<Vec<u8>> {
-    use rustix::buffer::spare_capacity;
-    let mut buf: Vec<u8> = Vec::with_capacity(want);
+    let mut buf = Vec::with_capacity(want);
+    read_more_at(file, &mut buf, want, offset, Wait::Disk)?;
+    Ok(buf)
+}
+
+/// Appends to `buf` the bytes of `file` from `offset + buf.len()` until it
+/// holds `want` (fewer only at end of file). Under [`Wait::Never`] only
+/// what the page cache holds (`RWF_NOWAIT`): `WouldBlock` at the first
+/// byte that is not, with what was read kept in `buf`, so the blocking
+/// pool goes on from there.
+pub fn read_more_at(
+    file: &File,
+    buf: &mut Vec<u8>,
+    want: usize,
+    offset: u64,
+    wait: Wait,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(want.saturating_sub(buf.len()));
     while buf.len() < want {
         let at = offset + buf.len() as u64;
-        match rustix::io::pread(file, spare_capacity(&mut buf), at) {
+        let n = match wait {
+            Wait::Disk => rustix::io::pread(file, rustix::buffer::spare_capacity(buf), at)
+                .map_err(io::Error::from),
+            Wait::Never => {
+                let spare = buf.spare_capacity_mut();
+                let iov = libc::iovec {
+                    iov_base: spare.as_mut_ptr().cast(),
+                    iov_len: spare.len(),
+                };
+                // SAFETY: the one iovec points into `buf`'s spare capacity,
+                // which the kernel only writes; the length is then grown by
+                // exactly what it wrote.
+                let n = unsafe {
+                    libc::preadv2(file.as_raw_fd(), &iov, 1, at as i64, libc::RWF_NOWAIT)
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    let n = n as usize;
+                    unsafe { buf.set_len(buf.len() + n) };
+                    Ok(n)
+                }
+            }
+        };
+        match n {
             Ok(0) => break,
             Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // EAGAIN: not in the page cache. EOPNOTSUPP: a file system
+            // without RWF_NOWAIT (or a kernel before 4.14: EINVAL).
+            Err(e)
+                if wait == Wait::Never
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL)
+                    ) =>
+            {
+                return Err(super::tree::would_block());
+            }
+            Err(e) => return Err(e),
         }
     }
     buf.truncate(want);
-    Ok(buf)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -246,6 +246,8 @@ pub struct Stats {
     pub bytes: prometheus::IntGauge,
     /// Precompressed twins passed over because their original is newer.
     pub stale_twins: prometheus::IntCounter,
+    /// Where file-system work ran: inline or on the blocking pool.
+    pub ran: super::body::Ran,
 }
 
 #[derive(Debug)]

@@ -13,17 +13,22 @@
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::fileid::FileId;
+
+use super::body::read_more_at;
+use super::tree::Wait;
 
 /// Bound on remembered tags; past it the map is cleared and refilled, which
 /// costs one rehash per hot file and keeps memory flat under path scans.
 const MAX_ENTRIES: usize = 65_536;
 /// Read size while hashing: large enough to keep syscalls few.
 const HASH_CHUNK: usize = 256 * 1024;
+/// The longest file hashed on the runtime's thread (about 0.3 ms of
+/// BLAKE3); longer ones are hashed on the blocking pool.
+pub const INLINE_HASH_LIMIT: u64 = 1 << 20;
 
 #[derive(Default)]
 /// Content ETags by path, valid while the file keeps its [`FileId`].
@@ -39,12 +44,16 @@ impl std::fmt::Debug for EtagCache {
 
 impl EtagCache {
     /// The ETag (quotes included) of the open `file` found at `path`.
+    /// Under [`Wait::Never`] a file is hashed only from the page cache and
+    /// only up to [`INLINE_HASH_LIMIT`]: a longer hash would hold the
+    /// runtime's thread (`WouldBlock`: the blocking pool hashes it).
     pub fn etag(
         &self,
         path: &Path,
         file: &File,
         meta: &Metadata,
         hash_limit: u64,
+        wait: Wait,
     ) -> io::Result<String> {
         let key = FileId::of(meta);
         if let Some((k, tag)) = self.map.lock().expect("etag cache").get(path) {
@@ -53,7 +62,10 @@ impl EtagCache {
             }
         }
         let tag = if meta.len() <= hash_limit {
-            hash_file(file, meta.len())?
+            if wait == Wait::Never && meta.len() > INLINE_HASH_LIMIT {
+                return Err(super::tree::would_block());
+            }
+            hash_file(file, meta.len(), wait)?
         } else {
             format!(
                 "\"{:x}-{:x}-{:x}-{:x}\"",
@@ -71,17 +83,19 @@ impl EtagCache {
 
 /// BLAKE3 of the content, 128 bits in hex: collisions are not a concern and
 /// hashing runs at memory speed.
-fn hash_file(file: &File, len: u64) -> io::Result<String> {
+fn hash_file(file: &File, len: u64, wait: Wait) -> io::Result<String> {
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; HASH_CHUNK.min(len as usize).max(1)];
+    let chunk = HASH_CHUNK.min(len as usize).max(1);
+    let mut buf = Vec::with_capacity(chunk);
     let mut off = 0u64;
     while off < len {
-        let n = file.read_at(&mut buf, off)?;
-        if n == 0 {
+        buf.clear();
+        read_more_at(file, &mut buf, chunk, off, wait)?;
+        if buf.is_empty() {
             break;
         }
-        hasher.update(&buf[..n]);
-        off += n as u64;
+        hasher.update(&buf);
+        off += buf.len() as u64;
     }
     let hash = hasher.finalize();
     let hex = hash.to_hex();
@@ -92,6 +106,7 @@ fn hash_file(file: &File, len: u64) -> io::Result<String> {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn same_content_gives_same_tag_in_different_files() {
@@ -102,7 +117,9 @@ mod tests {
         let cache = EtagCache::default();
         let tag = |p: &Path| {
             let f = File::open(p).unwrap();
-            cache.etag(p, &f, &f.metadata().unwrap(), 1 << 20).unwrap()
+            cache
+                .etag(p, &f, &f.metadata().unwrap(), 1 << 20, Wait::Disk)
+                .unwrap()
         };
         assert_eq!(tag(&a), tag(&b));
         assert!(tag(&a).starts_with('"') && tag(&a).len() == 34);
@@ -115,11 +132,15 @@ mod tests {
         std::fs::write(&p, b"one").unwrap();
         let cache = EtagCache::default();
         let f = File::open(&p).unwrap();
-        let first = cache.etag(&p, &f, &f.metadata().unwrap(), 1 << 20).unwrap();
+        let first = cache
+            .etag(&p, &f, &f.metadata().unwrap(), 1 << 20, Wait::Disk)
+            .unwrap();
         let mut w = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
         w.write_all(b" two").unwrap();
         let f = File::open(&p).unwrap();
-        let second = cache.etag(&p, &f, &f.metadata().unwrap(), 1 << 20).unwrap();
+        let second = cache
+            .etag(&p, &f, &f.metadata().unwrap(), 1 << 20, Wait::Disk)
+            .unwrap();
         assert_ne!(first, second);
     }
 
@@ -130,7 +151,7 @@ mod tests {
         std::fs::write(&p, vec![7u8; 100]).unwrap();
         let f = File::open(&p).unwrap();
         let tag = EtagCache::default()
-            .etag(&p, &f, &f.metadata().unwrap(), 10)
+            .etag(&p, &f, &f.metadata().unwrap(), 10, Wait::Disk)
             .unwrap();
         assert!(tag.starts_with("\"64-"), "{tag}");
         // Rewritten in place, same length, old mtime put back: a new tag.
@@ -140,7 +161,7 @@ mod tests {
         w.write_all_at(&[8u8; 100], 0).unwrap();
         w.set_modified(mtime).unwrap();
         let again = EtagCache::default()
-            .etag(&p, &f, &f.metadata().unwrap(), 10)
+            .etag(&p, &f, &f.metadata().unwrap(), 10, Wait::Disk)
             .unwrap();
         assert_ne!(tag, again);
     }

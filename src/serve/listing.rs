@@ -46,7 +46,7 @@ pub fn render(dir: &Path, request_path: &str, cfg: &Config) -> io::Result<String
     // Read through a handle opened below the root without following
     // symlinks: a directory swapped for a link since resolution fails to
     // open rather than listing somewhere else.
-    let tree = Tree::open(cfg)?;
+    let tree = Tree::open(cfg, super::tree::Wait::Disk)?;
     let fd = tree.open_dir(dir)?;
     let mut entries = Vec::new();
     for entry in rustix::fs::Dir::read_from(&fd)? {

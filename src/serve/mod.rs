@@ -51,6 +51,7 @@ use body::{Body, Budget};
 use fields::Fields;
 use represent::{represent, Source};
 use resolve::{Found, Outcome};
+use tree::Wait;
 
 const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
 
@@ -157,6 +158,7 @@ impl Site {
         raw_path: &str,
         query: Option<&str>,
         accept_encoding: Option<&str>,
+        wait: Wait,
     ) -> std::io::Result<Outcome> {
         resolve::resolve(
             &self.config,
@@ -165,6 +167,7 @@ impl Site {
             raw_path,
             query,
             accept_encoding,
+            wait,
         )
     }
 
@@ -177,8 +180,9 @@ impl Site {
         path: &str,
         query: Option<&str>,
         accept: Option<&str>,
+        wait: Wait,
     ) -> std::io::Result<Outcome> {
-        let resolve = |p: &str| match self.resolve(p, query, accept) {
+        let resolve = |p: &str| match self.resolve(p, query, accept, wait) {
             Err(e) if resolve::is_not_found(&e) => Ok(Outcome::NotFound),
             other => other,
         };
@@ -197,11 +201,17 @@ impl Site {
     }
 }
 
-/// Reads a whole small file for the cache; `None` if it is not the length
-/// its metadata promised (changed under us), so nothing wrong is cached.
-fn read_whole(file: &std::fs::File, len: u64) -> Option<Bytes> {
-    let buf = body::read_exact_at(file, len as usize, 0).ok()?;
-    (buf.len() as u64 == len).then(|| Bytes::from(buf))
+/// Reads a whole small file for the cache; `Ok(None)` if it is not the
+/// length its metadata promised (changed under us), so nothing wrong is
+/// cached. Under [`Wait::Never`], `WouldBlock` unless the page cache holds
+/// all of it.
+fn read_whole(file: &std::fs::File, len: u64, wait: Wait) -> std::io::Result<Option<Bytes>> {
+    let mut buf = Vec::with_capacity(len as usize);
+    match body::read_more_at(file, &mut buf, len as usize, 0, wait) {
+        Err(e) if tree::is_would_block(&e) => Err(e),
+        Err(_) => Ok(None),
+        Ok(()) => Ok((buf.len() as u64 == len).then(|| Bytes::from(buf))),
+    }
 }
 
 /// The answer to a request [`guard::check`] refused: a short text body, and
@@ -374,47 +384,22 @@ async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
         }
     }
 
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().map(str::to_string);
-    let accept = fields.accept_encoding.map(str::to_string);
     // A revalidation: the entry that expired, whose bodies are kept when
     // the file is still the version they were read from (a stat, not a
     // copy: nginx's open_file_cache_valid).
     let expired = key.as_deref().and_then(|k| site.cache.expired(k));
-    let budget = ask.budget.clone();
-    let credit = ask.take_credit();
-    let outcome = blocking(site, move |site| {
-        let outcome = site.resolve_trying(&path, query.as_deref(), accept.as_deref())?;
-        let mut room = credit;
-        let bytes = match &outcome {
-            Outcome::File(f) if site.cache.accepts(f.len) => {
-                let kept = expired
-                    .as_ref()
-                    .and_then(|e| e.variant(f.encoding))
-                    .filter(|v| v.file == Some(f.id) && v.body.len() as u64 == f.len);
-                let len = f.len as usize;
-                if room.as_ref().is_some_and(|c| !budget.covers(c, len)) {
-                    room = None;
-                }
-                match kept {
-                    Some(v) => Some(v.body.clone()),
-                    // Read whole only with room for it: without, the file
-                    // streams chunk by chunk within the budget instead.
-                    None => {
-                        room = room.or_else(|| budget.try_charge(len));
-                        room.as_ref().and_then(|_| read_whole(&f.file, f.len))
-                    }
-                }
-            }
-            _ => None,
-        };
-        Ok((outcome, bytes, room))
+    let miss = Miss {
+        path: req.uri().path().to_string(),
+        query: req.uri().query().map(str::to_string),
+        accept: fields.accept_encoding.map(str::to_string),
+        expired,
+        budget: ask.budget.clone(),
+    };
+    let (outcome, room) = file_work(site, ask.take_credit(), move |site, wait, room| {
+        miss.run(site, wait, room)
     })
     .await;
-    let outcome = outcome.map(|(outcome, bytes, room)| {
-        ask.give_credit(room);
-        (outcome, bytes)
-    });
+    ask.give_credit(room);
 
     match outcome {
         Ok((Outcome::File(found), Some(bytes))) => {
@@ -449,6 +434,92 @@ async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
         Ok((outcome, _)) => respond_outcome(ask, outcome).await,
         Err(e) => io_error(ask, e).await,
     }
+}
+
+/// What a request that the file cache could not answer needs resolved.
+struct Miss {
+    path: String,
+    query: Option<String>,
+    accept: Option<String>,
+    /// The entry that expired, if any ([`cache::FileCache::expired`]).
+    expired: Option<Arc<cache::Entry>>,
+    budget: Budget,
+}
+
+impl Miss {
+    /// The outcome, and for a file the cache accepts its bytes: the
+    /// expired entry's if the file kept its identity, else read whole
+    /// within `room` (waited for earlier) or room taken now. Without room
+    /// the file streams chunk by chunk within the budget instead.
+    fn run(
+        &self,
+        site: &Site,
+        wait: Wait,
+        room: &mut Option<body::Charge>,
+    ) -> std::io::Result<(Outcome, Option<Bytes>)> {
+        let outcome = site.resolve_trying(
+            &self.path,
+            self.query.as_deref(),
+            self.accept.as_deref(),
+            wait,
+        )?;
+        let bytes = match &outcome {
+            Outcome::File(f) if site.cache.accepts(f.len) => {
+                let kept = self
+                    .expired
+                    .as_ref()
+                    .and_then(|e| e.variant(f.encoding))
+                    .filter(|v| v.file == Some(f.id) && v.body.len() as u64 == f.len);
+                let len = f.len as usize;
+                if room.as_ref().is_some_and(|c| !self.budget.covers(c, len)) {
+                    *room = None;
+                }
+                match kept {
+                    Some(v) => Some(v.body.clone()),
+                    None => {
+                        if room.is_none() {
+                            *room = self.budget.try_charge(len);
+                        }
+                        match room {
+                            Some(_) => read_whole(&f.file, f.len, wait)?,
+                            None => None,
+                        }
+                    }
+                }
+            }
+            _ => None,
+        };
+        Ok((outcome, bytes))
+    }
+}
+
+/// Runs `work` on the runtime's thread from the kernel's caches only
+/// ([`Wait::Never`]), and when that would wait for the disk, again on the
+/// blocking pool ([`Wait::Disk`]); `state` goes along and comes back.
+/// Counted in `file_work_total` by where it ran.
+async fn file_work<S, T, F>(site: &Arc<Site>, mut state: S, work: F) -> (std::io::Result<T>, S)
+where
+    F: Fn(&Site, Wait, &mut S) -> std::io::Result<T> + Send + 'static,
+    S: Default + Send + 'static,
+    T: Send + 'static,
+{
+    let ran = &site.cache.stats().ran;
+    match work(site, Wait::Never, &mut state) {
+        Err(e) if tree::is_would_block(&e) => {}
+        done => {
+            ran.inline.inc();
+            return (done, state);
+        }
+    }
+    ran.pool.inc();
+    let site = Arc::clone(site);
+    let back = tokio::task::spawn_blocking(move || {
+        let done = work(&site, Wait::Disk, &mut state);
+        (done, state)
+    })
+    .await;
+    // A panic in the work took its state with it.
+    back.unwrap_or_else(|e| (Err(std::io::Error::other(e)), S::default()))
 }
 
 /// A cached representation, compressed on the fly when `[compression]`
@@ -508,7 +579,7 @@ async fn compressed_file<B>(
     let (len, id) = (found.len, found.version());
     let load = move || {
         let changed = || std::io::Error::other("file changed while read");
-        let bytes = read_whole(&file, len).ok_or_else(changed)?;
+        let bytes = read_whole(&file, len, Wait::Disk)?.ok_or_else(changed)?;
         match id.same_bytes(&crate::fileid::FileId::of(&file.metadata()?)) {
             true => Ok(bytes),
             false => Err(changed()),
@@ -549,7 +620,12 @@ async fn represent_file<B>(ask: &Ask<'_, B>, found: Found) -> Response<Body> {
         ask.req,
         ask.fields,
         &prepared,
-        Source::File(found.file, version, ask.budget.clone()),
+        Source::File(
+            found.file,
+            version,
+            ask.budget.clone(),
+            ask.site.cache.stats().ran.clone(),
+        ),
     )
 }
 
@@ -656,7 +732,10 @@ async fn not_found<B>(ask: &Ask<'_, B>) -> Response<Body> {
     let site = ask.site;
     if let Some(fallback) = site.config.files.fallback.clone() {
         let accept = ask.fields.accept_encoding.map(str::to_string);
-        let found = blocking(site, move |s| s.resolve(&fallback, None, accept.as_deref())).await;
+        let (found, ()) = file_work(site, (), move |s, wait, _| {
+            s.resolve(&fallback, None, accept.as_deref(), wait)
+        })
+        .await;
         match found {
             Ok(Outcome::File(found)) => return represent_file(ask, *found).await,
             _ => tracing::warn!(
@@ -688,9 +767,13 @@ async fn error_page<B>(ask: &Ask<'_, B>, status: StatusCode) -> Response<Body> {
         return response::build(status, h.clone(), b);
     }
     if let Some(page) = page.cloned() {
-        let found = blocking(site, move |s| s.resolve(&page, None, None)).await;
+        let (found, ()) = file_work(site, (), move |s, wait, _| {
+            s.resolve(&page, None, None, wait)
+        })
+        .await;
         if let Ok(Outcome::File(found)) = found {
-            return response::error_file(cfg, req, status, *found, ask.budget);
+            let ran = site.cache.stats().ran.clone();
+            return response::error_file(cfg, req, status, *found, ask.budget, ran);
         }
         tracing::warn!(status = status.as_u16(), "error page file is missing");
     }

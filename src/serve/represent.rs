@@ -19,7 +19,7 @@ use crate::fileid::FileId;
 pub enum Source {
     /// An open file that must stay this version while it streams, read
     /// within the connection's budget.
-    File(std::fs::File, FileId, body::Budget),
+    File(std::fs::File, FileId, body::Budget, body::Ran),
     /// The cached bytes of the representation.
     Memory(Bytes),
 }
@@ -27,7 +27,9 @@ pub enum Source {
 impl Source {
     fn body<B>(self, segments: Vec<Segment>, req: &Request<B>) -> Body {
         match self {
-            Source::File(f, version, budget) => body::file_for(req, f, segments, version, budget),
+            Source::File(f, version, budget, ran) => {
+                body::file_for(req, f, segments, version, budget, ran)
+            }
             // A range is a slice that holds the whole buffer: charged whole.
             Source::Memory(bytes) => body::slices(bytes, segments),
         }

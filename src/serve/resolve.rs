@@ -18,7 +18,7 @@ use crate::fileid::FileId;
 
 use super::encoding::negotiate;
 use super::etag::EtagCache;
-use super::tree::{is_escape, Tree};
+use super::tree::{is_escape, is_would_block, Tree, Wait};
 
 /// What a request path resolves to.
 #[derive(Debug)]
@@ -106,7 +106,9 @@ pub fn decode_path(raw: &str) -> Option<DecodedPath> {
 }
 
 /// Resolves `raw_path` (the URI path, still percent-encoded) under the config.
-/// `query` is kept on redirects.
+/// `query` is kept on redirects. Under [`Wait::Never`] every lookup and
+/// read comes from the kernel's caches or the resolution stops with
+/// `WouldBlock` ([`super::tree::is_would_block`]), having changed nothing.
 pub fn resolve(
     cfg: &Config,
     etags: &EtagCache,
@@ -114,6 +116,7 @@ pub fn resolve(
     raw_path: &str,
     query: Option<&str>,
     accept_encoding: Option<&str>,
+    wait: Wait,
 ) -> io::Result<Outcome> {
     let Some(decoded) = decode_path(raw_path) else {
         return Ok(Outcome::BadRequest);
@@ -125,7 +128,7 @@ pub fn resolve(
     for c in &decoded.components {
         path.push(OsStr::from_bytes(c));
     }
-    let tree = Tree::open(cfg)?;
+    let tree = Tree::open(cfg, wait)?;
     let Some((path, meta)) = tree.check(&path)? else {
         return Ok(Outcome::Forbidden);
     };
@@ -183,7 +186,12 @@ pub fn resolve(
     for &enc in &cfg.files.precompressed {
         let mut twin = path.clone().into_os_string();
         twin.push(enc.suffix());
-        if let Ok(Some((p, m))) = tree.check(Path::new(&twin)) {
+        let checked = match tree.check(Path::new(&twin)) {
+            // Not knowing whether a twin exists is not knowing the answer.
+            Err(e) if is_would_block(&e) => return Err(e),
+            checked => checked,
+        };
+        if let Ok(Some((p, m))) = checked {
             if m.is_file() {
                 if stale(&m, &meta) {
                     stale_twins.inc();
@@ -218,7 +226,7 @@ pub fn resolve(
         return Ok(Outcome::Forbidden);
     }
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    let etag = etags.etag(serve_path, &file, &meta, cfg.files.etag_hash_limit)?;
+    let etag = etags.etag(serve_path, &file, &meta, cfg.files.etag_hash_limit, wait)?;
     Ok(Outcome::File(Box::new(Found {
         file,
         id: FileId::of(&meta),

@@ -86,6 +86,7 @@ pub fn error_file<B>(
     status: StatusCode,
     found: Found,
     budget: &body::Budget,
+    ran: body::Ran,
 ) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     let mut h = HeaderMap::new();
@@ -104,7 +105,7 @@ pub fn error_file<B>(
             offset: 0,
             len: found.len,
         }];
-        body::file_for(req, found.file, whole, version, budget.clone())
+        body::file_for(req, found.file, whole, version, budget.clone(), ran)
     };
     build(status, h, b)
 }

@@ -33,6 +33,58 @@ use crate::config::{Config, SymlinkPolicy};
 pub struct Tree<'a> {
     cfg: &'a Config,
     root: OwnedFd,
+    wait: Wait,
+}
+
+/// Whether a resolution may wait for the disk.
+///
+/// A request's file-system work first runs on the runtime's own thread
+/// with [`Wait::Never`]: every lookup with `RESOLVE_CACHED` (the dentry
+/// cache only) and every read with `RWF_NOWAIT` (the page cache only). On
+/// a warm site that answers nearly every miss and revalidation without a
+/// thread hand-off, which was a quarter of the CPU on the site workload
+/// (benches/README.md, w12). Whatever would wait fails with
+/// [`io::ErrorKind::WouldBlock`] and the whole resolution runs again on the
+/// blocking pool with [`Wait::Disk`]. This is the idea behind nginx's
+/// `aio threads` fallback and Seastar's `RWF_NOWAIT` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Only from memory; anything else is `WouldBlock`.
+    Never,
+    /// May wait for the disk (on the blocking pool).
+    Disk,
+}
+
+/// The error a [`Wait::Never`] resolution stops with.
+pub fn would_block() -> io::Error {
+    io::Error::from(io::ErrorKind::WouldBlock)
+}
+
+/// Whether `e` is [`would_block`]: run it again on the blocking pool.
+pub fn is_would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Lookups of a path that is not below the root (the root itself, and
+/// every path under `follow_symlinks = "always"`), from the dentry cache
+/// only under [`Wait::Never`].
+fn open_by_name(path: &Path, flags: OFlags, wait: Wait) -> io::Result<OwnedFd> {
+    match wait {
+        Wait::Disk => Ok(rustix::fs::open(path, flags, Mode::empty())?),
+        Wait::Never if NO_OPENAT2.load(Ordering::Relaxed) => Err(would_block()),
+        Wait::Never => {
+            match rustix::fs::openat2(
+                rustix::fs::CWD,
+                path,
+                flags,
+                Mode::empty(),
+                ResolveFlags::CACHED,
+            ) {
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::NOSYS) => Err(would_block()),
+                other => Ok(other?),
+            }
+        }
+    }
 }
 
 /// Flags every file is opened with: `O_NONBLOCK` so that a FIFO swapped in
@@ -43,14 +95,20 @@ fn file_flags() -> OFlags {
 }
 
 impl<'a> Tree<'a> {
-    /// Opens the root of `cfg` (a path handle only: `O_PATH`).
-    pub fn open(cfg: &'a Config) -> io::Result<Tree<'a>> {
-        let root = rustix::fs::open(
+    /// Opens the root of `cfg` (a path handle only: `O_PATH`), for
+    /// lookups that wait for the disk or not as `wait` says.
+    pub fn open(cfg: &'a Config, wait: Wait) -> io::Result<Tree<'a>> {
+        let root = open_by_name(
             &cfg.root,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
+            wait,
         )?;
-        Ok(Tree { cfg, root })
+        Ok(Tree { cfg, root, wait })
+    }
+
+    /// How this tree's lookups wait.
+    pub fn wait(&self) -> Wait {
+        self.wait
     }
 
     /// Applies the symlink policy to `path` (the root joined with decoded
@@ -60,7 +118,8 @@ impl<'a> Tree<'a> {
     pub fn check(&self, path: &Path) -> io::Result<Option<(PathBuf, Metadata)>> {
         match self.cfg.files.follow_symlinks {
             SymlinkPolicy::Always => {
-                let meta = std::fs::metadata(path)?;
+                let fd = open_by_name(path, OFlags::PATH | OFlags::CLOEXEC, self.wait)?;
+                let meta = File::from(fd).metadata()?;
                 Ok(Some((path.to_path_buf(), meta)))
             }
             SymlinkPolicy::WithinRoot => {
@@ -74,6 +133,10 @@ impl<'a> Tree<'a> {
                     Ok(None) => {}
                     Ok(Some((_, meta))) if meta.file_type().is_symlink() => {}
                     found => return found,
+                }
+                if self.wait == Wait::Never {
+                    // canonicalize asks readlink of every component.
+                    return Err(would_block());
                 }
                 let real = path.canonicalize()?;
                 if !real.starts_with(&self.cfg.root) {
@@ -105,7 +168,7 @@ impl<'a> Tree<'a> {
     /// following any symlink or leaving the root.
     pub fn open_file(&self, path: &Path) -> io::Result<File> {
         let fd = match self.cfg.files.follow_symlinks {
-            SymlinkPolicy::Always => rustix::fs::open(path, file_flags(), Mode::empty())?,
+            SymlinkPolicy::Always => open_by_name(path, file_flags(), self.wait)?,
             _ => self.open_beneath(path, file_flags())?,
         };
         Ok(File::from(fd))
@@ -115,7 +178,7 @@ impl<'a> Tree<'a> {
     pub fn open_dir(&self, path: &Path) -> io::Result<OwnedFd> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         Ok(match self.cfg.files.follow_symlinks {
-            SymlinkPolicy::Always => rustix::fs::open(path, flags, Mode::empty())?,
+            SymlinkPolicy::Always => open_by_name(path, flags, self.wait)?,
             _ => self.open_beneath(path, flags)?,
         })
     }
@@ -126,7 +189,10 @@ impl<'a> Tree<'a> {
         let rel = path
             .strip_prefix(&self.cfg.root)
             .map_err(|_| io::Error::from_raw_os_error(rustix::io::Errno::XDEV.raw_os_error()))?;
-        open_beneath(self.root.as_fd(), rel, flags)
+        match self.wait {
+            Wait::Disk => open_beneath(self.root.as_fd(), rel, flags),
+            Wait::Never => open_beneath_cached(self.root.as_fd(), rel, flags),
+        }
     }
 }
 
@@ -167,6 +233,37 @@ pub fn open_beneath(dir: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> io::Resul
         }
     }
     walk(dir, rel, flags)
+}
+
+/// [`open_beneath`] from the dentry cache only (`RESOLVE_CACHED`, Linux
+/// 5.12): a lookup that would read a directory from disk, and every kernel
+/// without it, is [`would_block`].
+pub fn open_beneath_cached(dir: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    if NO_OPENAT2.load(Ordering::Relaxed) {
+        return Err(would_block());
+    }
+    let rel: &Path = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    match rustix::fs::openat2(
+        dir,
+        rel,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::CACHED,
+    ) {
+        // EINVAL: a kernel between 5.6 and 5.12, which knows openat2 but
+        // not RESOLVE_CACHED.
+        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
+            Err(would_block())
+        }
+        other => Ok(other?),
+    }
 }
 
 /// `openat2`'s answer the long way: each directory opened with
@@ -258,5 +355,48 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::NotFound);
             assert!(open(fd.as_fd(), Path::new(""), OFlags::PATH).is_ok());
         }
+    }
+
+    /// From the dentry cache, once the names were looked up: the same
+    /// answers as the lookups that may wait (a path opens, an escape is an
+    /// escape, a missing name is missing), and a name never looked up
+    /// would wait rather than be guessed.
+    #[test]
+    fn cached_lookups_agree_once_the_names_are_known() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("f"), b"outside").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/f"), b"inside").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+        std::os::unix::fs::symlink("f", dir.path().join("d/link")).unwrap();
+        let fd = root(dir.path());
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        let paths = ["d/f", "out/f", "d/link", "../f", "d/missing"];
+        for p in paths {
+            let _ = open_beneath(fd.as_fd(), Path::new(p), flags);
+        }
+        assert_eq!(
+            read(open_beneath_cached(fd.as_fd(), Path::new("d/f"), flags).unwrap()),
+            "inside"
+        );
+        for bad in ["out/f", "d/link"] {
+            let e = open_beneath_cached(fd.as_fd(), Path::new(bad), flags).unwrap_err();
+            assert!(is_escape(&e), "{bad}: {e}");
+        }
+        // `..` is never asked (requests are decoded into plain names), and
+        // the kernel sends it the slow way rather than answer from cache.
+        let e = open_beneath_cached(fd.as_fd(), Path::new("../f"), flags).unwrap_err();
+        assert!(is_escape(&e) || is_would_block(&e), "../f: {e}");
+        let e = open_beneath_cached(fd.as_fd(), Path::new("d/missing"), flags).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+
+        // A directory created behind the cache's back: its entries were
+        // never looked up.
+        std::fs::create_dir(dir.path().join("new")).unwrap();
+        let e = open_beneath_cached(fd.as_fd(), Path::new("new/never-asked"), flags).unwrap_err();
+        assert!(is_would_block(&e), "{e}");
+        let e = open_beneath(fd.as_fd(), Path::new("new/never-asked"), flags).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 }

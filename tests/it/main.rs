@@ -11,6 +11,7 @@ mod caching;
 mod cli;
 mod compression;
 mod deadlines;
+mod disk;
 mod faults;
 mod files;
 mod hostile;
