@@ -207,7 +207,7 @@ impl Metrics {
             )),
             evictions: reg!(prometheus::IntCounter::new(
                 "file_cache_evictions_total",
-                "Cache entries dropped to stay within cache_max_bytes."
+                "Cache entries dropped: the least recently used past cache_max_bytes, or unused for a minute."
             )),
             bytes: reg!(IntGauge::new(
                 "file_cache_bytes",
