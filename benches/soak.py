@@ -232,8 +232,8 @@ def main():
     verifier.stop.set()
     verifier.join()
     time.sleep(1)
-    ok_reloads = metric(metrics_port, "config_reloads_total", 'result="success"')
-    failed_reloads = metric(metrics_port, "config_reloads_total", 'result="failure"')
+    ok_reloads = metric(metrics_port, "ruchy_serve_config_reloads_total", 'result="success"')
+    failed_reloads = metric(metrics_port, "ruchy_serve_config_reloads_total", 'result="failure"')
     # The certificate the server hands out now: the last one written?
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE

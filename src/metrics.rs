@@ -172,56 +172,59 @@ impl Metrics {
         ));
         let tls_handshakes = reg!(IntCounterVec::new(
             Opts::new(
-                "tls_handshakes_total",
+                "ruchy_serve_tls_handshakes_total",
                 "TLS handshakes by result and protocol version."
             ),
             &["listener", "result", "version"]
         ));
         let cert_expiry = reg!(GaugeVec::new(
             Opts::new(
-                "tls_certificate_expiry_timestamp_seconds",
+                "ruchy_serve_tls_certificate_expiry_timestamp_seconds",
                 "Certificate notAfter, Unix time."
             ),
             &["name"]
         ));
         let reloads = reg!(IntCounterVec::new(
-            Opts::new("config_reloads_total", "Configuration reloads by result."),
+            Opts::new(
+                "ruchy_serve_config_reloads_total",
+                "Configuration reloads by result."
+            ),
             &["result"]
         ));
         let last_reload_success = reg!(Gauge::new(
-            "config_last_reload_success_timestamp_seconds",
+            "ruchy_serve_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load."
         ));
         let generation = reg!(IntGauge::new(
-            "config_generation",
+            "ruchy_serve_config_generation",
             "Configuration generation in use."
         ));
         let file_cache = crate::serve::cache::Stats {
             hits: reg!(prometheus::IntCounter::new(
-                "file_cache_hits_total",
+                "ruchy_serve_file_cache_hits_total",
                 "Requests answered from the in-memory file cache."
             )),
             misses: reg!(prometheus::IntCounter::new(
-                "file_cache_misses_total",
+                "ruchy_serve_file_cache_misses_total",
                 "File requests that had to go to the file system."
             )),
             evictions: reg!(prometheus::IntCounter::new(
-                "file_cache_evictions_total",
+                "ruchy_serve_file_cache_evictions_total",
                 "Cache entries dropped: the least recently used past cache_max_bytes, or unused for a minute."
             )),
             bytes: reg!(IntGauge::new(
-                "file_cache_bytes",
+                "ruchy_serve_file_cache_bytes",
                 "Bytes held by the file cache: keys, headers, bodies and a fixed overhead per entry."
             )),
             stale_twins: reg!(prometheus::IntCounter::new(
-                "file_stale_twins_skipped_total",
+                "ruchy_serve_file_stale_twins_skipped_total",
                 "Precompressed files (.br, .zst, .gz) not served because their original is newer; \
                  the original is served until the twin is rebuilt."
             )),
             ran: {
                 let ran = reg!(IntCounterVec::new(
                     Opts::new(
-                        "file_work_total",
+                        "ruchy_serve_file_work_total",
                         "File-system work (a request's resolution, or a chunk of a streamed file) \
                          by where it ran: inline from the kernel's caches, or on the blocking pool \
                          because it had to wait for the disk."
@@ -236,25 +239,25 @@ impl Metrics {
         };
         let compression = std::sync::Arc::new(crate::serve::compress::Stats {
             made: reg!(prometheus::IntCounter::new(
-                "compression_variants_made_total",
+                "ruchy_serve_compression_variants_made_total",
                 "Compressed variants made on the fly (once per file version and coding)."
             )),
             busy: reg!(prometheus::IntCounter::new(
-                "compression_busy_total",
+                "ruchy_serve_compression_busy_total",
                 "Responses sent uncompressed because every compression slot was busy."
             )),
             running: reg!(prometheus::IntGauge::new(
-                "compression_running",
+                "ruchy_serve_compression_running",
                 "Compressions running now (at most compression.max_concurrent)."
             )),
             bytes: reg!(prometheus::IntGauge::new(
-                "compression_cache_bytes",
+                "ruchy_serve_compression_cache_bytes",
                 "Bytes of compressed variants kept (compression.cache_max_bytes)."
             )),
         });
         let dropped = reg!(IntCounterVec::new(
             Opts::new(
-                "access_log_dropped_total",
+                "ruchy_serve_access_log_dropped_total",
                 "Access-log lines not written: buffer_full (the disk did not keep up), write_error."
             ),
             &["reason"]
@@ -263,7 +266,7 @@ impl Metrics {
             dropped_full: dropped.with_label_values(&["buffer_full"]),
             dropped_error: dropped.with_label_values(&["write_error"]),
             write_errors: reg!(prometheus::IntCounter::new(
-                "access_log_write_errors_total",
+                "ruchy_serve_access_log_write_errors_total",
                 "Writes and reopens of the access-log file that failed."
             )),
         };
@@ -618,6 +621,6 @@ mod tests {
             text.contains("http_request_duration_seconds_bucket{listener=\"a\",le=\"0.00005\"} 0")
         );
         assert!(text.contains("ruchy_serve_build_info{"));
-        assert!(text.contains("config_reloads_total{result=\"failure\"} 0"));
+        assert!(text.contains("ruchy_serve_config_reloads_total{result=\"failure\"} 0"));
     }
 }

@@ -10,10 +10,10 @@
 //!
 //! What a stalled disk can make us hold is bounded: lines waiting for the
 //! writer never pass [`AccessFile::max_pending`] bytes; past it a line is
-//! dropped and counted (`access_log_dropped_total{reason="buffer_full"}`),
+//! dropped and counted (`ruchy_serve_access_log_dropped_total{reason="buffer_full"}`),
 //! so a response never waits for the log. A failed write (disk full, EIO)
 //! loses that buffer's lines (`reason="write_error"`), is counted in
-//! `access_log_write_errors_total` and logged at most once a minute;
+//! `ruchy_serve_access_log_write_errors_total` and logged at most once a minute;
 //! serving goes on.
 
 use std::collections::VecDeque;

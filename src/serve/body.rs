@@ -400,7 +400,7 @@ impl Drop for Unwait<'_> {
     }
 }
 
-/// Where file-system work ran (`file_work_total{ran}`): inline on the
+/// Where file-system work ran (`ruchy_serve_file_work_total{ran}`): inline on the
 /// runtime's thread from the kernel's caches, or on the blocking pool
 /// because it had to wait for the disk ([`Wait`]).
 #[derive(Debug, Clone)]

@@ -496,7 +496,7 @@ impl Miss {
 /// Runs `work` on the runtime's thread from the kernel's caches only
 /// ([`Wait::Never`]), and when that would wait for the disk, again on the
 /// blocking pool ([`Wait::Disk`]); `state` goes along and comes back.
-/// Counted in `file_work_total` by where it ran.
+/// Counted in `ruchy_serve_file_work_total` by where it ran.
 async fn file_work<S, T, F>(site: &Arc<Site>, mut state: S, work: F) -> (std::io::Result<T>, S)
 where
     F: Fn(&Site, Wait, &mut S) -> std::io::Result<T> + Send + 'static,

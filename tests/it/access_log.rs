@@ -116,7 +116,10 @@ fn reopening_under_load_loses_and_tears_no_line() {
     }
     assert_eq!(running.join().unwrap(), 40_000);
     assert_eq!(
-        scrape_value(metrics, "access_log_dropped_total{reason=\"buffer_full\"}"),
+        scrape_value(
+            metrics,
+            "ruchy_serve_access_log_dropped_total{reason=\"buffer_full\"}"
+        ),
         0
     );
     d.signal("TERM");
@@ -242,7 +245,10 @@ fn a_stalled_log_drops_and_counts_lines_and_never_holds_a_response() {
     let started = Instant::now();
     assert_eq!(load(d.addr, "s", 2, 10_000).join().unwrap(), 20_000);
     let took = started.elapsed();
-    let dropped = scrape_value(metrics, "access_log_dropped_total{reason=\"buffer_full\"}");
+    let dropped = scrape_value(
+        metrics,
+        "ruchy_serve_access_log_dropped_total{reason=\"buffer_full\"}",
+    );
     assert!(dropped > 10_000, "dropped {dropped} of 20,000 ({took:?})");
     // The reader comes back: what was held is written, then new lines again.
     let mut seen = Vec::new();
@@ -338,14 +344,22 @@ fn a_full_disk_loses_lines_counted_and_logs_once() {
     );
     assert_eq!(load(d.addr, "f", 2, 2000).join().unwrap(), 4000);
     let deadline = Instant::now() + Duration::from_secs(10);
-    let lost = || scrape_value(metrics, "access_log_dropped_total{reason=\"write_error\"}");
+    let lost = || {
+        scrape_value(
+            metrics,
+            "ruchy_serve_access_log_dropped_total{reason=\"write_error\"}",
+        )
+    };
     while lost() < 4000 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(lost(), 4000, "every line counted as lost");
-    assert!(scrape_value(metrics, "access_log_write_errors_total") >= 10);
+    assert!(scrape_value(metrics, "ruchy_serve_access_log_write_errors_total") >= 10);
     assert_eq!(
-        scrape_value(metrics, "access_log_dropped_total{reason=\"buffer_full\"}"),
+        scrape_value(
+            metrics,
+            "ruchy_serve_access_log_dropped_total{reason=\"buffer_full\"}"
+        ),
         0
     );
     let errors = d.log_text().matches("cannot write the access log").count();

@@ -27,7 +27,7 @@ fn text(n: usize, seed: u64) -> Vec<u8> {
 }
 
 fn made(s: &TestServer) -> u64 {
-    metric(s, "compression_variants_made_total")
+    metric(s, "ruchy_serve_compression_variants_made_total")
 }
 
 fn metric(s: &TestServer, name: &str) -> u64 {
@@ -259,7 +259,7 @@ async fn a_busy_compressor_answers_uncompressed_instead_of_queueing() {
     // Once the slow compression holds the slot, another file is answered
     // at once and uncompressed.
     let until = std::time::Instant::now() + Duration::from_secs(10);
-    while metric(&s, "compression_running") == 0 {
+    while metric(&s, "ruchy_serve_compression_running") == 0 {
         assert!(
             std::time::Instant::now() < until,
             "the compression never started"
@@ -272,7 +272,7 @@ async fn a_busy_compressor_answers_uncompressed_instead_of_queueing() {
         (200, None)
     );
     assert_eq!(other.body.len(), 10_000);
-    assert_eq!(metric(&s, "compression_busy_total"), 1);
+    assert_eq!(metric(&s, "ruchy_serve_compression_busy_total"), 1);
     for t in slow {
         let r = t.await.unwrap();
         assert_eq!(
@@ -306,7 +306,7 @@ async fn the_kept_variants_stay_within_their_budget() {
     for i in 0..12u64 {
         let r = get(&s, &format!("/f{i}.txt"), "br").await;
         assert_eq!(unbrotli(&r.body), text(24_000, 100 + i));
-        peak = peak.max(metric(&s, "compression_cache_bytes"));
+        peak = peak.max(metric(&s, "ruchy_serve_compression_cache_bytes"));
     }
     assert_eq!(made(&s), 12);
     assert!(peak > 0 && peak <= 16 << 10, "{peak} bytes kept");

@@ -47,10 +47,10 @@ fn evict(path: &Path) {
     );
 }
 
-/// `file_work_total{ran="..."}` of an in-process server.
+/// `ruchy_serve_file_work_total{ran="..."}` of an in-process server.
 fn ran(s: &TestServer, label: &str) -> u64 {
     let text = String::from_utf8(s.state.metrics.render()).unwrap();
-    let want = format!("file_work_total{{ran=\"{label}\"}} ");
+    let want = format!("ruchy_serve_file_work_total{{ran=\"{label}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&want))
         .and_then(|v| v.parse::<f64>().ok())

@@ -55,7 +55,10 @@ async fn a_twin_older_than_its_original_is_not_served() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-encoding"), None);
     assert_eq!(r.text(), "console.log('NEW');\n");
-    assert!(metric(&s, "file_stale_twins_skipped_total") >= 1, "counted");
+    assert!(
+        metric(&s, "ruchy_serve_file_stale_twins_skipped_total") >= 1,
+        "counted"
+    );
     // A twin rebuilt after the original is served again (a new path, so the
     // file cache has nothing to say).
     std::fs::copy(
@@ -169,7 +172,7 @@ async fn every_spelling_of_a_file_is_one_cache_entry() {
     std::fs::write(dir.path().join("empty.txt"), b"").unwrap();
     let s = TestServer::start(dir.path(), "[files]\ncache_revalidate = \"60s\"\n").await;
     assert_eq!(s.get("/empty.txt").await.status, 200);
-    let one = metric(&s, "file_cache_bytes");
+    let one = metric(&s, "ruchy_serve_file_cache_bytes");
     assert!(one > 0, "an empty file is not free");
     for i in 0..2000usize {
         let path = match i % 3 {
@@ -181,11 +184,11 @@ async fn every_spelling_of_a_file_is_one_cache_entry() {
         assert_eq!(r.status, 200, "{path}");
     }
     assert_eq!(
-        metric(&s, "file_cache_bytes"),
+        metric(&s, "ruchy_serve_file_cache_bytes"),
         one,
         "one entry for every spelling"
     );
-    assert!(metric(&s, "file_cache_hits_total") >= 1999);
+    assert!(metric(&s, "ruchy_serve_file_cache_hits_total") >= 1999);
 }
 
 /// Someone who can write in the tree swaps a directory for a symlink to a
@@ -269,7 +272,7 @@ async fn a_directory_swapped_for_an_outside_symlink_never_leaks() {
 /// own entry holding its key (up to 8 KiB) while the cache counted nothing,
 /// so memory grew by hundreds of megabytes with no eviction. Now the
 /// process's memory stays within the configured bound plus a small
-/// constant, and `file_cache_bytes` stays at what one entry holds.
+/// constant, and `ruchy_serve_file_cache_bytes` stays at what one entry holds.
 #[test]
 fn a_hundred_thousand_spellings_stay_within_the_bound_in_rss() {
     let dir = fixture();
@@ -301,7 +304,7 @@ fn a_hundred_thousand_spellings_stay_within_the_bound_in_rss() {
     // Warm up: the runtime's threads, buffers and the one entry.
     let warm: Vec<String> = (0..2000).map(spelling).collect();
     assert_eq!(pipelined_empty_gets(d.addr, &warm), warm.len());
-    let one = scrape_value(metrics, "file_cache_bytes");
+    let one = scrape_value(metrics, "ruchy_serve_file_cache_bytes");
     assert!(one > 0, "an empty file is not free");
     let before = d.rss();
     let started = std::time::Instant::now();
@@ -331,6 +334,13 @@ fn a_hundred_thousand_spellings_stay_within_the_bound_in_rss() {
         "RSS grew by {} KiB for spellings of one empty file",
         grown / 1024
     );
-    assert_eq!(scrape_value(metrics, "file_cache_bytes"), one, "one entry");
-    assert_eq!(scrape_value(metrics, "file_cache_evictions_total"), 0);
+    assert_eq!(
+        scrape_value(metrics, "ruchy_serve_file_cache_bytes"),
+        one,
+        "one entry"
+    );
+    assert_eq!(
+        scrape_value(metrics, "ruchy_serve_file_cache_evictions_total"),
+        0
+    );
 }

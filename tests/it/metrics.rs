@@ -119,9 +119,12 @@ async fn known_traffic_gives_exact_counters() {
         ),
         13.0
     );
-    assert_eq!(value(&text, "config_generation"), 1.0);
+    assert_eq!(value(&text, "ruchy_serve_config_generation"), 1.0);
     assert_eq!(
-        value(&text, "config_reloads_total{result=\"success\"}"),
+        value(
+            &text,
+            "ruchy_serve_config_reloads_total{result=\"success\"}"
+        ),
         0.0
     );
     assert!(
@@ -134,9 +137,9 @@ async fn known_traffic_gives_exact_counters() {
     // entry is charged its key and a fixed overhead, the file's variant its
     // body, headers and an overhead of its own: at least the bytes held,
     // and not wildly more.
-    assert_eq!(value(&text, "file_cache_misses_total"), 2.0);
-    assert_eq!(value(&text, "file_cache_hits_total"), 10.0);
-    let charged = value(&text, "file_cache_bytes");
+    assert_eq!(value(&text, "ruchy_serve_file_cache_misses_total"), 2.0);
+    assert_eq!(value(&text, "ruchy_serve_file_cache_hits_total"), 10.0);
+    let charged = value(&text, "ruchy_serve_file_cache_bytes");
     let held = (12 + "/hello.txt".len() + "/missing".len()) as f64;
     assert!(charged > held + 512.0 && charged < 4096.0, "{charged}");
 }
@@ -189,15 +192,26 @@ async fn reloads_and_generation_are_exported() {
     s.reload(None).await;
     let text = scrape(m).await;
     assert_eq!(
-        value(&text, "config_reloads_total{result=\"success\"}"),
+        value(
+            &text,
+            "ruchy_serve_config_reloads_total{result=\"success\"}"
+        ),
         1.0
     );
     assert_eq!(
-        value(&text, "config_reloads_total{result=\"failure\"}"),
+        value(
+            &text,
+            "ruchy_serve_config_reloads_total{result=\"failure\"}"
+        ),
         1.0
     );
-    assert_eq!(value(&text, "config_generation"), 2.0);
-    assert!(value(&text, "config_last_reload_success_timestamp_seconds") > 1.7e9);
+    assert_eq!(value(&text, "ruchy_serve_config_generation"), 2.0);
+    assert!(
+        value(
+            &text,
+            "ruchy_serve_config_last_reload_success_timestamp_seconds"
+        ) > 1.7e9
+    );
 }
 
 #[tokio::test]
@@ -307,4 +321,37 @@ async fn readyz_is_503_before_ready_and_while_draining() {
     }
     drop(slow);
     done.await.unwrap();
+}
+
+/// Every metric of the server's own carries the `ruchy_serve_` prefix, so
+/// it cannot collide with another exporter's on one Prometheus; only the
+/// conventional `http_*` and `process_*` families go without.
+#[tokio::test]
+async fn the_servers_own_metrics_carry_the_application_prefix() {
+    let (s, metrics, _dir) = start("").await;
+    assert_eq!(s.get("/hello.txt").await.status, 200);
+    let text = scrape(metrics).await;
+    let names: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(names.len() > 20, "{names:?}");
+    let bare: Vec<_> = names
+        .iter()
+        .filter(|n| {
+            !n.starts_with("ruchy_serve_") && !n.starts_with("http_") && !n.starts_with("process_")
+        })
+        .collect();
+    assert!(bare.is_empty(), "without the prefix: {bare:?}");
+    for family in [
+        "file_cache_hits_total",
+        "compression_busy_total",
+        "config_generation",
+    ] {
+        assert!(
+            names.contains(format!("ruchy_serve_{family}").as_str()),
+            "{family}"
+        );
+    }
 }

@@ -26,8 +26,8 @@ run "promtool test rules" promtool test rules prometheus/rules_test.yml
 run "dashboard queries name exported metrics" python3 - grafana/ruchy-serve-dashboard.json <<'PY'
 import json, re, sys
 known = {"http_requests_total", "http_request_duration_seconds_bucket", "http_response_body_bytes_total",
-         "http_connections_open", "config_reloads_total", "config_generation", "tls_handshakes_total",
-         "tls_certificate_expiry_timestamp_seconds", "up"}
+         "http_connections_open", "ruchy_serve_config_reloads_total", "ruchy_serve_config_generation", "ruchy_serve_tls_handshakes_total",
+         "ruchy_serve_tls_certificate_expiry_timestamp_seconds", "up"}
 dash = json.load(open(sys.argv[1]))
 for p in dash["panels"]:
     for t in p["targets"]:
