@@ -61,7 +61,17 @@ WORKLOADS = {
     # with a browser's Accept-Encoding. The list and script: site().
     "w12": ("site: 10,000 files, Zipf, 1/3 revalidations, browser Accept-Encoding, 50 connections",
             "wrk-site", "/site/", 50, []),
+    # The same traffic with the page cache dropped before every timed run
+    # (`echo 3 > /proc/sys/vm/drop_caches`): what a restart of the machine,
+    # or a site far larger than its memory, costs. Servers keep their own
+    # caches (ruchy-serve's file cache, nginx's open_file_cache).
+    "w12c": ("site, cold page cache before each run", "wrk-site", "/site/", 50, []),
 }
+
+# Site workloads: their list is generated (site()), and each server gets
+# one untimed pass over it first (so "warm" is warm: compressed variants
+# made, caches filled), except the cold one.
+SITE_WORKLOADS = ("w12", "w12c")
 
 # Every site file's modification time, and so the If-Modified-Since of the
 # list's revalidations: Mon, 01 Dec 2025 00:00:00 GMT.
@@ -570,7 +580,7 @@ def main():
     work.chmod(0o755)  # nginx's workers run as www-data
     www = work / "www"
     fixtures(www)
-    if "w12" in args.only.split(","):
+    if any(w in SITE_WORKLOADS for w in args.only.split(",")):
         site(www, work)
     cert(work)
     srv = servers(work, www, binary, wanted)
@@ -598,11 +608,18 @@ def main():
             configs[s.name] = s.config_text
         for wl in [w for w in args.only.split(",") if w]:
             runs = {s.name: [] for s in srv}
+            if wl == "w12":
+                for s in srv:
+                    if not s.name.startswith("python") and not s.name.endswith("+metrics"):
+                        run_wrk(s, wl, args.duration)
             for _ in range(args.reps):
                 for s in srv:
+                    if wl == "w12c":
+                        subprocess.run(["sync"], check=True)
+                        Path("/proc/sys/vm/drop_caches").write_text("3\n")
                     if s.name.endswith("+metrics") and wl != "w1":
                         continue
-                    if s.name.startswith("python") and wl in ("w7", "w8", "w9", "w10", "w12"):
+                    if s.name.startswith("python") and wl in ("w7", "w8", "w9", "w10") + SITE_WORKLOADS:
                         continue
                     r = (run_h2load(s, wl, args.duration) if WORKLOADS[wl][1].startswith("h2load")
                          else run_wrk(s, wl, args.duration))
@@ -700,7 +717,7 @@ def access_log_run(args):
     work.chmod(0o755)  # nginx's workers run as www-data
     www = work / "www"
     fixtures(www)
-    if "w12" in args.only.split(","):
+    if any(w in SITE_WORKLOADS for w in args.only.split(",")):
         site(www, work)
     cert(work)
     srv = servers(work, www, binary, wanted) + servers(work, www, binary, wanted, log="file")
@@ -795,7 +812,7 @@ def metrics_ab(args):
     work = Path(tempfile.mkdtemp(prefix="ruchy-bench-"))
     www = work / "www"
     fixtures(www)
-    if "w12" in args.only.split(","):
+    if any(w in SITE_WORKLOADS for w in args.only.split(",")):
         site(www, work)
     cert(work)
     off = servers(work, www, binary, ["ruchy"])[0]
@@ -838,7 +855,9 @@ def report(results, configs, args, work):
              f"Method: servers pinned to core {SERVER_CORE} with one worker, load generator pinned to core "
              f"{LOAD_CORE} with one thread; {args.reps} runs of {args.duration} s each, interleaved across "
              f"servers, medians. "
-             f"Machine: {os.cpu_count()} cores, `{os.uname().release}`. "
+             + ("w12: one untimed pass per server first. " if "w12" in args.only.split(",") else "")
+             + ("w12c: page cache dropped before every timed run. " if "w12c" in args.only.split(",") else "")
+             + f"Machine: {os.cpu_count()} cores, `{os.uname().release}`. "
              "req/core-s is requests per second of server CPU time (utime+stime from /proc).", "",
              "| workload | server | req/s | MB/s | p50 ms | p99 ms | errors | req/core-s | vs ceiling | vs nginx | vs python | RSS after KiB |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
