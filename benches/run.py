@@ -552,6 +552,9 @@ def main():
                     # caddy (Debian's 2.6, `encode zstd gzip`) on request: --servers ...,caddy
                     help="ceiling: bare hyper from benches/ceiling.rs, the most ruchy-serve's own work can reach")
     ap.add_argument("--metrics-overhead", action="store_true", help="also run w1 with metrics on")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="after the timed runs, a pass under strace -c per server and workload: "
+                         "system calls per request")
     ap.add_argument("--idle", action="store_true",
                     help="also measure KiB per idle connection (10,000: silent, after one request, in waves of 200)")
     ap.add_argument("--binary", help="ruchy-serve binary to measure (default: build target/release)")
@@ -639,6 +642,16 @@ def main():
                       f"p50 {med['p50']:.2f} ms p99 {med['p99']:.2f} ms errors {med['errors']}", flush=True)
                 if med["errors"] != 0 and not s.name.startswith("python"):
                     print(f"ERRORS from {s.name} on {wl}", file=sys.stderr)
+        if args.syscalls:
+            for wl in [w for w in args.only.split(",") if w]:
+                for s in srv:
+                    if s.name.startswith("python") or s.name.endswith("+metrics"):
+                        continue
+                    n = syscalls_per_request(s, wl, work)
+                    if n is not None:
+                        results[(wl, s.name)]["syscalls"] = n
+                        print(f"{wl} {s.name:22} {n[0]:.2f} system calls per request "
+                              f"({', '.join(f'{k} {v:.2f}' for k, v in n[1])})", flush=True)
         if args.idle:
             for s in srv:
                 if not s.name.startswith("python"):
@@ -652,6 +665,60 @@ def main():
 
 
 CEILING = "bare-hyper"
+
+
+def syscalls_per_request(server, wl, work):
+    """System calls per request on `server` for `wl`, from `strace -c -f`
+    attached to every process of the server for a 3 s load in a pass of its
+    own (strace slows the server several times over, so rates from this
+    pass mean nothing; the counts per request do). Returns the total and the
+    five most frequent calls, each per request; None for workloads without a
+    request count."""
+    desc, tool, path, conns, extra = WORKLOADS[wl]
+    out_file = work / f"strace-{server.name}-{wl}.txt"
+    pids = server.pids()
+    if not pids:
+        return None
+    strace = subprocess.Popen(["strace", "-c", "-f", "-o", str(out_file)]
+                              + [a for p in pids for a in ("-p", str(p))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    try:
+        if tool.startswith("h2load"):
+            port, scheme = (server.tls, "https") if tool == "h2load-tls" else (server.h2, "http")
+            if not port:
+                return None
+            out = subprocess.run(["taskset", "-c", LOAD_CORE, "h2load", "-c10", "-m10", "-t1", "-D", "3",
+                                  f"{scheme}://127.0.0.1:{port}{path}"],
+                                 text=True, capture_output=True, timeout=60).stdout
+            m = re.search(r"requests: (\d+) total", out)
+        else:
+            if tool == "wrk-tls" and not server.tls:
+                return None
+            url = (f"https://localhost:{server.tls}{path}" if tool == "wrk-tls"
+                   else f"http://127.0.0.1:{server.http}{path}")
+            cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", "-d3s"] + extra + [url]
+            if tool == "wrk-site":
+                cmd = (["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", "-d3s", "-s", SITE_ARGS[0],
+                        f"http://127.0.0.1:{server.http}/", "--", SITE_ARGS[1]])
+            out = subprocess.run(cmd, text=True, capture_output=True, timeout=60).stdout
+            m = re.search(r"(\d+) requests in", out)
+    finally:
+        time.sleep(0.5)
+        strace.send_signal(signal.SIGINT)
+        strace.wait(timeout=30)
+    if not m or int(m.group(1)) == 0:
+        return None
+    reqs = int(m.group(1))
+    calls = {}
+    for line in out_file.read_text().splitlines():
+        f = line.split()
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+            calls[f[-1]] = int(f[3])
+    total = sum(calls.values())
+    top = sorted(calls.items(), key=lambda kv: -kv[1])[:5]
+    return total / reqs, [(k, v / reqs) for k, v in top]
 
 
 def ceiling_binary():
@@ -876,6 +943,13 @@ def report(results, configs, args, work):
             lines.append(f"| {wl} {WORKLOADS[wl][0]} | {n} | {r['rps']:.0f} | {r['mbs']:.1f} | {r['p50']:.2f} | "
                          f"{r['p99']:.2f} | {r['errors']} | {r['rps_per_cpu']:.0f} | {vs_ce} | {vs_ng} | {vs_py} | "
                          f"{r['peak_rss']} |")
+    counted = [(wl, n) for wl in WORKLOADS for n in names if "syscalls" in results.get((wl, n), {})]
+    if counted:
+        lines += ["", "System calls per request (`strace -c -f` on the server in a 3 s pass of its own, "
+                  "after the timed runs; the five most frequent):", ""]
+        for wl, n in counted:
+            total, top = results[(wl, n)]["syscalls"]
+            lines.append(f"- {wl} {n}: {total:.2f} ({', '.join(f'{k} {v:.2f}' for k, v in top)})")
     lines += ["", "Idle RSS (KiB) right after start, before any request:", ""]
     for n in names:
         if ("idle", n) in results:
