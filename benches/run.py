@@ -772,11 +772,13 @@ def start_journald():
 
 
 def access_log_run(args):
-    """w1 with every server's access log off and on, interleaved: what
+    """w1 (or w12 with --only w12) with every server's access log off and on, interleaved: what
     logging costs each server, and ruchy-serve's file target against
     nginx's buffered log in the same run. Each logged run's lines are
     counted against wrk's request count (a logger that drops lines would
     look fast)."""
+    # w1, or the site workload when it is asked for.
+    wl = "w12" if "w12" in args.only.split(",") else "w1"
     ensure_tools()
     binary = the_binary(args)
     wanted = [w for w in args.servers.split(",") if w != "python"]
@@ -806,20 +808,23 @@ def access_log_run(args):
 
     def measure(s):
         before = count_lines(s.log) if s.log else 0
-        r = run_wrk(s, "w1", args.duration)
+        r = run_wrk(s, wl, args.duration)
         rps[s.name].append(r["rps"])
         if s.log:
             time.sleep(1.5)  # flush=1s
             logged = count_lines(s.log) - before
             lines_ok[s.name].append(logged / (r["rps"] * args.duration))
             os.sync()  # the page cache's writeback must not run into the next server's run
-        print(f"w1 {s.name:26} {r['rps']:>10.0f} req/s", flush=True)
+        print(f"{wl} {s.name:26} {r['rps']:>10.0f} req/s", flush=True)
 
     try:
         for s in srv:
             s.start()
             time.sleep(0.3)
             verify(s, www)
+        if wl == "w12":
+            for s in srv:
+                run_wrk(s, wl, args.duration)  # untimed: compress once, fill caches
         # Files and no log, every server, interleaved. The stderr and journal
         # targets afterwards: journald works through its backlog for a while
         # after a flood, on the server's core, and would slow whoever ran next.
@@ -839,9 +844,10 @@ def access_log_run(args):
             journald()
     med = {n: statistics.median(v) for n, v in rps.items()}
     when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
-    out = [f"# Access logging at w1 ({when})", "",
-           f"Command: `benches/run.py --access-log --reps {args.reps} --duration {args.duration}`. "
-           f"w1 (1 KiB, keep-alive, 100 connections, wrk -t1); every server on core {SERVER_CORE} with one "
+    out = [f"# Access logging at {wl} ({when})", "",
+           f"Command: `benches/run.py --access-log --only {wl} --reps {args.reps} --duration {args.duration}`. "
+           f"{wl} ({WORKLOADS[wl][0]}, wrk -t1"
+           + ("; one untimed pass per server first" if wl == "w12" else "") + f"); every server on core {SERVER_CORE} with one "
            f"worker, wrk on core {LOAD_CORE}; all servers running at once, {args.reps} interleaved runs of "
            f"{args.duration} s, medians; the stderr and journal targets are measured after the others (journald, "
            f"on the server's core, works through its backlog after a flood). Between runs, logged lines are "
