@@ -12,6 +12,12 @@ use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+/// How long after a change a file's identity is not trusted to stand for
+/// its bytes ([`FileId::settled`]): the kernel writes dirty pages back
+/// after 30 s (`vm.dirty_expire_centisecs`) with a flusher that wakes every
+/// 5 s, and only a write fault after that stamps the file again.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(40);
+
 /// The identity of one version of a file, from its metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileId {
@@ -53,6 +59,21 @@ impl FileId {
             && self.ino == now.ino
             && self.dev == now.dev
             && (self.ctime_ns == now.ctime_ns || now.nlink < self.nlink)
+    }
+
+    /// Whether the file's last change (modification or status change) is at
+    /// least `settle` before `now` ([`SETTLE`] by default, `files.settle_time`):
+    /// only then does this identity vouch for
+    /// the bytes, so that a hash or a body taken from them may be kept under
+    /// it. A write through a shared mapping to a page that is already dirty
+    /// changes the bytes and no timestamp until the page is written back and
+    /// faulted again (git's "racily clean" files are the same problem);
+    /// within the window, hashes and bodies are taken again.
+    pub fn settled(&self, now: std::time::SystemTime, settle: std::time::Duration) -> bool {
+        let now_ns = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        now_ns - self.mtime_ns.max(self.ctime_ns) >= settle.as_nanos() as i128
     }
 
     /// The identity of the file at `path` now (following symlinks), or `None`

@@ -46,6 +46,9 @@ pub struct Files {
     pub cache_max_file_size: u64,
     /// How long a cached file is trusted before it is checked again.
     pub cache_revalidate: Duration,
+    /// Within this time of a file's last change its ETag is hashed again
+    /// and its bytes read again on each revalidation ([`crate::fileid::FileId::settled`]).
+    pub settle_time: Duration,
 }
 
 impl Files {
@@ -98,6 +101,7 @@ impl Files {
             cache_max_bytes: f.cache_max_bytes.bytes(),
             cache_max_file_size: f.cache_max_file_size.bytes(),
             cache_revalidate: f.cache_revalidate.get(),
+            settle_time: f.settle_time.get(),
         })
     }
 }

@@ -230,6 +230,9 @@ pub struct RawFiles {
     pub cache_max_file_size: Size,
     /// How long a cached file is trusted before the file system is asked again.
     pub cache_revalidate: Span,
+    /// How long after a change a file's identity is not trusted to stand for
+    /// its content.
+    pub settle_time: Span,
 }
 
 impl Default for RawFiles {
@@ -251,6 +254,7 @@ impl Default for RawFiles {
             cache_max_bytes: Size(64 << 20),
             cache_max_file_size: Size(1 << 20),
             cache_revalidate: Span(Duration::from_secs(1)),
+            settle_time: Span(crate::fileid::SETTLE),
         }
     }
 }

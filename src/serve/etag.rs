@@ -53,6 +53,7 @@ impl EtagCache {
         file: &File,
         meta: &Metadata,
         hash_limit: u64,
+        settle: std::time::Duration,
         wait: Wait,
     ) -> io::Result<String> {
         let key = FileId::of(meta);
@@ -72,6 +73,11 @@ impl EtagCache {
                 key.len, key.ino, key.mtime_ns, key.ctime_ns
             )
         };
+        // A file changed moments ago may change again without a new
+        // identity (a write through a mapping): its tag is not kept.
+        if !key.settled(std::time::SystemTime::now(), settle) {
+            return Ok(tag);
+        }
         let mut map = self.map.lock().expect("etag cache");
         if map.len() >= MAX_ENTRIES {
             map.clear();
@@ -118,7 +124,14 @@ mod tests {
         let tag = |p: &Path| {
             let f = File::open(p).unwrap();
             cache
-                .etag(p, &f, &f.metadata().unwrap(), 1 << 20, Wait::Disk)
+                .etag(
+                    p,
+                    &f,
+                    &f.metadata().unwrap(),
+                    1 << 20,
+                    std::time::Duration::ZERO,
+                    Wait::Disk,
+                )
                 .unwrap()
         };
         assert_eq!(tag(&a), tag(&b));
@@ -133,13 +146,27 @@ mod tests {
         let cache = EtagCache::default();
         let f = File::open(&p).unwrap();
         let first = cache
-            .etag(&p, &f, &f.metadata().unwrap(), 1 << 20, Wait::Disk)
+            .etag(
+                &p,
+                &f,
+                &f.metadata().unwrap(),
+                1 << 20,
+                std::time::Duration::ZERO,
+                Wait::Disk,
+            )
             .unwrap();
         let mut w = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
         w.write_all(b" two").unwrap();
         let f = File::open(&p).unwrap();
         let second = cache
-            .etag(&p, &f, &f.metadata().unwrap(), 1 << 20, Wait::Disk)
+            .etag(
+                &p,
+                &f,
+                &f.metadata().unwrap(),
+                1 << 20,
+                std::time::Duration::ZERO,
+                Wait::Disk,
+            )
             .unwrap();
         assert_ne!(first, second);
     }
@@ -151,7 +178,14 @@ mod tests {
         std::fs::write(&p, vec![7u8; 100]).unwrap();
         let f = File::open(&p).unwrap();
         let tag = EtagCache::default()
-            .etag(&p, &f, &f.metadata().unwrap(), 10, Wait::Disk)
+            .etag(
+                &p,
+                &f,
+                &f.metadata().unwrap(),
+                10,
+                std::time::Duration::ZERO,
+                Wait::Disk,
+            )
             .unwrap();
         assert!(tag.starts_with("\"64-"), "{tag}");
         // Rewritten in place, same length, old mtime put back: a new tag.
@@ -161,7 +195,14 @@ mod tests {
         w.write_all_at(&[8u8; 100], 0).unwrap();
         w.set_modified(mtime).unwrap();
         let again = EtagCache::default()
-            .etag(&p, &f, &f.metadata().unwrap(), 10, Wait::Disk)
+            .etag(
+                &p,
+                &f,
+                &f.metadata().unwrap(),
+                10,
+                std::time::Duration::ZERO,
+                Wait::Disk,
+            )
             .unwrap();
         assert_ne!(tag, again);
     }

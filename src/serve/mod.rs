@@ -469,7 +469,11 @@ impl Miss {
                     .expired
                     .as_ref()
                     .and_then(|e| e.variant(f.encoding))
-                    .filter(|v| v.file == Some(f.id) && v.body.len() as u64 == f.len);
+                    .filter(|v| v.file == Some(f.id) && v.body.len() as u64 == f.len)
+                    // Only a settled identity vouches for the bytes kept.
+                    .filter(|_| {
+                        f.id.settled(std::time::SystemTime::now(), site.config.files.settle_time)
+                    });
                 let len = f.len as usize;
                 if room.as_ref().is_some_and(|c| !self.budget.covers(c, len)) {
                     *room = None;

@@ -226,7 +226,14 @@ pub fn resolve(
         return Ok(Outcome::Forbidden);
     }
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    let etag = etags.etag(serve_path, &file, &meta, cfg.files.etag_hash_limit, wait)?;
+    let etag = etags.etag(
+        serve_path,
+        &file,
+        &meta,
+        cfg.files.etag_hash_limit,
+        cfg.files.settle_time,
+        wait,
+    )?;
     Ok(Outcome::File(Box::new(Found {
         file,
         id: FileId::of(&meta),

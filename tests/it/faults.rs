@@ -310,3 +310,63 @@ fn fd_exhaustion_backs_off_and_recovers() {
         }
     }
 }
+
+/// A write through a shared mapping to a page that is already dirty
+/// changes the bytes and no timestamp (the kernel updates mtime on the
+/// first write fault after writeback only): the identity the caches key by
+/// stays the same. Within the settling window the ETag is hashed again and
+/// the body read again, so the old ETag gets the new bytes, not a 304.
+/// (Issue 25 item 2: the old ETag got 304 and gzip clients the old bytes.)
+#[tokio::test]
+async fn bytes_changed_through_a_mapping_without_a_new_timestamp_get_a_new_etag() {
+    use std::os::fd::AsRawFd;
+    let dir = fixture();
+    let path = dir.path().join("mapped.txt");
+    std::fs::write(&path, vec![b'a'; 4096]).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: a shared mapping of the file's one page, unmapped below; the
+    // file stays 4096 bytes long while it is mapped.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    } as *mut u8;
+    assert_ne!(map as *mut libc::c_void, libc::MAP_FAILED);
+    // The first write faults and stamps the file; the page is now dirty.
+    unsafe { *map = b'X' };
+    let s = TestServer::start(dir.path(), "[files]\ncache_revalidate = \"100ms\"").await;
+    let first = s.get("/mapped.txt").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body[0], b'X');
+    let etag = first.header("etag").unwrap().to_string();
+
+    let before = std::fs::metadata(&path).unwrap();
+    unsafe { *map = b'Y' };
+    let after = std::fs::metadata(&path).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (before.mtime(), before.mtime_nsec(), before.ctime_nsec()),
+        (after.mtime(), after.mtime_nsec(), after.ctime_nsec()),
+        "the premise: a write to a dirty mapped page sets no timestamp"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = s
+        .get_with("/mapped.txt", &[("if-none-match", etag.as_str())])
+        .await;
+    unsafe { libc::munmap(map.cast(), 4096) };
+    assert_eq!(
+        second.status, 200,
+        "the old ETag was taken for the new bytes"
+    );
+    assert_eq!(second.body[0], b'Y', "the old bytes were served");
+    assert_ne!(second.header("etag"), Some(etag.as_str()));
+}
