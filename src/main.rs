@@ -145,6 +145,12 @@ fn check(sources: &Sources) -> ExitCode {
                     );
                 }
             }
+            for w in ruchy_serve::serve::headers::compression_type_warnings(
+                cfg.compression.types(),
+                &cfg.files.mime_types,
+            ) {
+                eprintln!("ruchy-serve: warning: {w}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail_config(e),

@@ -50,6 +50,11 @@ impl Compression {
         })
     }
 
+    /// The `types` as configured (lower case; `type/*` patterns kept).
+    pub fn types(&self) -> &[String] {
+        &self.types
+    }
+
     /// The level for `enc`, as a label for variant ETags.
     pub fn level(&self, enc: Encoding) -> i64 {
         match enc {

@@ -5,6 +5,89 @@ use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::config::Headers;
 
+/// Names of one type that mean the same to a browser; a server sends one
+/// of them.
+const ALIASES: &[&[&str]] = &[
+    &[
+        "text/javascript",
+        "application/javascript",
+        "application/x-javascript",
+    ],
+    &["application/xml", "text/xml"],
+    &["image/x-icon", "image/vnd.microsoft.icon"],
+];
+
+/// What `check` says of `types` (`compression.types`) under `overrides`
+/// (`files.mime_types`): an exact entry that no file is served as
+/// compresses nothing, and an entry whose alias is what files are served
+/// as (`application/javascript` while `.js` is `text/javascript`) misses
+/// them. `type/*` patterns are not judged.
+pub fn compression_type_warnings(
+    types: &[String],
+    overrides: &std::collections::HashMap<String, HeaderValue>,
+) -> Vec<String> {
+    let essence = |v: &HeaderValue| {
+        v.to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    };
+    let covered = |m: &str| {
+        types.iter().any(|t| match t.strip_suffix('*') {
+            Some(prefix) => m.starts_with(prefix),
+            None => t == m,
+        })
+    };
+    // The extensions files of type `m` have: the built-in table's and the
+    // overrides'; of those, the ones actually served as `m`.
+    let served_as = |m: &str| -> Vec<String> {
+        let mut exts: Vec<String> = mime_guess::get_mime_extensions_str(m)
+            .unwrap_or(&[])
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        exts.extend(
+            overrides
+                .iter()
+                .filter(|(_, v)| essence(v) == m)
+                .map(|(e, _)| e.clone()),
+        );
+        exts.sort();
+        exts.dedup();
+        exts.retain(|e| essence(&content_type(&format!("x.{e}"), overrides)) == m);
+        exts
+    };
+    let mut out = Vec::new();
+    for t in types.iter().filter(|t| !t.ends_with('*')) {
+        let aliases = ALIASES.iter().find(|set| set.contains(&t.as_str()));
+        let mut missed = Vec::new();
+        for a in aliases
+            .into_iter()
+            .flat_map(|set| set.iter())
+            .filter(|a| **a != t)
+        {
+            let exts = served_as(a);
+            if !covered(a) && !exts.is_empty() {
+                let list: Vec<String> = exts.iter().map(|e| format!(".{e}")).collect();
+                missed.push(format!(
+                    "compression.types lists {t} but not {a}, which {} files are served as: they are not compressed (hint: add \"{a}\")",
+                    list.join(", ")
+                ));
+            }
+        }
+        if served_as(t).is_empty() && missed.is_empty() {
+            out.push(format!(
+                "compression.types lists {t}, which no file is served as: it compresses nothing (hint: list the type files are served as, or map an extension to {t} in [files.mime_types])"
+            ));
+        }
+        out.extend(missed);
+    }
+    out
+}
+
 /// Content-Type for a file path: config overrides first, then mime_guess's
 /// table; text types get `charset=utf-8` so browsers do not sniff an encoding.
 pub fn content_type(
@@ -91,6 +174,26 @@ pub fn apply_rules(cfg: &Headers, rel_path: &str, h: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compression_types_are_judged_by_what_files_are_served_as() {
+        let none = std::collections::HashMap::new();
+        let w = compression_type_warnings(&["application/javascript".to_string()], &none);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("but not text/javascript, which .ecma, .es, .js, .jsm, .jsx files"),
+            "{w:?}"
+        );
+        let w = compression_type_warnings(
+            &[
+                "text/*".to_string(),
+                "application/javascript".to_string(),
+                "image/svg+xml".to_string(),
+            ],
+            &none,
+        );
+        assert_eq!(w.len(), 0, "{w:?}");
+    }
     use crate::config::Rule;
     use globset::Glob;
 

@@ -607,3 +607,44 @@ fn root_is_refused_unless_allowed() {
         .starts_with("HTTP/1.1 200"));
     assert!(d.log_text().contains("running as root"), "{}", d.log_text());
 }
+
+/// A `compression.types` entry no file is served as compresses nothing:
+/// `check` says so, with what the type's extensions are served as. (Issue
+/// 25 item 15: `application/javascript` while `.js` is `text/javascript`.)
+#[test]
+fn check_warns_of_compression_types_no_file_is_served_as() {
+    let dir = fixture();
+    let (out, _) = check_file(&format!(
+        "root = {:?}\n[compression]\ntypes = [\"text/html\", \"application/javascript\", \"image/svg+xml\", \"font/*\"]\n",
+        dir.path().display().to_string()
+    ));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning: compression.types lists application/javascript"),
+        "{err}"
+    );
+    assert!(err.contains("but not text/javascript, which"), "{err}");
+    assert!(err.contains(".js,"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    // Served types and patterns are not warned of.
+    assert!(!err.contains("image/svg+xml"), "{err}");
+    assert!(!err.contains("font/*"), "{err}");
+
+    // A type nothing is served as, until an override serves an extension
+    // as it.
+    let body = |mime: &str| {
+        format!(
+            "root = {:?}\n[files.mime_types]\n{mime}[compression]\ntypes = [\"text/javascript\", \"application/javascript\", \"application/x-custom\"]\n",
+            dir.path().display().to_string()
+        )
+    };
+    let (out, _) = check_file(&body(""));
+    assert!(
+        stderr(&out).contains("lists application/x-custom, which no file is served as"),
+        "{}",
+        stderr(&out)
+    );
+    let (out, _) = check_file(&body("xc = \"application/x-custom\"\n"));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
