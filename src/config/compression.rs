@@ -70,7 +70,11 @@ impl Compression {
             if (lo..=hi).contains(&v) {
                 Ok(())
             } else {
-                Err(ctx.bad(&key(k), format!("{v} is outside {lo}..={hi}"), ""))
+                Err(ctx.bad(
+                    &key(k),
+                    format!("{v} is outside {lo}..={hi}"),
+                    &format!("use a value from {lo} to {hi}"),
+                ))
             }
         };
         range("gzip_level", raw.gzip_level as i64, 1, 9)?;

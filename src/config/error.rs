@@ -68,14 +68,28 @@ pub enum ConfigError {
         message: String,
         hint: Option<String>,
     },
+    /// Several sections are wrong: each mistake, in the order of the
+    /// sections, so that one round of `check` shows them all.
+    #[error("{} mistakes:\n  {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Many(Vec<ConfigError>),
 }
 
 impl ConfigError {
-    /// The key an `Invalid` error is about; tests and `check` use it.
+    /// The key an `Invalid` error is about (the first mistake's, for
+    /// several); tests and `check` use it.
     pub fn key(&self) -> Option<&str> {
         match self {
             ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Many(all) => all.first().and_then(|e| e.key()),
             _ => None,
+        }
+    }
+
+    /// One error for `errors`: itself when there is one.
+    pub fn all(mut errors: Vec<ConfigError>) -> ConfigError {
+        match errors.len() {
+            1 => errors.remove(0),
+            _ => ConfigError::Many(errors),
         }
     }
 }

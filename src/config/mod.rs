@@ -162,21 +162,73 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         layered,
         site: None,
     };
-    let root = match (&raw.root, raw.sites.first()) {
-        // With no default site, the top level needs no root of its own.
-        (None, Some(first)) if !raw.default_site => root(&Some(first.root.clone()), &ctx)?,
-        _ => root(&raw.root, &ctx)?,
+    // Every section is checked, and every section's mistake reported at
+    // once; sections that need the listeners are checked when those are
+    // right (their mistakes come in the next round).
+    let mut errors = Vec::new();
+    let root = keep(
+        &mut errors,
+        match (&raw.root, raw.sites.first()) {
+            // With no default site, the top level needs no root of its own.
+            (None, Some(first)) if !raw.default_site => root(&Some(first.root.clone()), &ctx),
+            _ => root(&raw.root, &ctx),
+        },
+    );
+    let listen = keep(&mut errors, Listen::from_raw(&raw.listen, &ctx));
+    let files = keep(&mut errors, Files::from_raw(&raw.files, &ctx));
+    let headers = keep(
+        &mut errors,
+        Headers::from_raw(&raw.headers, &raw.cache, &ctx),
+    );
+    let limits = keep(&mut errors, Limits::from_raw(&raw.limits, &ctx));
+    let log = keep(&mut errors, Log::from_raw(&raw.log, &ctx));
+    let redirects = keep(&mut errors, Redirects::from_raw(&raw.redirects, &ctx));
+    let compression = keep(&mut errors, Compression::from_raw(&raw.compression, &ctx));
+    let (trusted_proxies, metrics, tls) = match &listen {
+        Some(listen) => (
+            keep(
+                &mut errors,
+                TrustedProxies::from_raw(&raw.trusted_proxies, listen, &ctx),
+            ),
+            keep(
+                &mut errors,
+                MetricsConfig::from_raw(&raw.metrics, listen, &ctx),
+            ),
+            keep(
+                &mut errors,
+                Tls::from_raw(&raw.tls, &raw.sites, listen, &ctx),
+            ),
+        ),
+        None => (None, None, None),
     };
-    let listen = Listen::from_raw(&raw.listen, &ctx)?;
-    let trusted_proxies = TrustedProxies::from_raw(&raw.trusted_proxies, &listen, &ctx)?;
-    let files = Files::from_raw(&raw.files, &ctx)?;
-    let headers = Headers::from_raw(&raw.headers, &raw.cache, &ctx)?;
-    let limits = Limits::from_raw(&raw.limits, &ctx)?;
-    let log = Log::from_raw(&raw.log, &ctx)?;
-    let metrics = MetricsConfig::from_raw(&raw.metrics, &listen, &ctx)?;
-    let tls = Tls::from_raw(&raw.tls, &raw.sites, &listen, &ctx)?;
-    let redirects = Redirects::from_raw(&raw.redirects, &ctx)?;
-    let compression = Compression::from_raw(&raw.compression, &ctx)?;
+    let (
+        Some(root),
+        Some(listen),
+        Some(trusted_proxies),
+        Some(files),
+        Some(headers),
+        Some(limits),
+        Some(log),
+        Some(metrics),
+        Some(tls),
+        Some(redirects),
+        Some(compression),
+    ) = (
+        root,
+        listen,
+        trusted_proxies,
+        files,
+        headers,
+        limits,
+        log,
+        metrics,
+        tls,
+        redirects,
+        compression,
+    )
+    else {
+        return Err(ConfigError::all(errors));
+    };
     let mut config = Config {
         source: layered.config_file().map(|p| p.to_path_buf()),
         root,
@@ -199,6 +251,11 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
     };
     config.sites = sites::from_raw(&raw, &config, &ctx)?;
     Ok(config)
+}
+
+/// `r`'s value, or `None` with its error kept in `errors`.
+fn keep<T>(errors: &mut Vec<ConfigError>, r: Result<T, ConfigError>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
 }
 
 /// The root, canonicalized once: every served path is checked against it.

@@ -648,3 +648,30 @@ fn check_warns_of_compression_types_no_file_is_served_as() {
     let (out, _) = check_file(&body("xc = \"application/x-custom\"\n"));
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
 }
+
+/// A file with mistakes in several sections gets them all in one round,
+/// each with its file, line, key and hint (it took one round per mistake).
+/// (Issue 25 item 13.)
+#[test]
+fn check_reports_every_mistake_of_a_file_at_once() {
+    let dir = fixture();
+    let (out, path) = check_file(&format!(
+        "root = {:?}\n\n[limits]\nmax_header_size = \"1KiB\"\n\n[files]\nindex = [\"a/b.html\"]\n\n[compression]\ngzip_level = 42\n",
+        dir.path().display().to_string()
+    ));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    for (line, key) in [
+        (4, "limits.max_header_size"),
+        (7, "files.index"),
+        (10, "compression.gzip_level"),
+    ] {
+        assert!(
+            err.contains(&format!("{path}:{line}")),
+            "line {line}: {err}"
+        );
+        assert!(err.contains(&format!("key `{key}`")), "{key}: {err}");
+    }
+    assert_eq!(err.matches("hint:").count(), 3, "{err}");
+    assert!(err.contains("3 mistakes"), "{err}");
+}
