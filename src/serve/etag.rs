@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::fileid::FileId;
@@ -31,9 +30,12 @@ const HASH_CHUNK: usize = 256 * 1024;
 pub const INLINE_HASH_LIMIT: u64 = 1 << 20;
 
 #[derive(Default)]
-/// Content ETags by path, valid while the file keeps its [`FileId`].
+/// Content ETags by inode (device and inode number), valid while the file
+/// keeps its [`FileId`]: every name of one file (a hard link, a path
+/// through a symlink under `follow_symlinks = "always"`) shares one hash.
+/// Keyed by path, 39 spellings of one 8 MiB file were hashed 39 times.
 pub struct EtagCache {
-    map: Mutex<HashMap<PathBuf, (FileId, String)>>,
+    map: Mutex<HashMap<(u64, u64), (FileId, String)>>,
 }
 
 impl std::fmt::Debug for EtagCache {
@@ -43,13 +45,12 @@ impl std::fmt::Debug for EtagCache {
 }
 
 impl EtagCache {
-    /// The ETag (quotes included) of the open `file` found at `path`.
+    /// The ETag (quotes included) of the open `file`.
     /// Under [`Wait::Never`] a file is hashed only from the page cache and
     /// only up to [`INLINE_HASH_LIMIT`]: a longer hash would hold the
     /// runtime's thread (`WouldBlock`: the blocking pool hashes it).
     pub fn etag(
         &self,
-        path: &Path,
         file: &File,
         meta: &Metadata,
         hash_limit: u64,
@@ -57,7 +58,8 @@ impl EtagCache {
         wait: Wait,
     ) -> io::Result<String> {
         let key = FileId::of(meta);
-        if let Some((k, tag)) = self.map.lock().expect("etag cache").get(path) {
+        let inode = (key.dev, key.ino);
+        if let Some((k, tag)) = self.map.lock().expect("etag cache").get(&inode) {
             if *k == key {
                 return Ok(tag.clone());
             }
@@ -82,7 +84,7 @@ impl EtagCache {
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.insert(path.to_path_buf(), (key, tag.clone()));
+        map.insert(inode, (key, tag.clone()));
         Ok(tag)
     }
 }
@@ -121,11 +123,10 @@ mod tests {
         std::fs::write(&a, b"hello").unwrap();
         std::fs::write(&b, b"hello").unwrap();
         let cache = EtagCache::default();
-        let tag = |p: &Path| {
+        let tag = |p: &std::path::Path| {
             let f = File::open(p).unwrap();
             cache
                 .etag(
-                    p,
                     &f,
                     &f.metadata().unwrap(),
                     1 << 20,
@@ -138,6 +139,39 @@ mod tests {
         assert!(tag(&a).starts_with('"') && tag(&a).len() == 34);
     }
 
+    /// Names of one file share one hash: the second name is answered from
+    /// the cache, not hashed again (issue 25 item 10).
+    #[test]
+    fn every_name_of_a_file_shares_one_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::write(&a, b"hello").unwrap();
+        for i in 0..5 {
+            std::fs::hard_link(&a, dir.path().join(format!("link{i}"))).unwrap();
+        }
+        let cache = EtagCache::default();
+        let mut tags = std::collections::HashSet::new();
+        for name in ["a", "link0", "link1", "link2", "link3", "link4"] {
+            let f = File::open(dir.path().join(name)).unwrap();
+            let t = cache
+                .etag(
+                    &f,
+                    &f.metadata().unwrap(),
+                    1 << 20,
+                    std::time::Duration::ZERO,
+                    Wait::Disk,
+                )
+                .unwrap();
+            tags.insert(t);
+        }
+        assert_eq!(tags.len(), 1);
+        assert_eq!(
+            cache.map.lock().unwrap().len(),
+            1,
+            "one hash per file, not per name"
+        );
+    }
+
     #[test]
     fn changed_content_changes_the_tag() {
         let dir = tempfile::tempdir().unwrap();
@@ -147,7 +181,6 @@ mod tests {
         let f = File::open(&p).unwrap();
         let first = cache
             .etag(
-                &p,
                 &f,
                 &f.metadata().unwrap(),
                 1 << 20,
@@ -160,7 +193,6 @@ mod tests {
         let f = File::open(&p).unwrap();
         let second = cache
             .etag(
-                &p,
                 &f,
                 &f.metadata().unwrap(),
                 1 << 20,
@@ -179,7 +211,6 @@ mod tests {
         let f = File::open(&p).unwrap();
         let tag = EtagCache::default()
             .etag(
-                &p,
                 &f,
                 &f.metadata().unwrap(),
                 10,
@@ -196,7 +227,6 @@ mod tests {
         w.set_modified(mtime).unwrap();
         let again = EtagCache::default()
             .etag(
-                &p,
                 &f,
                 &f.metadata().unwrap(),
                 10,

@@ -227,7 +227,6 @@ pub fn resolve(
     }
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     let etag = etags.etag(
-        serve_path,
         &file,
         &meta,
         cfg.files.etag_hash_limit,
