@@ -148,6 +148,13 @@ impl Compressor {
             match making.get(&key) {
                 Some(rx) => rx.clone(),
                 None => {
+                    // A compression that finished between the caller's look
+                    // at the kept store and this lock has kept its result
+                    // before leaving `making`: look again, under the lock,
+                    // rather than make and count it twice.
+                    if let Some(b) = self.kept(&key) {
+                        return Some(b);
+                    }
                     let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
                         self.stats.busy.inc();
                         return None;
@@ -188,7 +195,9 @@ impl Compressor {
     fn keep(&self, key: Key, body: Bytes) {
         let mut k = self.kept.lock().expect("not poisoned");
         let limit = self.limit;
-        if body.len() as u64 > limit {
+        if body.len() as u64 > limit || k.by_key.contains_key(&key) {
+            // Kept already: counting it again would leave its bytes counted
+            // after its only copy goes.
             return;
         }
         while k.bytes + body.len() as u64 > limit {
@@ -234,5 +243,73 @@ pub fn compress(enc: Encoding, level: i64, body: &[u8]) -> std::io::Result<Vec<u
             Ok(out)
         }
         Encoding::Zstd => zstd::bulk::compress(body, level as i32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compressor() -> Arc<Compressor> {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::load(&crate::config::Sources {
+            root: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+        let stats = Stats {
+            made: prometheus::IntCounter::new("m", "m").unwrap(),
+            busy: prometheus::IntCounter::new("b", "b").unwrap(),
+            running: prometheus::IntGauge::new("r", "r").unwrap(),
+            bytes: prometheus::IntGauge::new("k", "k").unwrap(),
+        };
+        Arc::new(Compressor::new(&cfg.compression, Arc::new(stats)))
+    }
+
+    fn key() -> Key {
+        ("\"abc\"".into(), "gzip", 6)
+    }
+
+    /// A variant kept twice is counted once: its bytes leave the count
+    /// with its only copy (issue 25 item 11).
+    #[test]
+    fn a_variant_kept_twice_is_counted_once() {
+        let c = compressor();
+        c.keep(key(), Bytes::from_static(b"0123456789"));
+        c.keep(key(), Bytes::from_static(b"0123456789"));
+        let k = c.kept.lock().unwrap();
+        assert_eq!(k.bytes, 10);
+        assert_eq!(k.order.len(), 1);
+        assert_eq!(c.stats.bytes.get(), 10);
+    }
+
+    /// A request that looked at the kept store just before a compression
+    /// finished, and reaches `make` just after it left `making`, gets the
+    /// kept variant: nothing is loaded, made or counted again.
+    #[tokio::test]
+    async fn a_compression_that_finished_meanwhile_is_not_made_again() {
+        let c = compressor();
+        // What the finished task did: kept, then left `making`.
+        c.keep(key(), Bytes::from_static(b"made once"));
+        let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let l = Arc::clone(&loaded);
+        let got = c
+            .make(
+                key(),
+                Encoding::Gzip,
+                move || {
+                    l.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Ok(Bytes::from_static(b"identity"))
+                },
+                6,
+            )
+            .await;
+        assert_eq!(got.as_deref(), Some(&b"made once"[..]));
+        assert!(
+            !loaded.load(std::sync::atomic::Ordering::Relaxed),
+            "loaded and made again"
+        );
+        assert_eq!(c.stats.made.get(), 0);
+        assert_eq!(c.kept.lock().unwrap().bytes, 9);
     }
 }
