@@ -41,6 +41,8 @@
 //! - [`lifecycle`]: phases, the listener set, reload, signals, watchdog,
 //!   certificate watch, sd_notify.
 //! - [`logging`]: the tracing subscriber, set up once by `main`.
+//! - [`manual`]: the man pages' own text; ruchy-serve.toml(5) from the
+//!   reference configuration.
 //! - [`privileges`]: the root policy `main` applies before serving.
 
 pub mod access;
@@ -55,6 +57,7 @@ pub mod handler;
 pub mod lifecycle;
 pub mod listen;
 pub mod logging;
+pub mod manual;
 pub mod metrics;
 pub mod privileges;
 pub mod proxy;

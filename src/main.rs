@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ruchy_serve::config::{self, Layered, Sources};
 use ruchy_serve::listen::Inherited;
-use ruchy_serve::{lifecycle, logging, privileges};
+use ruchy_serve::{lifecycle, logging, manual, privileges};
 
 const EX_USAGE: u8 = 64;
 
@@ -39,8 +39,13 @@ enum Command {
     Check,
     /// Print the effective configuration and where each value came from.
     Config,
-    /// Print the man page (roff) to stdout: `ruchy-serve man | man -l -`.
-    Man,
+    /// Print a man page (roff) to stdout: `ruchy-serve man | man -l -`.
+    Man {
+        /// `ruchy-serve` (section 1, the default) or `ruchy-serve.toml`
+        /// (section 5, every configuration key).
+        #[arg(default_value = "ruchy-serve")]
+        page: String,
+    },
     /// Print shell completions to stdout.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -58,7 +63,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => check(&sources),
         Command::Config => print_config(&sources),
-        Command::Man => man(),
+        Command::Man { page } => man(&page),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -73,15 +78,56 @@ fn main() -> ExitCode {
     }
 }
 
-/// The man page, generated from the same definition as `--help`, so the two
-/// cannot disagree. The Debian package ships its output.
-fn man() -> ExitCode {
+/// The man pages: ruchy-serve(1) from the same definition as `--help`
+/// (so the two cannot disagree) with the sections clap does not know, and
+/// ruchy-serve.toml(5) from the reference configuration. The Debian
+/// package ships both.
+fn man(page: &str) -> ExitCode {
     use clap::CommandFactory;
-    let cmd = Cli::command().about(
-        "a static-file HTTP daemon for systemd and Prometheus; \
-         configuration reference: /etc/ruchy-serve/ruchy-serve.toml",
-    );
-    match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+    use std::io::Write;
+    let mut out = Vec::new();
+    let rendered = match page {
+        "ruchy-serve" | "ruchy-serve.1" | "1" => {
+            let cmd = Cli::command().about(
+                "a static-file HTTP daemon for systemd and Prometheus; \
+                 configuration: ruchy-serve.toml(5)",
+            );
+            let subcommands: Vec<(String, String)> = cmd
+                .get_subcommands()
+                .map(|s| {
+                    let about = s.get_about().map(|a| a.to_string()).unwrap_or_default();
+                    (s.get_name().to_string(), about)
+                })
+                .collect();
+            let man = clap_mangen::Man::new(cmd);
+            (|| -> std::io::Result<()> {
+                man.render_title(&mut out)?;
+                man.render_name_section(&mut out)?;
+                man.render_synopsis_section(&mut out)?;
+                man.render_description_section(&mut out)?;
+                man.render_options_section(&mut out)?;
+                // Described here rather than as pages of their own.
+                writeln!(out, ".SH SUBCOMMANDS")?;
+                for (name, about) in subcommands {
+                    let (name, about) = (manual::roff(&name), manual::roff(&about));
+                    writeln!(out, ".TP\n\\fB{name}\\fR\n{about}")?;
+                }
+                out.extend_from_slice(manual::page1_sections().as_bytes());
+                man.render_version_section(&mut out)
+            })()
+        }
+        "ruchy-serve.toml" | "ruchy-serve.toml.5" | "5" => {
+            out.extend_from_slice(manual::page5(env!("CARGO_PKG_VERSION")).as_bytes());
+            Ok(())
+        }
+        other => {
+            eprintln!(
+                "ruchy-serve: no man page {other:?} (hint: `ruchy-serve man` or `ruchy-serve man ruchy-serve.toml`)"
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    match rendered.and_then(|()| std::io::stdout().write_all(&out)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ruchy-serve: cannot write the man page: {e}");

@@ -675,3 +675,80 @@ fn check_reports_every_mistake_of_a_file_at_once() {
     assert_eq!(err.matches("hint:").count(), 3, "{err}");
     assert!(err.contains("3 mistakes"), "{err}");
 }
+
+/// Both man pages render with groff without a warning; ruchy-serve(1)
+/// documents signals, exit status, environment and files, and names only
+/// pages that exist (its subcommands are described in it, not as pages of
+/// their own); ruchy-serve.toml(5) documents every key of the reference
+/// file. (Issue 25 item 16: it named ruchy-serve-check(1) and five other
+/// pages nobody generated, and no key.)
+#[test]
+fn the_man_pages_exist_render_cleanly_and_name_only_pages_that_exist() {
+    let one = run(&["man"], &[]);
+    assert!(one.status.success());
+    let one = String::from_utf8(one.stdout).unwrap();
+    for section in [
+        "SIGNALS",
+        "EXIT STATUS",
+        "ENVIRONMENT",
+        "FILES",
+        "SUBCOMMANDS",
+        "SEE ALSO",
+    ] {
+        assert!(
+            one.contains(&format!(".SH \"{section}\"")) || one.contains(&format!(".SH {section}")),
+            "{section}"
+        );
+    }
+    assert!(one.contains("SIGHUP") && one.contains("64"), "{one}");
+    // Every ruchy-serve page it names.
+    let named: Vec<&str> = one
+        .match_indices("ruchy\\-serve")
+        .filter_map(|(i, _)| one[i..].split_once('(').map(|(name, _)| name))
+        .filter(|name| !name.contains(' ') && name.len() < 40)
+        .collect();
+    for name in &named {
+        let name = name.replace("\\fR", "").replace("\\-", "-");
+        assert!(
+            name == "ruchy-serve" || name == "ruchy-serve.toml",
+            "names a page that is not generated: {name}"
+        );
+    }
+    assert!(!one.contains("ruchy\\-serve\\-check(1)"), "{one}");
+
+    let five = run(&["man", "ruchy-serve.toml"], &[]);
+    assert!(five.status.success());
+    let five = String::from_utf8(five.stdout).unwrap();
+    assert!(five.starts_with(".TH ruchy\\-serve.toml 5"), "{five}");
+    for key in [
+        "files.cache_revalidate",
+        "limits.max_connections_per_client",
+        "compression.types",
+    ] {
+        assert!(
+            five.contains(&format!("\\fB{}\\fR", key.replace('-', "\\-"))),
+            "{key}"
+        );
+    }
+    assert_eq!(run(&["man", "nope"], &[]).status.code(), Some(64));
+
+    for page in [&one, &five] {
+        let mut groff = std::process::Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("groff (tests/run installs it)");
+        use std::io::Write;
+        groff
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(page.as_bytes())
+            .unwrap();
+        let out = groff.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        assert!(warnings.is_empty(), "groff: {warnings}");
+    }
+}

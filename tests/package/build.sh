@@ -12,6 +12,7 @@ cargo build --release --locked --quiet
 bin=target/release/ruchy-serve
 mkdir -p target/deb-assets
 "$bin" man | gzip -9n >target/deb-assets/ruchy-serve.1.gz
+"$bin" man ruchy-serve.toml | gzip -9n >target/deb-assets/ruchy-serve.toml.5.gz
 "$bin" completions bash >target/deb-assets/ruchy-serve.bash
 "$bin" completions zsh >target/deb-assets/_ruchy-serve
 "$bin" completions fish >target/deb-assets/ruchy-serve.fish

@@ -30,6 +30,7 @@ for f in /lib/systemd/system/ruchy-serve.service /lib/systemd/system/ruchy-serve
     [ -s "$f" ] && ok "$f" || bad "missing $f"
 done
 zcat /usr/share/man/man1/ruchy-serve.1.gz | grep -q '^\.TH' && ok "man page is roff" || bad "man page"
+zcat /usr/share/man/man5/ruchy-serve.toml.5.gz | grep -q 'files.settle_time' && ok "ruchy-serve.toml(5) documents the keys" || bad "ruchy-serve.toml(5)"
 grep -q 'ruchy-serve' /usr/share/bash-completion/completions/ruchy-serve && ok "bash completion" || bad "bash completion"
 getent passwd ruchy-serve >/dev/null && ok "system user ruchy-serve" || bad "system user"
 [ -f /srv/www/index.html ] && ok "/srv/www exists" || bad "/srv/www"
