@@ -25,7 +25,9 @@ fn site() -> (tempfile::TempDir, Arc<Site>) {
     std::fs::create_dir_all(www.join("assets")).unwrap();
     std::fs::write(www.join("index.html"), vec![b'x'; 1024]).unwrap();
     std::fs::write(www.join("assets/app.js"), vec![b'y'; 16 * 1024]).unwrap();
-    std::fs::write(www.join("assets/app.js.gz"), vec![b'z'; 4 * 1024]).unwrap();
+    // A real twin: one that does not decode to the original is not served.
+    let gz = ruchy_serve::serve::compress::compress(Encoding::Gzip, 6, &[b'y'; 16 * 1024]).unwrap();
+    std::fs::write(www.join("assets/app.js.gz"), gz).unwrap();
     let toml = dir.path().join("bench.toml");
     std::fs::write(
         &toml,

@@ -29,6 +29,10 @@ const HASH_CHUNK: usize = 256 * 1024;
 /// BLAKE3); longer ones are hashed on the blocking pool.
 pub const INLINE_HASH_LIMIT: u64 = 1 << 20;
 
+/// By a twin's inode: its version, its original's version, and whether the
+/// one decodes to the other.
+type Verdicts = HashMap<(u64, u64), (FileId, FileId, bool)>;
+
 #[derive(Default)]
 /// Content ETags by inode (device and inode number), valid while the file
 /// keeps its [`FileId`]: every name of one file (a hard link, a path
@@ -36,6 +40,9 @@ pub const INLINE_HASH_LIMIT: u64 = 1 << 20;
 /// Keyed by path, 39 spellings of one 8 MiB file were hashed 39 times.
 pub struct EtagCache {
     map: Mutex<HashMap<(u64, u64), (FileId, String)>>,
+    /// Whether a precompressed twin (by its inode) decodes to its
+    /// original's bytes, for one version of each.
+    twins: Mutex<Verdicts>,
 }
 
 impl std::fmt::Debug for EtagCache {
@@ -87,6 +94,88 @@ impl EtagCache {
         map.insert(inode, (key, tag.clone()));
         Ok(tag)
     }
+}
+
+impl EtagCache {
+    /// Whether `twin` (`enc`-coded) decodes to exactly the bytes of
+    /// `original`. The twin's modification time said so before, and a
+    /// rollback (`rsync -a`, `cp -p`) or pinned times (`SOURCE_DATE_EPOCH`)
+    /// could serve another version's twin; the bytes say it for sure. Each
+    /// pair of versions is decoded and compared once (kept only once both
+    /// have settled, [`FileId::settled`]); a twin that decodes past the
+    /// original's length is refused without reading further. Under
+    /// [`Wait::Never`] a pair not yet known is `WouldBlock`: the blocking
+    /// pool decodes it.
+    pub fn twin_matches(
+        &self,
+        (twin, twin_meta): (&File, &Metadata),
+        (original, original_meta): (&File, &Metadata),
+        enc: crate::config::Encoding,
+        settle: std::time::Duration,
+        wait: Wait,
+    ) -> io::Result<bool> {
+        let (t, o) = (FileId::of(twin_meta), FileId::of(original_meta));
+        let inode = (t.dev, t.ino);
+        if let Some((kt, ko, verdict)) = self.twins.lock().expect("twin cache").get(&inode) {
+            if *kt == t && *ko == o {
+                return Ok(*verdict);
+            }
+        }
+        if wait == Wait::Never {
+            return Err(super::tree::would_block());
+        }
+        let verdict = decodes_to(twin, enc, original, o.len)?;
+        let now = std::time::SystemTime::now();
+        if t.settled(now, settle) && o.settled(now, settle) {
+            let mut map = self.twins.lock().expect("twin cache");
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(inode, (t, o, verdict));
+        }
+        Ok(verdict)
+    }
+}
+
+/// Whether `twin`, decoded from `enc`, is exactly `original`'s `len` bytes.
+fn decodes_to(
+    twin: &File,
+    enc: crate::config::Encoding,
+    original: &File,
+    len: u64,
+) -> io::Result<bool> {
+    use crate::config::Encoding;
+    use std::io::Read;
+    let reader = std::io::BufReader::new(twin.try_clone()?);
+    let decoder: Box<dyn Read> = match enc {
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Encoding::Brotli => Box::new(brotli::Decompressor::new(reader, 64 << 10)),
+        Encoding::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
+    };
+    // One byte past the original's length is enough to say no.
+    let mut decoded = decoder.take(len + 1);
+    let mut buf = vec![0u8; HASH_CHUNK];
+    let mut want = Vec::with_capacity(HASH_CHUNK);
+    let mut at = 0u64;
+    loop {
+        let n = match decoded.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Not a valid stream of its coding: not the original.
+            Err(_) => return Ok(false),
+        };
+        if at + n as u64 > len {
+            return Ok(false);
+        }
+        want.clear();
+        read_more_at(original, &mut want, n, at, Wait::Disk)?;
+        if want[..] != buf[..n] {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(at == len)
 }
 
 /// BLAKE3 of the content, 128 bits in hex: collisions are not a concern and

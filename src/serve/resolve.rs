@@ -195,32 +195,51 @@ pub fn resolve(
             if m.is_file() {
                 if stale(&m, &meta) {
                     stale_twins.inc();
-                    report_stale(&p, &meta);
+                    report_stale(&p, &meta, "is older than its original");
                     continue;
                 }
                 twins.push((enc, p));
             }
         }
     }
-    let available: Vec<Encoding> = twins.iter().map(|(e, _)| *e).collect();
-    let chosen = negotiate(accept_encoding, &available);
-    let serve_path = match chosen {
-        Some(enc) => {
-            &twins
-                .iter()
-                .find(|(e, _)| *e == enc)
-                .expect("chosen twin")
-                .1
-        }
-        None => &path,
-    };
     // The check above chose a symlink-free path; the open refuses to follow
     // one, so a directory swapped for a symlink since then fails here.
-    let file = match tree.open_file(serve_path) {
-        Ok(f) => f,
-        Err(e) if is_escape(&e) => return Ok(Outcome::Forbidden),
-        Err(e) => return Err(e),
+    let open = |p: &Path| match tree.open_file(p) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if is_escape(&e) => Ok(None),
+        Err(e) => Err(e),
     };
+    // The twin the client takes, if it decodes to the original (checked
+    // once per pair of versions); else the next one it takes, or the file.
+    let (chosen, file) = loop {
+        let available: Vec<Encoding> = twins.iter().map(|(e, _)| *e).collect();
+        let chosen = negotiate(accept_encoding, &available);
+        let Some(enc) = chosen else {
+            match open(&path)? {
+                Some(f) => break (None, f),
+                None => return Ok(Outcome::Forbidden),
+            }
+        };
+        let i = twins
+            .iter()
+            .position(|(e, _)| *e == enc)
+            .expect("chosen twin");
+        let (Some(twin), Some(original)) = (open(&twins[i].1)?, open(&path)?) else {
+            return Ok(Outcome::Forbidden);
+        };
+        let (tmeta, ometa) = (twin.metadata()?, original.metadata()?);
+        if !tmeta.is_file() || !ometa.is_file() {
+            return Ok(Outcome::Forbidden);
+        }
+        let settle = cfg.files.settle_time;
+        if etags.twin_matches((&twin, &tmeta), (&original, &ometa), enc, settle, wait)? {
+            break (Some(enc), twin);
+        }
+        stale_twins.inc();
+        report_stale(&twins[i].1, &ometa, "does not decode to its original");
+        twins.remove(i);
+    };
+    let available: Vec<Encoding> = twins.iter().map(|(e, _)| *e).collect();
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Ok(Outcome::Forbidden);
@@ -309,7 +328,7 @@ fn stale(twin: &Metadata, original: &Metadata) -> bool {
 
 /// Logs a stale twin once per version of its original (a client can ask
 /// for it as often as it likes); the memory is bounded like the ETag cache.
-fn report_stale(twin: &Path, original: &Metadata) {
+fn report_stale(twin: &Path, original: &Metadata, why: &str) {
     use std::collections::HashSet;
     use std::sync::Mutex;
     static SEEN: Mutex<Option<HashSet<(std::path::PathBuf, FileId)>>> = Mutex::new(None);
@@ -322,7 +341,7 @@ fn report_stale(twin: &Path, original: &Metadata) {
     if seen.insert(key) {
         tracing::warn!(
             twin = %twin.display(),
-            "precompressed file is older than its original; serving the original until it is rebuilt"
+            "precompressed file {why}; not serving it until it is rebuilt"
         );
     }
 }

@@ -67,7 +67,10 @@ async fn a_twin_older_than_its_original_is_not_served() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    std::fs::write(dir.path().join("assets/b.js.gz"), b"GZ").unwrap();
+    let original = std::fs::read(dir.path().join("assets/b.js")).unwrap();
+    let gz =
+        ruchy_serve::serve::compress::compress(ruchy_serve::config::Encoding::Gzip, 6, &original);
+    std::fs::write(dir.path().join("assets/b.js.gz"), gz.unwrap()).unwrap();
     let r = s
         .get_with("/assets/b.js", &[("accept-encoding", "gzip")])
         .await;
@@ -342,5 +345,65 @@ fn a_hundred_thousand_spellings_stay_within_the_bound_in_rss() {
     assert_eq!(
         scrape_value(metrics, "ruchy_serve_file_cache_evictions_total"),
         0
+    );
+}
+
+/// A twin of another version with a modification time no older than its
+/// original's (a rollback with `rsync -a` or `cp -p`, or every file pinned
+/// to SOURCE_DATE_EPOCH) is not served: it does not decode to the
+/// original. Identity clients and gzip clients get the same bytes. (Issue
+/// 25 item 9: the gzip twin decoded to `color:blue` beside `color:red`.)
+#[tokio::test]
+async fn a_twin_of_another_version_is_not_served_whatever_its_mtime() {
+    use ruchy_serve::config::Encoding;
+    use ruchy_serve::serve::compress::compress;
+    let dir = fixture();
+    let css = dir.path().join("site.css");
+    let pinned = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    std::fs::write(&css, b"body { color:red }\n").unwrap();
+    std::fs::write(
+        dir.path().join("site.css.gz"),
+        compress(Encoding::Gzip, 6, b"body { color:blue }\n").unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("site.css.br"),
+        compress(Encoding::Brotli, 5, b"body { color:red }\n").unwrap(),
+    )
+    .unwrap();
+    for name in ["site.css", "site.css.gz", "site.css.br"] {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(name))
+            .unwrap();
+        f.set_modified(pinned).unwrap();
+    }
+    let s = TestServer::start(dir.path(), "").await;
+    let r = s
+        .get_with("/site.css", &[("accept-encoding", "gzip")])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-encoding"),
+        None,
+        "the other version's twin was served"
+    );
+    assert_eq!(r.text(), "body { color:red }\n");
+    assert!(
+        metric(&s, "ruchy_serve_file_stale_twins_skipped_total") >= 1,
+        "counted"
+    );
+    // The twin that does decode to it is served.
+    let r = s
+        .get_with("/site.css", &[("accept-encoding", "br, gzip")])
+        .await;
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    let r = s
+        .get_with("/site.css", &[("accept-encoding", "gzip, br;q=0.5")])
+        .await;
+    assert_eq!(
+        r.header("content-encoding"),
+        Some("br"),
+        "the next coding the client takes"
     );
 }

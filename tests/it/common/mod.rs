@@ -18,6 +18,29 @@ pub use server::TestServer;
 pub use systemd::*;
 
 /// A fixture tree with the files most tests need.
+/// The fixture's `assets/app.js`.
+pub const APP_JS: &[u8] = b"console.log('app');\n";
+
+/// The fixture's twin of `assets/app.js` in `coding` (`gzip`, `br`,
+/// `zstd`): the bytes a build step would write.
+pub fn twin(coding: &str) -> Vec<u8> {
+    ruchy_serve::serve::compress::compress(
+        match coding {
+            "gzip" => ruchy_serve::config::Encoding::Gzip,
+            "br" => ruchy_serve::config::Encoding::Brotli,
+            "zstd" => ruchy_serve::config::Encoding::Zstd,
+            other => panic!("no coding {other}"),
+        },
+        match coding {
+            "gzip" => 6,
+            "br" => 5,
+            _ => 3,
+        },
+        APP_JS,
+    )
+    .unwrap()
+}
+
 pub fn fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -32,10 +55,12 @@ pub fn fixture() -> tempfile::TempDir {
     w("docs/index.html", b"<h1>docs</h1>\n");
     w("docs/page.html", b"<h1>page</h1>\n");
     w("empty-dir/readme.md", b"# no index here\n");
-    w("assets/app.js", b"console.log('app');\n");
-    w("assets/app.js.gz", b"GZIP-TWIN-BYTES");
-    w("assets/app.js.br", b"BROTLI-TWIN");
-    w("assets/app.js.zst", b"ZSTD-TWIN-DATA!");
+    w("assets/app.js", APP_JS);
+    // Twins that decode to the original, as a build step makes them (a
+    // twin that does not is not served).
+    w("assets/app.js.gz", &twin("gzip"));
+    w("assets/app.js.br", &twin("br"));
+    w("assets/app.js.zst", &twin("zstd"));
     w("module.wasm", b"\0asm\x01\0\0\0");
     w("data.json", b"{\"a\":1}\n");
     w(".env", b"SECRET=1\n");
