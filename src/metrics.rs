@@ -218,8 +218,8 @@ impl Metrics {
             )),
             stale_twins: reg!(prometheus::IntCounter::new(
                 "ruchy_serve_file_stale_twins_skipped_total",
-                "Precompressed files (.br, .zst, .gz) not served because their original is newer; \
-                 the original is served until the twin is rebuilt."
+                "Precompressed files (.br, .zst, .gz) not served because their original is newer \
+                 or they do not decode to it; the original is served until the twin is rebuilt."
             )),
             ran: {
                 let ran = reg!(IntCounterVec::new(
