@@ -155,7 +155,50 @@ impl Layered {
 
     /// The raw configuration, typed; a bad value is reported with its origin.
     pub fn extract(&self) -> Result<RawConfig, ConfigError> {
-        self.figment.extract().map_err(|e| self.explain(e))
+        self.figment
+            .extract()
+            .map_err(|first| self.every_mistake(self.explain(first)))
+    }
+
+    /// `first` (the whole file's first mistake) and every other section's:
+    /// serde stops at the first error, so each table is read again on its
+    /// own and its mistake kept, and one round of `check` shows them all.
+    fn every_mistake(&self, first: ConfigError) -> ConfigError {
+        use super::raw::*;
+        let mut errors = vec![first];
+        let mut section = |key: &str, err: Option<figment::Error>| {
+            if let Some(mut e) = err {
+                // figment names the table last in an inner extraction's
+                // path; it goes first, as in the whole file's.
+                if let Some(i) = e.path.iter().rposition(|p| p == key) {
+                    e.path.remove(i);
+                }
+                let e = self.explain_at(e, &[key.to_string()]);
+                if !errors.iter().any(|k| k.to_string() == e.to_string()) {
+                    errors.push(e);
+                }
+            }
+        };
+        let f = &self.figment;
+        macro_rules! read {
+            ($key:literal, $t:ty) => {
+                if f.contains($key) {
+                    section($key, f.extract_inner::<$t>($key).err());
+                }
+            };
+        }
+        read!("listen", Vec<RawListen>);
+        read!("files", RawFiles);
+        read!("headers", RawHeaders);
+        read!("cache", RawCache);
+        read!("limits", RawLimits);
+        read!("log", RawLog);
+        read!("tls", RawTls);
+        read!("metrics", RawMetrics);
+        read!("redirects", Vec<RawRedirect>);
+        read!("compression", RawCompression);
+        read!("sites", Vec<RawSite>);
+        ConfigError::all(errors)
     }
 
     /// The config file, if one was given.

@@ -752,3 +752,28 @@ fn the_man_pages_exist_render_cleanly_and_name_only_pages_that_exist() {
         assert!(warnings.is_empty(), "groff: {warnings}");
     }
 }
+
+/// Mistakes serde finds (unknown keys, wrong types) are reported for every
+/// section at once too, each with its line.
+#[test]
+fn check_reports_unknown_keys_and_wrong_types_of_every_section_at_once() {
+    let dir = fixture();
+    let (out, path) = check_file(&format!(
+        "root = {:?}\nbogus = 1\n[[listen]]\nadress = \"127.0.0.1:1\"\n[files]\nindex = 7\n[log]\nformat = \"xml\"\n",
+        dir.path().display().to_string()
+    ));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    for (line, key) in [
+        (2, "bogus"),
+        (4, "listen[0].adress"),
+        (6, "files.index"),
+        (8, "log.format"),
+    ] {
+        assert!(
+            err.contains(&format!("{path}:{line}: key `{key}`")),
+            "{key}: {err}"
+        );
+    }
+    assert!(err.contains("4 mistakes"), "{err}");
+}

@@ -16,8 +16,10 @@ fn write_synced(path: &Path, data: &[u8]) {
     std::fs::File::open(path).unwrap().sync_all().unwrap();
 }
 
-/// Drops `path`'s pages from the page cache, and checks that its first
-/// page is no longer there (a read with RWF_NOWAIT would wait).
+/// Drops `path`'s pages from the page cache, and checks with `mincore`
+/// that its first page is no longer there (not with a read: even a
+/// RWF_NOWAIT read that fails starts readahead, and the page would be
+/// back before the server asks).
 /// A page just written can sit in a per-CPU batch that DONTNEED does not
 /// see yet, so the advice is repeated a few times.
 fn evict(path: &Path) {
@@ -27,18 +29,28 @@ fn evict(path: &Path) {
         // SAFETY: a valid descriptor; advice only.
         let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         assert_eq!(rc, 0, "posix_fadvise");
-        let mut byte = [0u8; 1];
-        let iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
+        // SAFETY: a read-only shared mapping of the file's first page,
+        // never touched (mincore only asks), unmapped before leaving.
+        let resident = unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            let mut vec = [0u8; 1];
+            let rc = libc::mincore(map, 4096, vec.as_mut_ptr());
+            libc::munmap(map, 4096);
+            assert_eq!(rc, 0, "mincore");
+            vec[0] & 1 == 1
         };
-        // SAFETY: one iovec over a live one-byte buffer.
-        let n = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
-        let err = std::io::Error::last_os_error();
-        if n < 0 && err.raw_os_error() == Some(libc::EAGAIN) {
+        if !resident {
             return;
         }
-        last = format!("read {n}, {err}");
+        last = "resident".into();
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!(
