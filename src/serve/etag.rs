@@ -205,6 +205,14 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::FileExt;
 
+    /// `file`'s tag from `cache`, hashed up to `limit`, trusted at once.
+    fn tag_of(cache: &EtagCache, file: &File, limit: u64) -> String {
+        let meta = file.metadata().unwrap();
+        cache
+            .etag(file, &meta, limit, std::time::Duration::ZERO, Wait::Disk)
+            .unwrap()
+    }
+
     #[test]
     fn same_content_gives_same_tag_in_different_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -214,15 +222,7 @@ mod tests {
         let cache = EtagCache::default();
         let tag = |p: &std::path::Path| {
             let f = File::open(p).unwrap();
-            cache
-                .etag(
-                    &f,
-                    &f.metadata().unwrap(),
-                    1 << 20,
-                    std::time::Duration::ZERO,
-                    Wait::Disk,
-                )
-                .unwrap()
+            tag_of(&cache, &f, 1 << 20)
         };
         assert_eq!(tag(&a), tag(&b));
         assert!(tag(&a).starts_with('"') && tag(&a).len() == 34);
@@ -242,15 +242,7 @@ mod tests {
         let mut tags = std::collections::HashSet::new();
         for name in ["a", "link0", "link1", "link2", "link3", "link4"] {
             let f = File::open(dir.path().join(name)).unwrap();
-            let t = cache
-                .etag(
-                    &f,
-                    &f.metadata().unwrap(),
-                    1 << 20,
-                    std::time::Duration::ZERO,
-                    Wait::Disk,
-                )
-                .unwrap();
+            let t = tag_of(&cache, &f, 1 << 20);
             tags.insert(t);
         }
         assert_eq!(tags.len(), 1);
@@ -268,27 +260,11 @@ mod tests {
         std::fs::write(&p, b"one").unwrap();
         let cache = EtagCache::default();
         let f = File::open(&p).unwrap();
-        let first = cache
-            .etag(
-                &f,
-                &f.metadata().unwrap(),
-                1 << 20,
-                std::time::Duration::ZERO,
-                Wait::Disk,
-            )
-            .unwrap();
+        let first = tag_of(&cache, &f, 1 << 20);
         let mut w = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
         w.write_all(b" two").unwrap();
         let f = File::open(&p).unwrap();
-        let second = cache
-            .etag(
-                &f,
-                &f.metadata().unwrap(),
-                1 << 20,
-                std::time::Duration::ZERO,
-                Wait::Disk,
-            )
-            .unwrap();
+        let second = tag_of(&cache, &f, 1 << 20);
         assert_ne!(first, second);
     }
 
@@ -298,15 +274,7 @@ mod tests {
         let p = dir.path().join("big");
         std::fs::write(&p, vec![7u8; 100]).unwrap();
         let f = File::open(&p).unwrap();
-        let tag = EtagCache::default()
-            .etag(
-                &f,
-                &f.metadata().unwrap(),
-                10,
-                std::time::Duration::ZERO,
-                Wait::Disk,
-            )
-            .unwrap();
+        let tag = tag_of(&EtagCache::default(), &f, 10);
         assert!(tag.starts_with("\"64-"), "{tag}");
         // Rewritten in place, same length, old mtime put back: a new tag.
         let mtime = f.metadata().unwrap().modified().unwrap();
@@ -314,15 +282,7 @@ mod tests {
         let w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         w.write_all_at(&[8u8; 100], 0).unwrap();
         w.set_modified(mtime).unwrap();
-        let again = EtagCache::default()
-            .etag(
-                &f,
-                &f.metadata().unwrap(),
-                10,
-                std::time::Duration::ZERO,
-                Wait::Disk,
-            )
-            .unwrap();
+        let again = tag_of(&EtagCache::default(), &f, 10);
         assert_ne!(tag, again);
     }
 }

@@ -213,18 +213,7 @@ static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 /// leaving `dir`.
 pub fn open_beneath(dir: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
     if !NO_OPENAT2.load(Ordering::Relaxed) {
-        let rel: &Path = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
-        match rustix::fs::openat2(
-            dir,
-            rel,
-            flags,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        ) {
+        match openat2_beneath(dir, rel, flags, ResolveFlags::empty()) {
             Err(rustix::io::Errno::NOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
             // openat2 retries EAGAIN itself only for some races; the walk
             // answers the same question without them.
@@ -242,21 +231,7 @@ pub fn open_beneath_cached(dir: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> io
     if NO_OPENAT2.load(Ordering::Relaxed) {
         return Err(would_block());
     }
-    let rel: &Path = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    match rustix::fs::openat2(
-        dir,
-        rel,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH
-            | ResolveFlags::NO_SYMLINKS
-            | ResolveFlags::NO_MAGICLINKS
-            | ResolveFlags::CACHED,
-    ) {
+    match openat2_beneath(dir, rel, flags, ResolveFlags::CACHED) {
         // EINVAL: a kernel between 5.6 and 5.12, which knows openat2 but
         // not RESOLVE_CACHED.
         Err(rustix::io::Errno::AGAIN | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
@@ -264,6 +239,28 @@ pub fn open_beneath_cached(dir: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> io
         }
         other => Ok(other?),
     }
+}
+
+/// `openat2(dir, rel, BENEATH | NO_SYMLINKS | NO_MAGICLINKS | extra)`, the
+/// root itself for an empty `rel`.
+fn openat2_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    flags: OFlags,
+    extra: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let rel: &Path = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    rustix::fs::openat2(
+        dir,
+        rel,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | extra,
+    )
 }
 
 /// `openat2`'s answer the long way: each directory opened with
@@ -327,19 +324,27 @@ mod tests {
         s
     }
 
-    /// Both ways of opening give the same answers: a plain path opens, a
-    /// symlink anywhere on the way is an escape, `..` is an escape.
-    #[test]
-    fn openat2_and_the_walk_agree() {
+    /// A tree `d/f` ("inside"), `d/link` -> `f`, `out` -> a directory
+    /// outside holding `f` ("outside"); the outside directory, the tree,
+    /// and the tree's root opened.
+    fn sample() -> (tempfile::TempDir, tempfile::TempDir, OwnedFd) {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("f"), b"outside").unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("d")).unwrap();
         std::fs::write(dir.path().join("d/f"), b"inside").unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
-        std::os::unix::fs::symlink(dir.path().join("d"), dir.path().join("in")).unwrap();
         std::os::unix::fs::symlink("f", dir.path().join("d/link")).unwrap();
         let fd = root(dir.path());
+        (outside, dir, fd)
+    }
+
+    /// Both ways of opening give the same answers: a plain path opens, a
+    /// symlink anywhere on the way is an escape, `..` is an escape.
+    #[test]
+    fn openat2_and_the_walk_agree() {
+        let (_outside, dir, fd) = sample();
+        std::os::unix::fs::symlink(dir.path().join("d"), dir.path().join("in")).unwrap();
         let flags = OFlags::RDONLY | OFlags::CLOEXEC;
         let ways: [Opener; 2] = [open_beneath, walk];
         for open in ways {
@@ -363,14 +368,7 @@ mod tests {
     /// would wait rather than be guessed.
     #[test]
     fn cached_lookups_agree_once_the_names_are_known() {
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("f"), b"outside").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("d")).unwrap();
-        std::fs::write(dir.path().join("d/f"), b"inside").unwrap();
-        std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
-        std::os::unix::fs::symlink("f", dir.path().join("d/link")).unwrap();
-        let fd = root(dir.path());
+        let (_outside, dir, fd) = sample();
         let flags = OFlags::RDONLY | OFlags::CLOEXEC;
         let paths = ["d/f", "out/f", "d/link", "../f", "d/missing"];
         for p in paths {
