@@ -29,9 +29,47 @@ const HASH_CHUNK: usize = 256 * 1024;
 /// BLAKE3); longer ones are hashed on the blocking pool.
 pub const INLINE_HASH_LIMIT: u64 = 1 << 20;
 
-/// By a twin's inode: its version, its original's version, and whether the
-/// one decodes to the other.
-type Verdicts = HashMap<(u64, u64), (FileId, FileId, bool)>;
+/// By a twin's inode: its version, its original's version, whether the one
+/// decodes to the other, and until when (coarse ms) that is trusted.
+type Verdicts = HashMap<(u64, u64), (FileId, FileId, bool, u64)>;
+
+/// By a file's inode: its version, its tag, and until when (coarse ms)
+/// the tag is trusted.
+type Tags = HashMap<(u64, u64), (FileId, String, u64)>;
+
+/// How long what was learned of a file's bytes (its hash, whether a twin
+/// decodes to it) is kept: while its identity stays the same, and, within
+/// `settle` of its last change (when the identity does not vouch for the
+/// bytes, [`FileId::settled`]), for `recheck` only. So a change through a
+/// shared mapping is seen within `files.cache_revalidate`, as a change of
+/// the file is, and a site deployed a moment ago is not hashed again on
+/// every request meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub struct Trust {
+    /// `files.settle_time`.
+    pub settle: std::time::Duration,
+    /// `files.cache_revalidate`.
+    pub recheck: std::time::Duration,
+}
+
+impl Trust {
+    /// The trust `files` asks for.
+    pub fn of(files: &crate::config::Files) -> Trust {
+        Trust {
+            settle: files.settle_time,
+            recheck: files.cache_revalidate,
+        }
+    }
+
+    /// Until when (coarse ms) knowledge of `ids`' bytes is kept.
+    fn until(&self, ids: &[FileId]) -> u64 {
+        let now = std::time::SystemTime::now();
+        match ids.iter().all(|id| id.settled(now, self.settle)) {
+            true => u64::MAX,
+            false => crate::clock::coarse_now_ms() + self.recheck.as_millis() as u64,
+        }
+    }
+}
 
 #[derive(Default)]
 /// Content ETags by inode (device and inode number), valid while the file
@@ -39,7 +77,7 @@ type Verdicts = HashMap<(u64, u64), (FileId, FileId, bool)>;
 /// through a symlink under `follow_symlinks = "always"`) shares one hash.
 /// Keyed by path, 39 spellings of one 8 MiB file were hashed 39 times.
 pub struct EtagCache {
-    map: Mutex<HashMap<(u64, u64), (FileId, String)>>,
+    map: Mutex<Tags>,
     /// Whether a precompressed twin (by its inode) decodes to its
     /// original's bytes, for one version of each.
     twins: Mutex<Verdicts>,
@@ -61,13 +99,13 @@ impl EtagCache {
         file: &File,
         meta: &Metadata,
         hash_limit: u64,
-        settle: std::time::Duration,
+        trust: Trust,
         wait: Wait,
     ) -> io::Result<String> {
         let key = FileId::of(meta);
         let inode = (key.dev, key.ino);
-        if let Some((k, tag)) = self.map.lock().expect("etag cache").get(&inode) {
-            if *k == key {
+        if let Some((k, tag, until)) = self.map.lock().expect("etag cache").get(&inode) {
+            if *k == key && crate::clock::coarse_now_ms() < *until {
                 return Ok(tag.clone());
             }
         }
@@ -83,15 +121,13 @@ impl EtagCache {
             )
         };
         // A file changed moments ago may change again without a new
-        // identity (a write through a mapping): its tag is not kept.
-        if !key.settled(std::time::SystemTime::now(), settle) {
-            return Ok(tag);
-        }
+        // identity (a write through a mapping): its tag is kept briefly.
+        let until = trust.until(&[key]);
         let mut map = self.map.lock().expect("etag cache");
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.insert(inode, (key, tag.clone()));
+        map.insert(inode, (key, tag.clone(), until));
         Ok(tag)
     }
 }
@@ -101,8 +137,7 @@ impl EtagCache {
     /// `original`. The twin's modification time said so before, and a
     /// rollback (`rsync -a`, `cp -p`) or pinned times (`SOURCE_DATE_EPOCH`)
     /// could serve another version's twin; the bytes say it for sure. Each
-    /// pair of versions is decoded and compared once (kept only once both
-    /// have settled, [`FileId::settled`]); a twin that decodes past the
+    /// pair of versions is decoded and compared once; a twin that decodes past the
     /// original's length is refused without reading further. Under
     /// [`Wait::Never`] a pair not yet known is `WouldBlock`: the blocking
     /// pool decodes it.
@@ -111,13 +146,12 @@ impl EtagCache {
         (twin, twin_meta): (&File, &Metadata),
         (original, original_meta): (&File, &Metadata),
         enc: crate::config::Encoding,
-        settle: std::time::Duration,
         wait: Wait,
     ) -> io::Result<bool> {
         let (t, o) = (FileId::of(twin_meta), FileId::of(original_meta));
         let inode = (t.dev, t.ino);
-        if let Some((kt, ko, verdict)) = self.twins.lock().expect("twin cache").get(&inode) {
-            if *kt == t && *ko == o {
+        if let Some((kt, ko, verdict, until)) = self.twins.lock().expect("twin cache").get(&inode) {
+            if *kt == t && *ko == o && crate::clock::coarse_now_ms() < *until {
                 return Ok(*verdict);
             }
         }
@@ -125,14 +159,16 @@ impl EtagCache {
             return Err(super::tree::would_block());
         }
         let verdict = decodes_to(twin, enc, original, o.len)?;
-        let now = std::time::SystemTime::now();
-        if t.settled(now, settle) && o.settled(now, settle) {
-            let mut map = self.twins.lock().expect("twin cache");
-            if map.len() >= MAX_ENTRIES {
-                map.clear();
-            }
-            map.insert(inode, (t, o, verdict));
+        // Kept while both keep their identity, settled or not: what this
+        // guards against (a rollback, pinned times) always changes one, and
+        // decoding every twin of a site deployed a moment ago again each
+        // `cache_revalidate` cost a fifth of w12's throughput.
+        let until = u64::MAX;
+        let mut map = self.twins.lock().expect("twin cache");
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
         }
+        map.insert(inode, (t, o, verdict, until));
         Ok(verdict)
     }
 }
@@ -209,7 +245,16 @@ mod tests {
     fn tag_of(cache: &EtagCache, file: &File, limit: u64) -> String {
         let meta = file.metadata().unwrap();
         cache
-            .etag(file, &meta, limit, std::time::Duration::ZERO, Wait::Disk)
+            .etag(
+                file,
+                &meta,
+                limit,
+                Trust {
+                    settle: std::time::Duration::ZERO,
+                    recheck: std::time::Duration::ZERO,
+                },
+                Wait::Disk,
+            )
             .unwrap()
     }
 

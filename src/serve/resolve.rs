@@ -17,7 +17,7 @@ use crate::config::{Config, Encoding};
 use crate::fileid::FileId;
 
 use super::encoding::negotiate;
-use super::etag::EtagCache;
+use super::etag::{EtagCache, Trust};
 use super::tree::{is_escape, is_would_block, Tree, Wait};
 
 /// What a request path resolves to.
@@ -231,8 +231,7 @@ pub fn resolve(
         if !tmeta.is_file() || !ometa.is_file() {
             return Ok(Outcome::Forbidden);
         }
-        let settle = cfg.files.settle_time;
-        if etags.twin_matches((&twin, &tmeta), (&original, &ometa), enc, settle, wait)? {
+        if etags.twin_matches((&twin, &tmeta), (&original, &ometa), enc, wait)? {
             break (Some(enc), twin);
         }
         stale_twins.inc();
@@ -249,7 +248,7 @@ pub fn resolve(
         &file,
         &meta,
         cfg.files.etag_hash_limit,
-        cfg.files.settle_time,
+        Trust::of(&cfg.files),
         wait,
     )?;
     Ok(Outcome::File(Box::new(Found {
