@@ -38,6 +38,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = "0"
 LOAD_CORE = "1"
+# --workers N (N > 1): every server with N workers and the load generator
+# with N threads, all sharing every core (issue 24's "many cores": compare
+# ratios, not rates, since the load generator takes its share).
+WORKERS = 1
 
 WORKLOADS = {
     # name: (description, tool, path, connections, extra)
@@ -309,7 +313,7 @@ def servers(work: Path, www: Path, binary: Path, wanted, metrics_on=False, tag="
             "journal": 'access_log = "combined"\ntarget = "journald"',
         }[log]
         conf = f"""root = "{www}"
-workers = 1
+workers = {WORKERS}
 allow_root = true
 [[listen]]
 address = "127.0.0.1:{http}"
@@ -338,7 +342,7 @@ address = {metrics}
         ndir = work / ("nginx" if log == "off" else f"nginx-{log}")
         ndir.mkdir(exist_ok=True)
         nlog = "access_log off;" if log == "off" else f"access_log {ndir}/access.log combined buffer=64k flush=1s;"
-        conf = f"""worker_processes 1;
+        conf = f"""worker_processes {WORKERS};
 daemon off;
 pid {ndir}/nginx.pid;
 error_log {ndir}/error.log crit;
@@ -373,7 +377,7 @@ http {{
         conf = f"""server.document-root = "{www}"
 server.port = {http}
 server.bind = "127.0.0.1"
-server.max-worker = 0
+server.max-worker = {0 if WORKERS == 1 else WORKERS}
 server.max-keep-alive-requests = 1000000
 server.max-fds = 40000
 server.max-connections = 20000
@@ -451,9 +455,9 @@ def run_wrk(server, wl, duration):
         url = f"https://localhost:{server.tls}{path}"
     else:
         url = f"http://127.0.0.1:{server.http}{path}"
-    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"] + extra + [url]
+    cmd = ["taskset", "-c", LOAD_CORE, "wrk", f"-t{WORKERS}", f"-c{conns}", f"-d{duration}s", "--latency"] + extra + [url]
     if tool == "wrk-site":
-        cmd = (["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency",
+        cmd = (["taskset", "-c", LOAD_CORE, "wrk", f"-t{WORKERS}", f"-c{conns}", f"-d{duration}s", "--latency",
                 "-s", SITE_ARGS[0], f"http://127.0.0.1:{server.http}/", "--", SITE_ARGS[1]])
     cpu0 = server.cpu_seconds()
     out = subprocess.run(cmd, text=True, capture_output=True, timeout=duration + 60).stdout
@@ -480,7 +484,7 @@ def run_h2load(server, wl, duration):
     port, scheme = (server.tls, "https") if tool == "h2load-tls" else (server.h2, "http")
     if not port:
         return None
-    cmd = ["taskset", "-c", LOAD_CORE, "h2load", "-c10", "-m10", "-t1", "-D", str(duration),
+    cmd = ["taskset", "-c", LOAD_CORE, "h2load", "-c10", "-m10", f"-t{WORKERS}", "-D", str(duration),
            f"{scheme}://127.0.0.1:{port}{path}"]
     cpu0 = server.cpu_seconds()
     out = subprocess.run(cmd, text=True, capture_output=True, timeout=duration + 60).stdout
@@ -552,6 +556,8 @@ def main():
                     # caddy (Debian's 2.6, `encode zstd gzip`) on request: --servers ...,caddy
                     help="ceiling: bare hyper from benches/ceiling.rs, the most ruchy-serve's own work can reach")
     ap.add_argument("--metrics-overhead", action="store_true", help="also run w1 with metrics on")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="workers per server and load-generator threads; above 1 all share every core")
     ap.add_argument("--syscalls", action="store_true",
                     help="after the timed runs, a pass under strace -c per server and workload: "
                          "system calls per request")
@@ -568,6 +574,10 @@ def main():
     ap.add_argument("--metrics-ab", type=int, metavar="ROUNDS",
                     help="only compare w1 with metrics off and on, alternating ROUNDS times")
     args = ap.parse_args()
+    if args.workers > 1:
+        global SERVER_CORE, LOAD_CORE, WORKERS
+        WORKERS = args.workers
+        SERVER_CORE = LOAD_CORE = ",".join(str(c) for c in range(os.cpu_count()))
     if args.quick:
         args.reps, args.duration = 1, 2
     if not args.out:
@@ -688,7 +698,7 @@ def syscalls_per_request(server, wl, work):
             port, scheme = (server.tls, "https") if tool == "h2load-tls" else (server.h2, "http")
             if not port:
                 return None
-            out = subprocess.run(["taskset", "-c", LOAD_CORE, "h2load", "-c10", "-m10", "-t1", "-D", "3",
+            out = subprocess.run(["taskset", "-c", LOAD_CORE, "h2load", "-c10", "-m10", f"-t{WORKERS}", "-D", "3",
                                   f"{scheme}://127.0.0.1:{port}{path}"],
                                  text=True, capture_output=True, timeout=60).stdout
             m = re.search(r"requests: (\d+) total", out)
@@ -697,9 +707,9 @@ def syscalls_per_request(server, wl, work):
                 return None
             url = (f"https://localhost:{server.tls}{path}" if tool == "wrk-tls"
                    else f"http://127.0.0.1:{server.http}{path}")
-            cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", "-d3s"] + extra + [url]
+            cmd = ["taskset", "-c", LOAD_CORE, "wrk", f"-t{WORKERS}", f"-c{conns}", "-d3s"] + extra + [url]
             if tool == "wrk-site":
-                cmd = (["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", "-d3s", "-s", SITE_ARGS[0],
+                cmd = (["taskset", "-c", LOAD_CORE, "wrk", f"-t{WORKERS}", f"-c{conns}", "-d3s", "-s", SITE_ARGS[0],
                         f"http://127.0.0.1:{server.http}/", "--", SITE_ARGS[1]])
             out = subprocess.run(cmd, text=True, capture_output=True, timeout=60).stdout
             m = re.search(r"(\d+) requests in", out)
@@ -925,8 +935,8 @@ def report(results, configs, args, work):
         if n not in names:
             names.append(n)
     lines = [f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-             f"Method: servers pinned to core {SERVER_CORE} with one worker, load generator pinned to core "
-             f"{LOAD_CORE} with one thread; {args.reps} runs of {args.duration} s each, interleaved across "
+             f"Method: servers pinned to core {SERVER_CORE} with {WORKERS} worker(s), load generator pinned to "
+             f"core {LOAD_CORE} with {WORKERS} thread(s); {args.reps} runs of {args.duration} s each, interleaved across "
              f"servers, medians. "
              + ("w12: one untimed pass per server first. " if "w12" in args.only.split(",") else "")
              + ("w12c: page cache dropped before every timed run. " if "w12c" in args.only.split(",") else "")
