@@ -70,12 +70,16 @@ WORKLOADS = {
     # or a site far larger than its memory, costs. Servers keep their own
     # caches (ruchy-serve's file cache, nginx's open_file_cache).
     "w12c": ("site, cold page cache before each run", "wrk-site", "/site/", 50, []),
+    # The same list over HTTP/2 with TLS (h2load -i, ALPN h2, 10 connections
+    # x 10 streams, a browser's Accept-Encoding): h2load sends one set of
+    # headers for every URI, so this one has no revalidations.
+    "w12h": ("site over HTTP/2 with TLS, no revalidations, h2load c10 m10", "h2load-site", "/site/", 10, []),
 }
 
 # Site workloads: their list is generated (site()), and each server gets
 # one untimed pass over it first (so "warm" is warm: compressed variants
 # made, caches filled), except the cold one.
-SITE_WORKLOADS = ("w12", "w12c")
+SITE_WORKLOADS = ("w12", "w12c", "w12h")
 
 # Every site file's modification time, and so the If-Modified-Since of the
 # list's revalidations: Mon, 01 Dec 2025 00:00:00 GMT.
@@ -481,11 +485,18 @@ def run_wrk(server, wl, duration):
 def run_h2load(server, wl, duration):
     desc, tool, path, conns, extra = WORKLOADS[wl]
     # h2c with prior knowledge, or h2 negotiated by ALPN over TLS.
-    port, scheme = (server.tls, "https") if tool == "h2load-tls" else (server.h2, "http")
+    port, scheme = (server.tls, "https") if tool in ("h2load-tls", "h2load-site") else (server.h2, "http")
     if not port:
         return None
     cmd = ["taskset", "-c", LOAD_CORE, "h2load", "-c10", "-m10", f"-t{WORKERS}", "-D", str(duration),
            f"{scheme}://127.0.0.1:{port}{path}"]
+    if tool == "h2load-site":
+        uris = Path(SITE_ARGS[1]).parent / f"site-uris-{port}.txt"
+        if not uris.exists():
+            with open(SITE_ARGS[1]) as src, open(uris, "w") as out:
+                for line in src:
+                    out.write(f"https://127.0.0.1:{port}{line.split(chr(9))[0]}\n")
+        cmd = cmd[:-1] + ["-H", "Accept-Encoding: gzip, deflate, br, zstd", "-i", str(uris)]
     cpu0 = server.cpu_seconds()
     out = subprocess.run(cmd, text=True, capture_output=True, timeout=duration + 60).stdout
     cpu = server.cpu_seconds() - cpu0
@@ -621,10 +632,10 @@ def main():
             configs[s.name] = s.config_text
         for wl in [w for w in args.only.split(",") if w]:
             runs = {s.name: [] for s in srv}
-            if wl == "w12":
+            if wl in ("w12", "w12h"):
                 for s in srv:
                     if not s.name.startswith("python") and not s.name.endswith("+metrics"):
-                        run_wrk(s, wl, args.duration)
+                        (run_h2load if wl == "w12h" else run_wrk)(s, wl, args.duration)
             for _ in range(args.reps):
                 for s in srv:
                     if wl == "w12c":
@@ -938,7 +949,7 @@ def report(results, configs, args, work):
              f"Method: servers pinned to core {SERVER_CORE} with {WORKERS} worker(s), load generator pinned to "
              f"core {LOAD_CORE} with {WORKERS} thread(s); {args.reps} runs of {args.duration} s each, interleaved across "
              f"servers, medians. "
-             + ("w12: one untimed pass per server first. " if "w12" in args.only.split(",") else "")
+             + ("w12, w12h: one untimed pass per server first. " if {"w12", "w12h"} & set(args.only.split(",")) else "")
              + ("w12c: page cache dropped before every timed run. " if "w12c" in args.only.split(",") else "")
              + f"Machine: {os.cpu_count()} cores, `{os.uname().release}`. "
              "req/core-s is requests per second of server CPU time (utime+stime from /proc).", "",
