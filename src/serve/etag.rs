@@ -29,9 +29,12 @@ const HASH_CHUNK: usize = 256 * 1024;
 /// BLAKE3); longer ones are hashed on the blocking pool.
 pub const INLINE_HASH_LIMIT: u64 = 1 << 20;
 
-/// By a twin's inode: its version, its original's version, whether the one
-/// decodes to the other, and until when (coarse ms) that is trusted.
-type Verdicts = HashMap<(u64, u64), (FileId, FileId, bool, u64)>;
+/// By a twin's inode: its version, its original's version, and whether the
+/// one decodes to the other. Kept while both keep their identity, settled
+/// or not: what it guards against (a rollback, pinned times) always changes
+/// one, and decoding every twin of a site deployed a moment ago again each
+/// `cache_revalidate` cost a fifth of w12's throughput.
+type Verdicts = HashMap<(u64, u64), (FileId, FileId, bool)>;
 
 /// By a file's inode: its version, its tag, and until when (coarse ms)
 /// the tag is trusted.
@@ -137,38 +140,39 @@ impl EtagCache {
     /// `original`. The twin's modification time said so before, and a
     /// rollback (`rsync -a`, `cp -p`) or pinned times (`SOURCE_DATE_EPOCH`)
     /// could serve another version's twin; the bytes say it for sure. Each
-    /// pair of versions is decoded and compared once; a twin that decodes past the
-    /// original's length is refused without reading further. Under
-    /// [`Wait::Never`] a pair not yet known is `WouldBlock`: the blocking
-    /// pool decodes it.
+    /// pair of versions is decoded and compared once; a twin that decodes
+    /// past the original's length is refused without reading further.
+    /// `original` is the original's identity as resolution found it, and
+    /// `open_original` opens it, which only a pair not yet known needs (a
+    /// known pair costs no system call). Under [`Wait::Never`] a pair not
+    /// yet known is `WouldBlock`: the blocking pool decodes it.
     pub fn twin_matches(
         &self,
         (twin, twin_meta): (&File, &Metadata),
-        (original, original_meta): (&File, &Metadata),
+        original: FileId,
+        open_original: impl FnOnce() -> io::Result<File>,
         enc: crate::config::Encoding,
         wait: Wait,
     ) -> io::Result<bool> {
-        let (t, o) = (FileId::of(twin_meta), FileId::of(original_meta));
+        let t = FileId::of(twin_meta);
         let inode = (t.dev, t.ino);
-        if let Some((kt, ko, verdict, until)) = self.twins.lock().expect("twin cache").get(&inode) {
-            if *kt == t && *ko == o && crate::clock::coarse_now_ms() < *until {
+        if let Some((kt, ko, verdict)) = self.twins.lock().expect("twin cache").get(&inode) {
+            if *kt == t && *ko == original {
                 return Ok(*verdict);
             }
         }
         if wait == Wait::Never {
             return Err(super::tree::would_block());
         }
-        let verdict = decodes_to(twin, enc, original, o.len)?;
-        // Kept while both keep their identity, settled or not: what this
-        // guards against (a rollback, pinned times) always changes one, and
-        // decoding every twin of a site deployed a moment ago again each
-        // `cache_revalidate` cost a fifth of w12's throughput.
-        let until = u64::MAX;
+        let file = open_original()?;
+        // The version decoded against is the one opened.
+        let o = FileId::of(&file.metadata()?);
+        let verdict = decodes_to(twin, enc, &file, o.len)?;
         let mut map = self.twins.lock().expect("twin cache");
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.insert(inode, (t, o, verdict, until));
+        map.insert(inode, (t, o, verdict));
         Ok(verdict)
     }
 }

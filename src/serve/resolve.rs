@@ -202,47 +202,48 @@ pub fn resolve(
             }
         }
     }
-    // The check above chose a symlink-free path; the open refuses to follow
-    // one, so a directory swapped for a symlink since then fails here.
-    let open = |p: &Path| match tree.open_file(p) {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if is_escape(&e) => Ok(None),
-        Err(e) => Err(e),
-    };
     // The twin the client takes, if it decodes to the original (checked
     // once per pair of versions); else the next one it takes, or the file.
-    let (chosen, file) = loop {
+    // The check above chose symlink-free paths; the open refuses to follow
+    // one, so a directory swapped for a symlink since then fails here.
+    let original = FileId::of(&meta);
+    let (chosen, file, meta) = loop {
         let available: Vec<Encoding> = twins.iter().map(|(e, _)| *e).collect();
         let chosen = negotiate(accept_encoding, &available);
-        let Some(enc) = chosen else {
-            match open(&path)? {
-                Some(f) => break (None, f),
-                None => return Ok(Outcome::Forbidden),
+        let serve_path = match chosen {
+            Some(enc) => {
+                &twins
+                    .iter()
+                    .find(|(e, _)| *e == enc)
+                    .expect("chosen twin")
+                    .1
             }
+            None => &path,
         };
-        let i = twins
-            .iter()
-            .position(|(e, _)| *e == enc)
-            .expect("chosen twin");
-        let (Some(twin), Some(original)) = (open(&twins[i].1)?, open(&path)?) else {
-            return Ok(Outcome::Forbidden);
+        let file = match tree.open_file(serve_path) {
+            Ok(f) => f,
+            Err(e) if is_escape(&e) => return Ok(Outcome::Forbidden),
+            Err(e) => return Err(e),
         };
-        let (tmeta, ometa) = (twin.metadata()?, original.metadata()?);
-        if !tmeta.is_file() || !ometa.is_file() {
+        let served = file.metadata()?;
+        if !served.is_file() {
             return Ok(Outcome::Forbidden);
         }
-        if etags.twin_matches((&twin, &tmeta), (&original, &ometa), enc, wait)? {
-            break (Some(enc), twin);
+        let Some(enc) = chosen else {
+            break (None, file, served);
+        };
+        let open_original = || tree.open_file(&path);
+        match etags.twin_matches((&file, &served), original, open_original, enc, wait) {
+            Ok(true) => break (Some(enc), file, served),
+            Ok(false) => {}
+            Err(e) if is_escape(&e) => return Ok(Outcome::Forbidden),
+            Err(e) => return Err(e),
         }
         stale_twins.inc();
-        report_stale(&twins[i].1, &ometa, "does not decode to its original");
-        twins.remove(i);
+        report_stale(serve_path, &meta, "does not decode to its original");
+        twins.retain(|(e, _)| *e != enc);
     };
     let available: Vec<Encoding> = twins.iter().map(|(e, _)| *e).collect();
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Ok(Outcome::Forbidden);
-    }
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     let etag = etags.etag(
         &file,
