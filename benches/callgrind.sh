@@ -6,6 +6,8 @@
 # start-up and shutdown cancel out. Cases:
 #   ruchy-200      ruchy-serve, a cached 1 KiB file, metrics off (w1's path)
 #   ruchy-200-m    the same with the metrics listener on
+#   ruchy-200-log  the same with the access log to a file (the shipped
+#                  default's target: 64 KiB buffer, 1 s flush)
 #   ruchy-404      ruchy-serve, a missing path (w6's path)
 #   ceiling-200    benches/ceiling.rs (bare hyper), the same 1 KiB file
 #   ceiling-404    bare hyper's 404
@@ -42,6 +44,8 @@ for m in off on; do
     printf 'root = "%s/www"\nworkers = 1\nallow_root = true\n[[listen]]\naddress = "127.0.0.1:%s"\n[log]\naccess_log = "off"\nlevel = "warn"\n[metrics]\naddress = %s\n' \
         "$work" "$port" "$addr" >"$work/$m.toml"
 done
+printf 'root = "%s/www"\nworkers = 1\nallow_root = true\n[[listen]]\naddress = "127.0.0.1:%s"\n[log]\nlevel = "warn"\naccess_log_path = "%s/access.log"\n[metrics]\naddress = ""\n' \
+    "$work" "$port" "$work" >"$work/log.toml"
 
 instructions() { # name path requests command...
     local name=$1 path=$2 n=$3
@@ -73,10 +77,11 @@ measure() { # name path command...
 }
 measure ruchy-200 /1k.html "$bin" --config "$work/off.toml"
 measure ruchy-200-m /1k.html "$bin" --config "$work/on.toml"
+measure ruchy-200-log /1k.html "$bin" --config "$work/log.toml"
 measure ruchy-404 /missing.html "$bin" --config "$work/off.toml"
 measure ceiling-200 /1k.html "$ceiling" "$work/www" "127.0.0.1:$port"
 measure ceiling-404 /missing.html "$ceiling" "$work/www" "127.0.0.1:$port"
-awk -v r2="${per[ruchy-200]}" -v rm="${per[ruchy-200-m]}" -v r4="${per[ruchy-404]}" \
+awk -v r2="${per[ruchy-200]}" -v rm="${per[ruchy-200-m]}" -v rl="${per[ruchy-200-log]}" -v r4="${per[ruchy-404]}" \
     -v c2="${per[ceiling-200]}" -v c4="${per[ceiling-404]}" 'BEGIN {
-    printf "ruchy / ceiling: 200 %.2f, 404 %.2f; metrics recording: %d instructions per request (%.1f%%)\n",
-        r2 / c2, r4 / c4, rm - r2, (rm - r2) * 100 / r2 }'
+    printf "ruchy / ceiling: 200 %.2f, 404 %.2f; metrics recording: %d instructions per request (%.1f%%); file access log: %d (%.1f%%)\n",
+        r2 / c2, r4 / c4, rm - r2, (rm - r2) * 100 / r2, rl - r2, (rl - r2) * 100 / r2 }'
