@@ -35,7 +35,7 @@ use crate::config::AccessLog;
 use crate::metrics::ConnMetrics;
 use crate::serve::body::{Body, Budget};
 use crate::serve::fields::Fields;
-use crate::serve::{self, response};
+use crate::serve::{self, locate, response};
 use crate::state::State;
 use crate::tls::Shown;
 
@@ -149,19 +149,47 @@ impl Handler {
             Ok(site) => Some(Arc::clone(&site.label)),
             Err(_) => Some(Arc::clone(&sites.none_label)),
         };
+        let mut location = None;
         let mut resp =
             if let Err(refusal) = serve::guard::check(&req, &fields, cfg.limits.max_request_body) {
                 serve::refuse(cfg, &req, refusal)
             } else if let Some((status, text)) = health {
                 response::plain(status, text)
-            } else if redirect_https {
-                serve::redirect_https(cfg, &req)
+            } else if redirect_https && !serve::acme_challenge(req.uri().path()) {
+                // Hosts no site answers are not sent on to https (unless
+                // every request goes to one canonical host).
+                match site {
+                    Err(_) if cfg.tls.redirect_host.is_none() => serve::misdirected(cfg, &req),
+                    _ => serve::redirect_https(cfg, &req),
+                }
             } else {
                 match site {
-                    Ok(site) => serve::respond(Arc::clone(site), &req, &fields, &self.budget).await,
+                    Ok(site) => {
+                        let placed = locate::place(site, req.uri().path());
+                        location = placed.location;
+                        let ip = match client {
+                            Peer::Tcp(a) => Some(a.ip()),
+                            Peer::Unix => None,
+                        };
+                        match placed.gate(&req, ip, &fields, &self.budget).await {
+                            Some(answer) => answer,
+                            None => {
+                                serve::respond(Arc::clone(placed.site), &req, &fields, &self.budget)
+                                    .await
+                            }
+                        }
+                    }
                     Err(_) => serve::misdirected(cfg, &req),
                 }
             };
+        if let Ok(site) = site {
+            for (name, value) in &site.config.headers.always {
+                resp.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        if let Some(l) = location {
+            locate::add_headers(l, &mut resp);
+        }
         if tls {
             if let Some(hsts) = &cfg.tls.hsts {
                 resp.headers_mut()

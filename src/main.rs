@@ -163,6 +163,23 @@ fn check(sources: &Sources) -> ExitCode {
                 cfg.served(),
                 listen.join(", ")
             );
+            let sites = std::iter::once(("the top-level site".to_string(), &cfg.locations)).chain(
+                cfg.sites
+                    .iter()
+                    .map(|s| (format!("site {}", s.names.label()), &s.config.locations)),
+            );
+            for (site, locations) in sites {
+                if locations.is_empty() {
+                    continue;
+                }
+                println!("ruchy-serve: locations of {site}, in the order tried:");
+                for (i, written) in locations.in_order() {
+                    println!("  locations[{i}] {written}");
+                }
+                for w in &locations.warnings {
+                    eprintln!("ruchy-serve: warning: {w}");
+                }
+            }
             for c in &cfg.tls.store.certs {
                 let site = match &c.spec.site {
                     Some(s) => format!(" (site {s})"),

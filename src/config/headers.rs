@@ -28,6 +28,8 @@ pub struct Headers {
     pub cache_default: Option<HeaderValue>,
     /// Extra headers; every matching rule applies, later ones override.
     pub rules: Vec<Rule<Vec<(HeaderName, HeaderValue)>>>,
+    /// `headers.always`: on every response of the site, any status.
+    pub always: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Headers {
@@ -80,7 +82,20 @@ impl Headers {
                 value: set,
             });
         }
+        let mut always = Vec::with_capacity(headers.always.len());
+        for (name, value) in &headers.always {
+            let key = ["headers", "always", name.as_str()];
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ctx.bad(
+                    &key,
+                    format!("`{name}` is not a valid header name"),
+                    "header names are tokens such as \"Strict-Transport-Security\"",
+                )
+            })?;
+            always.push((header, ctx.header_value(&key, value)?));
+        }
         Ok(Headers {
+            always,
             cross_origin_isolation: headers.cross_origin_isolation,
             nosniff: headers.nosniff,
             cache_rules,

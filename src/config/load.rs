@@ -196,6 +196,7 @@ impl Layered {
         read!("tls", RawTls);
         read!("metrics", RawMetrics);
         read!("redirects", Vec<RawRedirect>);
+        read!("locations", Vec<RawLocation>);
         read!("compression", RawCompression);
         read!("sites", Vec<RawSite>);
         ConfigError::all(errors)

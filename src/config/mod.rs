@@ -16,6 +16,7 @@ mod headers;
 mod limits;
 mod listen;
 mod load;
+pub mod locations;
 mod log;
 mod metrics;
 pub mod raw;
@@ -37,6 +38,7 @@ pub use headers::{Headers, Rule};
 pub use limits::Limits;
 pub use listen::{Listen, TrustedProxies};
 pub use load::{demo_root, Layered, Sources, ENV_PREFIX};
+pub use locations::{Location, Locations};
 pub use log::{AccessFile, Log};
 pub use metrics::MetricsConfig;
 pub use redirects::Redirects;
@@ -78,6 +80,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[[redirects]]`, in order.
     pub redirects: Redirects,
+    /// `[[locations]]`: this site's path rules.
+    pub locations: Locations,
     /// `[compression]`.
     pub compression: Compression,
     /// Whether requests for names no site has go to this top-level site
@@ -121,11 +125,33 @@ pub(crate) struct Ctx<'a> {
     /// Checking `sites[i]`: keys are relative to it, and a key the site
     /// does not set was inherited from the top level.
     site: Option<usize>,
+    /// Checking `locations[j]` (of the top level, or of `site`): keys are
+    /// relative to it, and all of them are its own.
+    location: Option<usize>,
 }
 
 impl Ctx<'_> {
+    /// The same, for `locations[j]` of this context's site.
+    fn location(&self, j: usize) -> Ctx<'_> {
+        Ctx {
+            layered: self.layered,
+            site: self.site,
+            location: Some(j),
+        }
+    }
+
     fn bad(&self, path: &[&str], message: String, hint: &str) -> ConfigError {
         let hint = (!hint.is_empty()).then(|| hint.to_string());
+        if let Some(j) = self.location {
+            let mut own: Vec<String> = Vec::new();
+            if let Some(i) = self.site {
+                own.extend(["sites".to_string(), i.to_string()]);
+            }
+            own.extend(["locations".to_string(), j.to_string()]);
+            own.extend(path.iter().map(|s| s.to_string()));
+            let own: Vec<&str> = own.iter().map(String::as_str).collect();
+            return self.layered.invalid(&own, message, hint);
+        }
         let Some(i) = self.site else {
             return self.layered.invalid(path, message, hint);
         };
@@ -161,6 +187,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
     let ctx = Ctx {
         layered,
         site: None,
+        location: None,
     };
     // Every section is checked, and every section's mistake reported at
     // once; sections that need the listeners are checked when those are
@@ -245,10 +272,12 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         tls,
         metrics,
         redirects,
+        locations: Locations::default(),
         compression,
         default_site: raw.default_site,
         sites: Vec::new(),
     };
+    config.locations = Locations::from_raw(&raw.locations, &raw.files, &config, &ctx)?;
     config.sites = sites::from_raw(&raw, &config, &ctx)?;
     Ok(config)
 }

@@ -48,6 +48,8 @@ pub struct RawConfig {
     pub tls: RawTls,
     pub metrics: RawMetrics,
     pub redirects: Vec<RawRedirect>,
+    /// The top-level site's path rules (`config::locations`).
+    pub locations: Vec<RawLocation>,
     pub compression: RawCompression,
     /// Requests whose Host names no `[[sites]]` entry go to the top-level
     /// site; `false` answers them 421 instead.
@@ -79,6 +81,7 @@ impl Default for RawConfig {
             tls: RawTls::default(),
             metrics: RawMetrics::default(),
             redirects: Vec::new(),
+            locations: Vec::new(),
             compression: RawCompression::default(),
             default_site: true,
             sites: Vec::new(),
@@ -104,6 +107,9 @@ pub struct RawSite {
     pub cache: Dict,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redirects: Vec<RawRedirect>,
+    /// The site's own path rules (the top level's are the default site's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<RawLocation>,
     /// The site's certificates; their SNI names default to the site's names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<RawCertificate>,
@@ -166,6 +172,52 @@ pub struct RawRedirect {
     pub status: u16,
     #[serde(default = "yes")]
     pub keep_query: bool,
+}
+
+/// One `[[locations]]` entry: nginx's `location` block (checked and
+/// compiled by `config::locations`). Exactly one of `exact`, `prefix`,
+/// `glob` and `regex` says which paths it takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLocation {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub glob: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// `allow ADDR|CIDR|all` and `deny ...`, first match wins (nginx's order).
+    pub access: Vec<String>,
+    /// Answer with this status instead of a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r#return: Option<u16>,
+    /// With a 3xx `return`: where to (captures of `regex` as {1} or {name}).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// With a 3xx `return`: append the request's query (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_query: Option<bool>,
+    /// With another `return`: the body (text/plain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Response headers added (replacing one of the same name).
+    pub headers: BTreeMap<String, String>,
+    /// `headers` on every response, not only 2xx and 3xx (nginx's `always`).
+    pub always: bool,
+    /// Cache-Control on 2xx and 3xx answers here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    /// nginx's `expires`: Expires and Cache-Control max-age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Span>,
+    /// On-the-fly compression here; unset: the server's `[compression]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<bool>,
+    /// `files` keys laid over the site's for paths here.
+    #[serde(skip_serializing_if = "Dict::is_empty")]
+    pub files: Dict,
 }
 
 fn permanent_redirect() -> u16 {
@@ -265,6 +317,9 @@ pub struct RawHeaders {
     pub cross_origin_isolation: bool,
     pub nosniff: bool,
     pub rules: Vec<RawHeaderRule>,
+    /// Headers on every response of the site, whatever its status (nginx's
+    /// server-level `add_header ... always`).
+    pub always: BTreeMap<String, String>,
 }
 
 impl Default for RawHeaders {
@@ -273,6 +328,7 @@ impl Default for RawHeaders {
             cross_origin_isolation: false,
             nosniff: true,
             rules: Vec::new(),
+            always: BTreeMap::new(),
         }
     }
 }
@@ -400,6 +456,10 @@ pub struct RawTls {
     pub hsts: String,
     /// The port named in `redirect_https` Locations (omitted when 443).
     pub https_port: u16,
+    /// The host `redirect_https` sends every request to; "": its own host.
+    pub redirect_host: String,
+    /// The status of `redirect_https` answers: 301, 302, 307 or 308.
+    pub redirect_status: u16,
 }
 
 impl Default for RawTls {
@@ -410,6 +470,8 @@ impl Default for RawTls {
             watch_interval: Span(Duration::from_secs(10)),
             hsts: String::new(),
             https_port: 443,
+            redirect_host: String::new(),
+            redirect_status: 308,
         }
     }
 }

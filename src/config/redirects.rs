@@ -73,7 +73,8 @@ enum Pattern {
 
 /// A piece of `to`.
 #[derive(Debug, Clone, PartialEq)]
-enum Part {
+pub enum Part {
+    /// Literal text.
     Text(String),
     /// The capture with this index in `from`, and where in `to` it lands.
     Capture(usize, Place),
@@ -84,7 +85,7 @@ enum Part {
 /// and no parameter to a query. (A capture can never land in the scheme,
 /// host or port: such a `to` is refused at load.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
+pub enum Place {
     /// In the path: `/` is kept (a `{*rest}` spans segments), `?` and `#`
     /// and what a path cannot hold are encoded.
     Path,
@@ -233,25 +234,7 @@ impl Redirect {
                     .collect()
             }
         };
-        let mut out = String::new();
-        for part in &self.to {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Capture(i, Place::Path) => {
-                    out.extend(utf8_percent_encode(caught[*i], CAPTURE))
-                }
-                Part::Capture(i, Place::Query) => {
-                    out.extend(utf8_percent_encode(caught[*i], QUERY_VALUE))
-                }
-            }
-        }
-        // A path target whose capture begins with `/` (`to = "/{rest}"`)
-        // would start `//`: a URL of another host. One `/` it is.
-        if out.starts_with("//") {
-            let slashes = out.len() - out.trim_start_matches('/').len();
-            out.replace_range(..slashes - 1, "");
-        }
-        Some(out)
+        Some(fill(&self.to, &caught))
     }
 
     /// A sample path this rule sends back into itself, if there is one: the
@@ -375,8 +358,30 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// `to` with the `caught` values (by capture index) filled in, each
+/// encoded for where it lands.
+pub(super) fn fill(to: &[Part], caught: &[&str]) -> String {
+    let mut out = String::new();
+    for part in to {
+        match part {
+            Part::Text(t) => out.push_str(t),
+            Part::Capture(i, Place::Path) => out.extend(utf8_percent_encode(caught[*i], CAPTURE)),
+            Part::Capture(i, Place::Query) => {
+                out.extend(utf8_percent_encode(caught[*i], QUERY_VALUE))
+            }
+        }
+    }
+    // A path target whose capture begins with `/` (`to = "/{rest}"`)
+    // would start `//`: a URL of another host. One `/` it is.
+    if out.starts_with("//") {
+        let slashes = out.len() - out.trim_start_matches('/').len();
+        out.replace_range(..slashes - 1, "");
+    }
+    out
+}
+
 /// Compiles `to` against the capture `names` of its `from`.
-fn template(to: &str, names: &[String]) -> Result<Vec<Part>, (String, &'static str)> {
+pub(super) fn template(to: &str, names: &[String]) -> Result<Vec<Part>, (String, &'static str)> {
     let absolute = to.starts_with("https://") || to.starts_with("http://");
     if !absolute && !to.starts_with('/') {
         return Err((

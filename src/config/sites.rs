@@ -20,7 +20,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use super::raw::{RawCache, RawConfig, RawFiles, RawHeaders, RawSite};
-use super::{root, Config, ConfigError, Ctx, Files, Headers, Redirects};
+use super::{root, Config, ConfigError, Ctx, Files, Headers, Locations, Redirects};
 
 /// The `site` metric label of the top-level site. No site may take it as a
 /// name (nor [`NONE_LABEL`]), so every label names one thing.
@@ -92,6 +92,7 @@ pub(super) fn from_raw(
         let ctx = Ctx {
             layered: ctx.layered,
             site: Some(i),
+            location: None,
         };
         let names = names(site, i, &mut seen, &ctx)?;
         for key in SERVER_WIDE_FILES {
@@ -110,6 +111,8 @@ pub(super) fn from_raw(
         config.headers = Headers::from_raw(&tables.headers, &tables.cache, &ctx)?;
         config.redirects = Redirects::from_raw(&site.redirects, &ctx)?;
         config.sites = Vec::new();
+        config.locations = Locations::default();
+        config.locations = Locations::from_raw(&site.locations, &tables.files, &config, &ctx)?;
         out.push(VirtualHost {
             names,
             config: Arc::new(config),

@@ -24,6 +24,11 @@ pub struct Tls {
     pub hsts: Option<HeaderValue>,
     /// The port named in `redirect_https` Locations (omitted when 443).
     pub https_port: u16,
+    /// The one host `redirect_https` sends to (lower case); `None`: each
+    /// request's own, when it is a site's name.
+    pub redirect_host: Option<String>,
+    /// The status of `redirect_https` answers.
+    pub redirect_status: http::StatusCode,
 }
 
 impl Tls {
@@ -117,8 +122,43 @@ impl Tls {
                 Some(ctx.header_value(&["tls", "hsts"], &raw.hsts)?)
             },
             https_port: raw.https_port,
+            redirect_host: redirect_host(&raw.redirect_host, ctx)?,
+            redirect_status: match raw.redirect_status {
+                301 | 302 | 307 | 308 => {
+                    http::StatusCode::from_u16(raw.redirect_status).expect("a valid code")
+                }
+                other => {
+                    return Err(ctx.bad(
+                        &["tls", "redirect_status"],
+                        format!("{other} is not a redirect status"),
+                        "use 301 or 308 (permanent), 302 or 307 (temporary)",
+                    ))
+                }
+            },
         })
     }
+}
+
+/// `tls.redirect_host`: a host name (a port is `https_port`'s).
+fn redirect_host(raw: &str, ctx: &Ctx) -> Result<Option<String>, ConfigError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let name = super::sites::normalized(raw);
+    let valid = !name.starts_with('-')
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid || name.len() > 253 {
+        return Err(ctx.bad(
+            &["tls", "redirect_host"],
+            format!("`{raw}` is not a host name"),
+            "write the canonical name only, e.g. \"example.com\" (the port is tls.https_port)",
+        ));
+    }
+    Ok(Some(name))
 }
 
 #[cfg(test)]
@@ -137,6 +177,18 @@ mod tests {
             "[[tls.certificates]]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\n",
         );
         assert_eq!(e.key(), Some("tls.certificates[0].cert"));
+    }
+
+    #[test]
+    fn the_redirect_host_and_status_are_checked() {
+        let t = valid("[tls]\nredirect_host = \"Example.COM.\"\nredirect_status = 301\n").tls;
+        assert_eq!(t.redirect_host.as_deref(), Some("example.com"));
+        assert_eq!(t.redirect_status, 301);
+        assert_eq!(valid("").tls.redirect_status, 308);
+        let e = invalid("[tls]\nredirect_host = \"https://example.com/\"\n");
+        assert_eq!(e.key(), Some("tls.redirect_host"));
+        let e = invalid("[tls]\nredirect_status = 303\n");
+        assert_eq!(e.key(), Some("tls.redirect_status"));
     }
 
     #[test]

@@ -206,6 +206,7 @@ mod tests {
 
     fn headers() -> Headers {
         Headers {
+            always: Vec::new(),
             cross_origin_isolation: false,
             nosniff: true,
             cache_rules: vec![

@@ -31,6 +31,7 @@ pub mod fields;
 pub mod guard;
 pub mod headers;
 pub mod listing;
+pub mod locate;
 pub mod range;
 pub mod represent;
 pub mod resolve;
@@ -78,6 +79,11 @@ pub struct Site {
     key_prefix: Option<Box<str>>,
     /// The `site` label of its requests in metrics.
     pub label: Arc<str>,
+    /// By index in `config.locations`: the site a location's files are
+    /// served as when it has a configuration of its own (same caches and
+    /// keys: a path is in one location only, so its entries are that
+    /// location's).
+    located: Vec<Option<Arc<Site>>>,
     /// The text 404 (headers and body), made once: scanners ask for missing
     /// paths over and over, and the answer only depends on the configuration.
     not_found_text: (HeaderMap, Bytes),
@@ -128,12 +134,27 @@ impl Site {
             Body::Full(Some(b)) => b,
             _ => Bytes::new(),
         };
+        let located = config
+            .locations
+            .all
+            .iter()
+            .map(|l| {
+                let own = l.config.as_ref()?;
+                Some(Arc::new(Site::within(
+                    Arc::clone(own),
+                    shared,
+                    index,
+                    Arc::clone(&label),
+                )))
+            })
+            .collect();
         Site {
             cache: Arc::clone(&shared.cache),
             compress: Arc::clone(&shared.compress),
             etags: Arc::clone(&shared.etags),
             key_prefix: index.map(|i| i.to_string().into_boxed_str()),
             label,
+            located,
             config,
             not_found_text: (parts.headers, bytes),
         }
@@ -188,16 +209,31 @@ impl Site {
         };
         let outcome = resolve(path)?;
         let tries = &self.config.files.try_files;
-        // A path ending in `/` is a directory's: its index answers it.
-        if !matches!(outcome, Outcome::NotFound) || tries.is_empty() || path.ends_with('/') {
+        // A path ending in `/` is a directory's: its index answers it. A
+        // directory asked for without its `/` is not a file either: as in
+        // nginx's `try_files $uri $uri.html $uri/`, `about.html` answers
+        // `/about` before the directory `about/` does; entries inside the
+        // directory (`{path}/index.html`) are left to its redirect, so
+        // its page's relative links keep working.
+        let directory = matches!(outcome, Outcome::Redirect(_));
+        if !(matches!(outcome, Outcome::NotFound) || directory)
+            || tries.is_empty()
+            || path.ends_with('/')
+        {
             return Ok(outcome);
         }
         for (before, after) in tries {
+            if directory && after.starts_with('/') {
+                continue;
+            }
             if let found @ Outcome::File(_) = resolve(&format!("{before}{path}{after}"))? {
                 return Ok(found);
             }
         }
-        Ok(Outcome::NotFound)
+        Ok(match directory {
+            true => outcome,
+            false => Outcome::NotFound,
+        })
     }
 }
 
@@ -732,6 +768,27 @@ async fn io_error<B>(ask: &Ask<'_, B>, e: std::io::Error) -> Response<Body> {
     error_page(ask, StatusCode::INTERNAL_SERVER_ERROR).await
 }
 
+/// `status` (404 or 5xx) as the site answers it: its configured page,
+/// else a one-line text (a location's `return = 404`).
+pub async fn error_answer<B>(
+    site: &Arc<Site>,
+    req: &Request<B>,
+    fields: &Fields<'_>,
+    budget: &Budget,
+    status: StatusCode,
+) -> Response<Body> {
+    let ask = Ask {
+        site,
+        req,
+        fields,
+        budget,
+        need: AtomicUsize::new(0),
+        credit: Mutex::new(None),
+        has_credit: AtomicBool::new(false),
+    };
+    error_page(&ask, status).await
+}
+
 async fn not_found<B>(ask: &Ask<'_, B>) -> Response<Body> {
     let site = ask.site;
     if let Some(fallback) = site.config.files.fallback.clone() {
@@ -784,13 +841,24 @@ async fn error_page<B>(ask: &Ask<'_, B>, status: StatusCode) -> Response<Body> {
     response::status_text(cfg, status, head)
 }
 
-/// A plain-HTTP listener with `redirect_https`: 308 to the same host and
-/// path over https (the method and body are kept by 308, unlike 301). The
+/// A plain-HTTP listener with `redirect_https`: `tls.redirect_status`
+/// (308 by default: the method and body are kept, unlike 301) to the same
+/// path over https on `tls.redirect_host`, or when that is unset the
+/// request's own host. The
 /// host comes from the request and is checked with the guard's Host parser,
 /// and only letters, digits, dots, dashes and IP-literal brackets pass, so a
 /// hostile Host header cannot make us redirect to a crafted URL.
 pub fn redirect_https<B>(cfg: &Config, req: &Request<B>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
+    let port = match cfg.tls.https_port {
+        443 => String::new(),
+        p => format!(":{p}"),
+    };
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    if let Some(canonical) = &cfg.tls.redirect_host {
+        let to = format!("https://{canonical}{port}{target}");
+        return response::redirect(cfg, cfg.tls.redirect_status, &to, head);
+    }
     let host = match req.uri().authority() {
         Some(a) => Some(a.as_str().as_bytes()),
         None => req.headers().get(header::HOST).map(|v| v.as_bytes()),
@@ -808,15 +876,20 @@ pub fn redirect_https<B>(cfg: &Config, req: &Request<B>) -> Response<Body> {
         return response::status_text(cfg, StatusCode::BAD_REQUEST, head);
     };
     let name = String::from_utf8_lossy(name);
-    let port = match cfg.tls.https_port {
-        443 => String::new(),
-        p => format!(":{p}"),
-    };
-    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     response::redirect(
         cfg,
-        StatusCode::PERMANENT_REDIRECT,
+        cfg.tls.redirect_status,
         &format!("https://{name}{port}{target}"),
         head,
     )
+}
+
+/// Whether `path` is an ACME HTTP-01 challenge's
+/// (`/.well-known/acme-challenge/TOKEN`, RFC 8555 section 8.3): a
+/// `redirect_https` listener serves it from the site instead of
+/// redirecting, so a certificate can be had before https works.
+/// Matched on the resolved path, so `/.well-known/acme-challenge/../x`
+/// is redirected like `/x`.
+pub fn acme_challenge(path: &str) -> bool {
+    cache::key(path).is_some_and(|k| k.starts_with("/.well-known/acme-challenge/"))
 }

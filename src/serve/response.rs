@@ -12,7 +12,7 @@ use super::headers;
 use super::resolve::Found;
 use crate::config::Config;
 
-const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+pub(crate) const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
 /// A response from its parts.
 pub fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {

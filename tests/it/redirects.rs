@@ -180,6 +180,16 @@ async fn clean_urls_serve_the_html_file_with_its_own_validators() {
     assert_eq!(again.status, 304);
     // `/docs` is a directory: redirected to `/docs/` as before.
     assert_eq!(s.get("/docs").await.status, 308);
+    // Unless a listed sibling is a file: when `guide.html` and `guide/`
+    // both exist, nginx's `try_files $uri $uri.html $uri/` serves
+    // `guide.html` for `/docs/guide` (it was a 308 to `/docs/guide/`).
+    std::fs::create_dir(root.path().join("docs/guide")).unwrap();
+    std::fs::write(root.path().join("docs/guide.html"), "the guide").unwrap();
+    let both = s.get("/docs/guide").await;
+    assert_eq!(
+        (both.status.as_u16(), both.text()),
+        (200, "the guide".into())
+    );
     assert_eq!(s.get("/nothing").await.status, 404);
     assert_eq!(
         s.get("/hello").await.status,
