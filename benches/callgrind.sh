@@ -8,6 +8,9 @@
 #   ruchy-200-m    the same with the metrics listener on
 #   ruchy-200-log  the same with the access log to a file (the shipped
 #                  default's target: 64 KiB buffer, 1 s flush)
+#   ruchy-200-loc  the same with 50 [[locations]] (40 prefixes, 5 globs and
+#                  5 regexes; the request is in a prefix, after every glob
+#                  and regex has been tried), issue 26's cost case
 #   ruchy-404      ruchy-serve, a missing path (w6's path)
 #   ceiling-200    benches/ceiling.rs (bare hyper), the same 1 KiB file
 #   ceiling-404    bare hyper's 404
@@ -78,10 +81,19 @@ measure() { # name path command...
 measure ruchy-200 /1k.html "$bin" --config "$work/off.toml"
 measure ruchy-200-m /1k.html "$bin" --config "$work/on.toml"
 measure ruchy-200-log /1k.html "$bin" --config "$work/log.toml"
+{
+    cat "$work/off.toml"
+    for i in $(seq 1 39); do printf '[[locations]]\nprefix = "/section-%s/"\nexpires = "1h"\n' "$i"; done
+    printf '[[locations]]\nprefix = "/"\nheaders = { "X-Frame-Options" = "DENY" }\n'
+    for i in $(seq 1 5); do printf '[[locations]]\nglob = "**/*.ext%s"\nreturn = 404\n' "$i"; done
+    for i in $(seq 1 4); do printf "[[locations]]\nregex = '^/blog/(\\\\d+)/v%s/(.*)\$'\nreturn = 410\n" "$i"; done
+    printf "[[locations]]\nregex = '(?i)\\\\.(php|asp)\$'\nreturn = 404\n"
+} >"$work/loc.toml"
+measure ruchy-200-loc /1k.html "$bin" --config "$work/loc.toml"
 measure ruchy-404 /missing.html "$bin" --config "$work/off.toml"
 measure ceiling-200 /1k.html "$ceiling" "$work/www" "127.0.0.1:$port"
 measure ceiling-404 /missing.html "$ceiling" "$work/www" "127.0.0.1:$port"
-awk -v r2="${per[ruchy-200]}" -v rm="${per[ruchy-200-m]}" -v rl="${per[ruchy-200-log]}" -v r4="${per[ruchy-404]}" \
+awk -v r2="${per[ruchy-200]}" -v rm="${per[ruchy-200-m]}" -v rl="${per[ruchy-200-log]}" -v rc="${per[ruchy-200-loc]}" -v r4="${per[ruchy-404]}" \
     -v c2="${per[ceiling-200]}" -v c4="${per[ceiling-404]}" 'BEGIN {
-    printf "ruchy / ceiling: 200 %.2f, 404 %.2f; metrics recording: %d instructions per request (%.1f%%); file access log: %d (%.1f%%)\n",
-        r2 / c2, r4 / c4, rm - r2, (rm - r2) * 100 / r2, rl - r2, (rl - r2) * 100 / r2 }'
+    printf "ruchy / ceiling: 200 %.2f, 404 %.2f; metrics recording: %d instructions per request (%.1f%%); file access log: %d (%.1f%%); 50 locations: %d (%.1f%%)\n",
+        r2 / c2, r4 / c4, rm - r2, (rm - r2) * 100 / r2, rl - r2, (rl - r2) * 100 / r2, rc - r2, (rc - r2) * 100 / r2 }'

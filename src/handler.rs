@@ -127,7 +127,7 @@ impl Handler {
             AccessLog::Off => None,
             format => Some(match self.state.access_log() {
                 Some(file) => Sink::File(file, format),
-                None => Sink::Events,
+                None => Sink::Events(format),
             }),
         };
         let client = crate::proxy::client(&req, self.peer, &cfg.trusted_proxies);
@@ -182,7 +182,9 @@ impl Handler {
                     Err(_) => serve::misdirected(cfg, &req),
                 }
             };
-        if let Ok(site) = site {
+        // A redirect_https listener answers for no site (nginx's port-80
+        // server is a server of its own), its ACME challenges included.
+        if let (Ok(site), false) = (site, redirect_https) {
             for (name, value) in &site.config.headers.always {
                 resp.headers_mut().insert(name.clone(), value.clone());
             }

@@ -52,6 +52,7 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod explain;
 pub mod fileid;
 pub mod handler;
 pub mod lifecycle;

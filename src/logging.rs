@@ -27,7 +27,7 @@ static ACCESS: AtomicU8 = AtomicU8::new(1);
 fn access_code(a: AccessLog) -> u8 {
     match a {
         AccessLog::Off => 0,
-        AccessLog::Combined => 1,
+        AccessLog::Combined | AccessLog::VhostCombined => 1,
         AccessLog::Json => 2,
     }
 }

@@ -39,6 +39,21 @@ enum Command {
     Check,
     /// Print the effective configuration and where each value came from.
     Config,
+    /// Say what a URL would get and why (site, locations, redirect, file,
+    /// then the status and headers), without serving.
+    Explain {
+        /// `http://example.com/path`, `https://...:8443/p?q`, or `/path`.
+        url: String,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        /// The request method.
+        #[arg(short = 'X', long, default_value = "GET")]
+        method: String,
+        /// The client's address, for `access` rules.
+        #[arg(long, default_value = "127.0.0.1")]
+        client: std::net::IpAddr,
+    },
     /// Print a man page (roff) to stdout: `ruchy-serve man | man -l -`.
     Man {
         /// `ruchy-serve` (section 1, the default) or `ruchy-serve.toml`
@@ -63,6 +78,20 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => check(&sources),
         Command::Config => print_config(&sources),
+        Command::Explain {
+            url,
+            headers,
+            method,
+            client,
+        } => explain(
+            &sources,
+            ruchy_serve::explain::Question {
+                url,
+                headers,
+                method,
+                client,
+            },
+        ),
         Command::Man { page } => man(&page),
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -217,6 +246,33 @@ fn check(sources: &Sources) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail_config(e),
+    }
+}
+
+fn explain(sources: &Sources, q: ruchy_serve::explain::Question) -> ExitCode {
+    let cfg = match config::load(sources) {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => return fail_config(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ruchy-serve: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ruchy_serve::explain::explain(cfg, &q)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ruchy-serve: explain: {e}");
+            ExitCode::from(EX_USAGE)
+        }
     }
 }
 

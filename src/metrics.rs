@@ -236,6 +236,11 @@ impl Metrics {
                     pool: ran.with_label_values(&["pool"]),
                 }
             },
+            auth_failures: reg!(prometheus::IntCounter::new(
+                "ruchy_serve_auth_failures_total",
+                "Requests with Basic credentials a location's basic_auth refused \
+                 (wrong password, unknown user or malformed); requests without any are not counted."
+            )),
         };
         let compression = std::sync::Arc::new(crate::serve::compress::Stats {
             made: reg!(prometheus::IntCounter::new(

@@ -26,8 +26,9 @@ use file::FileLog;
 /// Where a request's line goes.
 #[derive(Debug, Clone)]
 pub enum Sink {
-    /// A tracing event: stderr or the journal, by `log.target`.
-    Events,
+    /// A tracing event: stderr or the journal, by `log.target`; the
+    /// format says whether its message starts with the site.
+    Events(AccessLog),
     /// The access-log file, in this format.
     File(Arc<FileLog>, AccessLog),
 }
@@ -97,7 +98,7 @@ impl Record {
         let version = req.version();
         let captured = match &sink {
             None => Captured::Nothing,
-            Some(Sink::Events) => Captured::Fields(Box::new(Fields {
+            Some(Sink::Events(_)) => Captured::Fields(Box::new(Fields {
                 method: method.to_string(),
                 target: target.to_string(),
                 version,
@@ -155,7 +156,9 @@ impl Record {
         let duration_us = self.start.elapsed().as_micros() as u64;
         let site = site.unwrap_or(crate::config::DEFAULT_LABEL);
         match (&self.sink, &self.captured) {
-            (Some(Sink::Events), Captured::Fields(f)) => self.event(f, bytes, duration_us, site),
+            (Some(Sink::Events(format)), Captured::Fields(f)) => {
+                self.event(f, bytes, duration_us, site, *format)
+            }
             (Some(Sink::File(log, format)), Captured::Line { text, split }) => {
                 let (request, agents) = text.split_at(*split);
                 LINE.with_borrow_mut(|line| {
@@ -163,6 +166,11 @@ impl Record {
                     match format {
                         AccessLog::Json => {
                             self.json_line(line, request, agents, bytes, duration_us, site)
+                        }
+                        AccessLog::VhostCombined => {
+                            line.extend_from_slice(site.as_bytes());
+                            line.push(b' ');
+                            self.combined_line(line, request, agents, bytes, duration_us)
                         }
                         _ => self.combined_line(line, request, agents, bytes, duration_us),
                     }
@@ -225,7 +233,7 @@ impl Record {
 
     /// One event: structured fields for the journal and JSON, and nginx's
     /// combined line (plus the duration) as the message.
-    fn event(&self, f: &Fields, bytes: u64, duration_us: u64, site: &str) {
+    fn event(&self, f: &Fields, bytes: u64, duration_us: u64, site: &str, format: AccessLog) {
         let mut request = Vec::with_capacity(32 + f.target.len());
         escape_into(&mut request, f.method.as_bytes());
         request.push(b' ');
@@ -239,6 +247,10 @@ impl Record {
         escape_into(&mut agents, f.user_agent.as_bytes());
         agents.push(b'"');
         let mut line = Vec::with_capacity(64 + request.len() + agents.len());
+        if format == AccessLog::VhostCombined {
+            line.extend_from_slice(site.as_bytes());
+            line.push(b' ');
+        }
         self.combined_line(&mut line, &request, &agents, bytes, duration_us);
         // Escaped to printable ASCII.
         let line = String::from_utf8_lossy(&line);
@@ -453,6 +465,17 @@ mod tests {
         assert!(
             combined.contains("] \"GET /p?q=%22x HTTP/1.1\" 200 12 \"-\" \"evil\\xE2\\x80\\xAE\\x22quote\\x5C \\xE2\\x80\\xA8end\" "),
             "{combined}"
+        );
+        let vhost = file_line(AccessLog::VhostCombined, &req);
+        assert!(vhost.starts_with("blog.test 192.0.2.7 - - ["), "{vhost}");
+        let request = |l: &str| {
+            l.split_once("] ")
+                .map(|(_, r)| r.rsplit_once(' ').unwrap().0.to_string())
+        };
+        assert_eq!(
+            request(&vhost),
+            request(&combined),
+            "the site, then the combined line"
         );
         let json = file_line(AccessLog::Json, &req);
         assert!(json.is_ascii() && json.ends_with("}\n"), "{json}");

@@ -37,11 +37,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use figment::providers::Serialized;
 use figment::Figment;
-use globset::{Glob, GlobMatcher};
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
-use regex::{Regex, RegexBuilder};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
+use super::htpasswd::{self, Users};
 use super::raw::{RawFiles, RawLocation};
 use super::redirects::{fill, template, Part};
 use super::{Config, ConfigError, Ctx, Files};
@@ -68,6 +69,11 @@ pub struct Locations {
     exact: HashMap<String, usize>,
     /// `regex` and `glob` locations, in the order written.
     patterns: Vec<usize>,
+    /// The regexes as one set (one pass over the path for all of them),
+    /// and each one's location index.
+    regex_set: Option<(RegexSet, Vec<usize>)>,
+    /// The globs as one set, and each one's location index.
+    glob_set: Option<(GlobSet, Vec<usize>)>,
     /// `prefix` locations, longest first.
     prefixes: Vec<usize>,
     /// What `check` says about them: locations that are never or seldom
@@ -83,6 +89,8 @@ pub struct Location {
     /// `access`, in order: the first rule whose network holds the client
     /// decides; none matching allows.
     pub access: Vec<Access>,
+    /// `basic_auth`: the users who may have what is here.
+    pub auth: Option<Arc<Users>>,
     /// `return`: what answers instead of a file.
     pub action: Option<Return>,
     /// A redirecting `return` appends the request's query.
@@ -217,10 +225,23 @@ impl Locations {
         if let Some(&i) = self.exact.get(path) {
             return Some(i);
         }
-        let matches = |&&i: &&usize| self.all[i].matcher.is_match(path);
-        if let Some(&i) = self.patterns.iter().find(matches) {
+        // The first regex or glob in the order written: the lowest index
+        // either set matches (each set's matches come in its order).
+        let regex = self
+            .regex_set
+            .as_ref()
+            .and_then(|(set, index)| set.matches(path).iter().next().map(|k| index[k]));
+        let glob = self.glob_set.as_ref().and_then(|(set, index)| {
+            let relative = path.trim_start_matches('/');
+            match set.is_match(relative) {
+                true => set.matches(relative).first().map(|&k| index[k]),
+                false => None,
+            }
+        });
+        if let Some(i) = regex.into_iter().chain(glob).min() {
             return Some(i);
         }
+        let matches = |&&i: &&usize| self.all[i].matcher.is_match(path);
         self.prefixes.iter().find(matches).copied()
     }
 
@@ -279,6 +300,45 @@ impl Locations {
                 Matcher::Glob(..) | Matcher::Regex(_) => out.patterns.push(i),
             }
             out.all.push(location);
+        }
+        let (mut regexes, mut regex_index) = (Vec::new(), Vec::new());
+        let (mut globs, mut glob_index) = (GlobSetBuilder::new(), Vec::new());
+        for &i in &out.patterns {
+            match &out.all[i].matcher {
+                Matcher::Regex(r) => {
+                    regexes.push(r.as_str().to_string());
+                    regex_index.push(i);
+                }
+                Matcher::Glob(g, _) => {
+                    globs.add(Glob::new(g.trim_start_matches('/')).expect("compiled once already"));
+                    glob_index.push(i);
+                }
+                _ => {}
+            }
+        }
+        if !regexes.is_empty() {
+            let set = RegexSetBuilder::new(&regexes)
+                .size_limit(REGEX_SIZE_LIMIT * regexes.len())
+                .dfa_size_limit(REGEX_SIZE_LIMIT * regexes.len())
+                .build()
+                .map_err(|e| {
+                    ctx.bad(
+                        &["locations"],
+                        format!("the regexes of these locations together do not compile: {e}"),
+                        "fewer or smaller regexes",
+                    )
+                })?;
+            out.regex_set = Some((set, regex_index));
+        }
+        if !glob_index.is_empty() {
+            let set = globs.build().map_err(|e| {
+                ctx.bad(
+                    &["locations"],
+                    format!("the globs of these locations together do not compile: {e}"),
+                    "",
+                )
+            })?;
+            out.glob_set = Some((set, glob_index));
         }
         out.prefixes.sort_by_key(|&i| match &out.all[i].matcher {
             Matcher::Prefix(p) => std::cmp::Reverse(p.len()),
@@ -348,6 +408,22 @@ fn compile(
         })?);
     }
     let action = action(r, &matcher, ctx)?;
+    let auth = match &r.basic_auth {
+        Some(file) => {
+            let realm = r.realm.as_deref().unwrap_or("Restricted");
+            let users =
+                htpasswd::read(file, realm).map_err(|(m, h)| ctx.bad(&["basic_auth"], m, h))?;
+            Some(Arc::new(users))
+        }
+        None if r.realm.is_some() => {
+            return Err(ctx.bad(
+                &["realm"],
+                "`realm` belongs with `basic_auth`".into(),
+                "add basic_auth = \"/etc/ruchy-serve/htpasswd\"",
+            ))
+        }
+        None => None,
+    };
     let mut headers = Vec::with_capacity(r.headers.len());
     for (name, value) in &r.headers {
         let key = ["headers", name.as_str()];
@@ -383,6 +459,7 @@ fn compile(
     Ok(Location {
         matcher,
         access,
+        auth,
         action,
         keep_query: r.keep_query.unwrap_or(true),
         headers,
@@ -551,7 +628,9 @@ fn action(r: &RawLocation, matcher: &Matcher, ctx: &Ctx) -> Result<Option<Return
             ));
         }
         let names = capture_names(matcher);
-        let parts = template(to, &names).map_err(|(m, h)| ctx.bad(&["to"], m, h))?;
+        // `{path}` is the resolved path: it starts with `/` (and has no
+        // `//`), so `https://example.com{path}` cannot change the host.
+        let parts = template(to, &names, &[0]).map_err(|(m, h)| ctx.bad(&["to"], m, h))?;
         // A fixed target this location takes again: a loop.
         if let [Part::Text(t)] = parts.as_slice() {
             let path = t.split('?').next().unwrap_or_default();

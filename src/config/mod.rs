@@ -13,6 +13,7 @@ mod compression;
 mod error;
 mod files;
 mod headers;
+pub mod htpasswd;
 mod limits;
 mod listen;
 mod load;

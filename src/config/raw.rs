@@ -190,6 +190,12 @@ pub struct RawLocation {
     pub regex: Option<String>,
     /// `allow ADDR|CIDR|all` and `deny ...`, first match wins (nginx's order).
     pub access: Vec<String>,
+    /// An htpasswd file (bcrypt entries): HTTP Basic authentication here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<PathBuf>,
+    /// The realm a browser's password prompt shows (default "Restricted").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
     /// Answer with this status instead of a file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub r#return: Option<u16>,

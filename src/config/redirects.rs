@@ -126,7 +126,7 @@ impl Redirects {
             let key = |field: &'static str| ["redirects", idx.as_str(), field];
             let (from, names) = Pattern::parse(&r.from)
                 .map_err(|(message, hint)| ctx.bad(&key("from"), message, hint))?;
-            let to = template(&r.to, &names)
+            let to = template(&r.to, &names, &[])
                 .map_err(|(message, hint)| ctx.bad(&key("to"), message, hint))?;
             let status = match r.status {
                 301 | 302 | 307 | 308 => StatusCode::from_u16(r.status).expect("a valid code"),
@@ -381,7 +381,13 @@ pub(super) fn fill(to: &[Part], caught: &[&str]) -> String {
 }
 
 /// Compiles `to` against the capture `names` of its `from`.
-pub(super) fn template(to: &str, names: &[String]) -> Result<Vec<Part>, (String, &'static str)> {
+/// `rooted`: the captures that always start with `/` (a location's
+/// `{path}`), which may follow the host directly.
+pub(super) fn template(
+    to: &str,
+    names: &[String],
+    rooted: &[usize],
+) -> Result<Vec<Part>, (String, &'static str)> {
     let absolute = to.starts_with("https://") || to.starts_with("http://");
     if !absolute && !to.starts_with('/') {
         return Err((
@@ -420,7 +426,7 @@ pub(super) fn template(to: &str, names: &[String]) -> Result<Vec<Part>, (String,
         } else {
             Place::Path
         };
-        if absolute {
+        if absolute && !rooted.contains(&i) {
             let after_scheme = &before[before.find("://").map_or(0, |i| i + 3)..];
             if !after_scheme.contains('/') {
                 return Err((

@@ -295,6 +295,9 @@ keyword_enum! {
     AccessLog, "access log format" {
         /// nginx's `combined` line plus the duration.
         Combined = "combined",
+        /// The same with the site first (Apache's `vhost_combined`): the
+        /// site's first name, or `default` / `none`.
+        VhostCombined = "vhost_combined",
         /// One JSON object per request.
         Json = "json",
         /// No access log.

@@ -260,6 +260,8 @@ pub struct Stats {
     pub stale_twins: prometheus::IntCounter,
     /// Where file-system work ran: inline or on the blocking pool.
     pub ran: super::body::Ran,
+    /// Requests whose Basic credentials a location refused.
+    pub auth_failures: prometheus::IntCounter,
 }
 
 #[derive(Debug)]

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+use super::auth::{self, Gate, Verdict};
 use super::body::{Body, Budget};
 use super::fields::Fields;
 use super::{cache, response, Site};
@@ -26,6 +27,10 @@ pub struct Placed<'s> {
     pub location: Option<&'s Location>,
     /// The path locations were matched against (resolved).
     path: Option<Cow<'s, str>>,
+    /// The location's Basic authentication, if it has one.
+    gate: Option<&'s Gate>,
+    /// The site's `site` label (for the refusal's log line).
+    label: &'s str,
 }
 
 /// Places `path` (the request's, as sent) in `site`.
@@ -36,6 +41,8 @@ pub fn place<'s>(site: &'s Arc<Site>, path: &'s str) -> Placed<'s> {
             site,
             location: None,
             path: None,
+            gate: None,
+            label: &site.label,
         };
     }
     // The path as files are resolved (a path that is not UTF-8 once
@@ -48,12 +55,17 @@ pub fn place<'s>(site: &'s Arc<Site>, path: &'s str) -> Placed<'s> {
             site,
             location: None,
             path: resolved,
+            gate: None,
+            label: &site.label,
         };
     };
+    let located = &site.located[i];
     Placed {
-        site: site.located[i].as_ref().unwrap_or(site),
+        site: located.site.as_ref().unwrap_or(site),
         location: Some(&locations.all[i]),
         path: resolved,
+        gate: located.gate.as_ref(),
+        label: &site.label,
     }
 }
 
@@ -74,6 +86,21 @@ impl Placed<'_> {
         let head = req.method() == Method::HEAD;
         if !location.admits(client) {
             return Some(response::status_text(cfg, StatusCode::FORBIDDEN, head));
+        }
+        if let Some(gate) = self.gate {
+            match gate.check(req.headers().get(header::AUTHORIZATION)).await {
+                Verdict::Admitted => {}
+                verdict => {
+                    if verdict == Verdict::Refused {
+                        self.site.cache.stats().auth_failures.inc();
+                        auth::log_refusal(self.label, self.path.as_deref().unwrap_or(""));
+                    }
+                    let mut r = response::status_text(cfg, StatusCode::UNAUTHORIZED, head);
+                    r.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, gate.challenge().clone());
+                    return Some(r);
+                }
+            }
         }
         match location.action.as_ref()? {
             Return::Redirect { status, to } => {

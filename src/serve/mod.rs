@@ -21,6 +21,7 @@
 //! per request that misses the cache); [`represent`] does 5 to 8 without any;
 //! [`response`] assembles every kind of answer.
 
+pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod compress;
@@ -79,14 +80,23 @@ pub struct Site {
     key_prefix: Option<Box<str>>,
     /// The `site` label of its requests in metrics.
     pub label: Arc<str>,
-    /// By index in `config.locations`: the site a location's files are
-    /// served as when it has a configuration of its own (same caches and
-    /// keys: a path is in one location only, so its entries are that
-    /// location's).
-    located: Vec<Option<Arc<Site>>>,
+    /// By index in `config.locations`: what each location needs at run
+    /// time.
+    located: Vec<Located>,
     /// The text 404 (headers and body), made once: scanners ask for missing
     /// paths over and over, and the answer only depends on the configuration.
     not_found_text: (HeaderMap, Bytes),
+}
+
+/// A location's run-time part.
+#[derive(Debug)]
+struct Located {
+    /// The site the location's files are served as when it has a
+    /// configuration of its own (same caches and keys: a path is in one
+    /// location only, so its entries are that location's).
+    site: Option<Arc<Site>>,
+    /// `basic_auth`: its users and what has been verified of them.
+    gate: Option<auth::Gate>,
 }
 
 /// What the sites of one generation share.
@@ -138,14 +148,16 @@ impl Site {
             .locations
             .all
             .iter()
-            .map(|l| {
-                let own = l.config.as_ref()?;
-                Some(Arc::new(Site::within(
-                    Arc::clone(own),
-                    shared,
-                    index,
-                    Arc::clone(&label),
-                )))
+            .map(|l| Located {
+                site: l.config.as_ref().map(|own| {
+                    Arc::new(Site::within(
+                        Arc::clone(own),
+                        shared,
+                        index,
+                        Arc::clone(&label),
+                    ))
+                }),
+                gate: l.auth.as_ref().map(|u| auth::Gate::new(Arc::clone(u))),
             })
             .collect();
         Site {
@@ -196,7 +208,7 @@ impl Site {
     /// `files.try` in turn (nginx's `try_files`): the first file found
     /// answers with its own type and validators. Not-found is an answer here
     /// (ENOENT and ENOTDIR become [`Outcome::NotFound`], cached as such).
-    fn resolve_trying(
+    pub fn resolve_trying(
         &self,
         path: &str,
         query: Option<&str>,

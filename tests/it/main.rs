@@ -18,6 +18,7 @@ mod hostile;
 mod idle;
 mod layering;
 mod limits;
+mod locations;
 mod metrics;
 mod properties;
 mod proxy;

@@ -1,0 +1,257 @@
+//! `ruchy-serve explain URL`: why a URL gets the answer it gets, without
+//! serving. The request goes through the same [`Handler`] a connection
+//! uses, over the configuration's own [`State`] (no socket is bound), so
+//! the status and headers printed are the ones the server sends; the lines
+//! before them say how it got there: the listener, the site and why, each
+//! location in the order tried and which one took the path, the
+//! `[[redirects]]` rule, and the file resolved (or why none).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::{Request, Uri};
+
+use crate::addr::Peer;
+use crate::config::{Config, ListenAddr};
+use crate::handler::{Handler, Role};
+use crate::serve::body::Budget;
+use crate::serve::resolve::Outcome;
+use crate::serve::tree::Wait;
+use crate::serve::{cache, locate};
+use crate::state::State;
+
+/// What `explain` is asked.
+#[derive(Debug, Clone)]
+pub struct Question {
+    /// `http://host[:port]/path?query`, `https://...`, or `/path` (then
+    /// the host is `Host` from `headers`, else `localhost`).
+    pub url: String,
+    /// `Name: value` request headers.
+    pub headers: Vec<String>,
+    /// The method.
+    pub method: String,
+    /// The client's address (for `access` rules and the log).
+    pub client: IpAddr,
+}
+
+/// The explanation, or what is wrong with the question.
+pub async fn explain(config: Arc<Config>, q: &Question) -> Result<String, String> {
+    let uri: Uri = q
+        .url
+        .parse()
+        .map_err(|e| format!("`{}` is not a URL: {e}", q.url))?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") | None => false,
+        Some(other) => return Err(format!("scheme `{other}`: use http or https")),
+    };
+    let mut req = Request::builder()
+        .method(q.method.as_str())
+        .uri(uri.path_and_query().map_or("/", |pq| pq.as_str()));
+    let mut host_given = false;
+    for h in &q.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header `{h}`: write it as `Name: value`"))?;
+        host_given |= name.trim().eq_ignore_ascii_case("host");
+        req = req.header(name.trim(), value.trim());
+    }
+    if !host_given {
+        let host = uri.authority().map_or("localhost", |a| a.as_str());
+        req = req.header("host", host);
+    }
+    let req = req.body(()).map_err(|e| format!("not a request: {e}"))?;
+    let mut out = String::new();
+
+    // The listener: the one on the URL's port, else the first of its kind.
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let on_port =
+        |l: &&crate::config::Listen| matches!(l.addr, ListenAddr::Tcp(a) if a.port() == port);
+    let listener = config
+        .listen
+        .iter()
+        .find(on_port)
+        .or_else(|| {
+            config
+                .listen
+                .iter()
+                .find(|l| l.tls == https && !l.redirect_https)
+        })
+        .or_else(|| config.listen.iter().find(|l| l.tls == https));
+    let (tls, redirect_https) = match listener {
+        Some(l) => {
+            let how = match (l.tls, l.redirect_https) {
+                (true, _) => "TLS",
+                (_, true) => "plain HTTP, redirect_https",
+                _ => "plain HTTP",
+            };
+            let _ = writeln!(out, "listener  {} ({how})", l.addr);
+            (l.tls, l.redirect_https)
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "listener  none on port {port}: answered as on a plain one"
+            );
+            (https, false)
+        }
+    };
+
+    let state = Arc::new(State::new(Arc::clone(&config)));
+    let sites = state.sites();
+    let name = req
+        .headers()
+        .get(http::header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .unwrap_or_default();
+    match sites.choose(&req, None) {
+        Err(_) => {
+            let _ = writeln!(
+                out,
+                "site      none: no site has the name `{name}` and default_site = false"
+            );
+        }
+        Ok(site) => {
+            let which = config
+                .sites
+                .iter()
+                .position(|s| *s.names.label() == *site.label);
+            let _ = match which {
+                Some(i) => writeln!(
+                    out,
+                    "site      {} (sites[{i}]): `{name}` is one of its names",
+                    site.label
+                ),
+                None => writeln!(
+                    out,
+                    "site      the top-level site: no [[sites]] entry has the name `{name}`"
+                ),
+            };
+            if !redirect_https || crate::serve::acme_challenge(req.uri().path()) {
+                explain_site(&mut out, site, &req, q.client);
+            }
+        }
+    }
+
+    let role = Role::Site {
+        tls,
+        redirect_https,
+    };
+    let peer = Peer::Tcp(SocketAddr::new(q.client, 0));
+    let handler = Handler::new(
+        Arc::clone(&state),
+        peer,
+        role,
+        "explain".into(),
+        Budget::default(),
+    );
+    let resp = handler.handle(req).await;
+    let status = resp.status();
+    let _ = writeln!(
+        out,
+        "=> {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in resp.headers() {
+        let _ = writeln!(out, "{name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    Ok(out)
+}
+
+/// The site's part: the path, its locations, redirects and file.
+fn explain_site(
+    out: &mut String,
+    site: &Arc<crate::serve::Site>,
+    req: &Request<()>,
+    client: IpAddr,
+) {
+    let raw = req.uri().path();
+    let resolved = cache::key(raw).or_else(|| cache::lossy_key(raw).map(std::borrow::Cow::Owned));
+    let Some(path) = resolved else {
+        let _ = writeln!(
+            out,
+            "path      `{raw}` does not resolve to a path in the root"
+        );
+        return;
+    };
+    let _ = writeln!(out, "path      {path}");
+    let cfg = &site.config;
+    let placed = locate::place(site, raw);
+    let chosen = cfg.locations.find(&path);
+    for (i, written) in cfg.locations.in_order() {
+        let verdict = match chosen {
+            Some(c) if c == i => "<- takes the path",
+            _ if cfg.locations.all[i].matcher.is_match(&path) => "matches, but another comes first",
+            _ => "no",
+        };
+        let _ = writeln!(out, "location  locations[{i}] {written}: {verdict}");
+    }
+    if let Some(l) = placed.location {
+        if !l.admits(Some(client)) {
+            let _ = writeln!(out, "access    {client} is denied here (403)");
+            return;
+        }
+        if !l.access.is_empty() {
+            let _ = writeln!(out, "access    {client} is allowed");
+        }
+        if l.action.is_some() {
+            let _ = writeln!(out, "return    the location answers (below)");
+            return;
+        }
+    } else if !cfg.locations.is_empty() {
+        let _ = writeln!(
+            out,
+            "location  none takes the path: the site's settings apply"
+        );
+    }
+    if let Some((status, to)) = cfg.redirects.find(&path, req.uri().query()) {
+        let _ = writeln!(
+            out,
+            "redirect  a [[redirects]] rule answers {} to {to}",
+            status.as_u16()
+        );
+        return;
+    }
+    let serving = placed.site;
+    let accept = req
+        .headers()
+        .get(http::header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    match serving.resolve_trying(raw, req.uri().query(), accept, Wait::Disk) {
+        Ok(Outcome::File(found)) => {
+            let _ = writeln!(
+                out,
+                "file      {}/{}",
+                serving.config.root.display(),
+                found.rel_path.trim_start_matches('/')
+            );
+        }
+        Ok(Outcome::Redirect(to)) => {
+            let _ = writeln!(out, "file      a directory: redirected to {to}");
+        }
+        Ok(Outcome::Listing(dir)) => {
+            let _ = writeln!(
+                out,
+                "file      a directory without index, listed: {}",
+                dir.display()
+            );
+        }
+        Ok(Outcome::NotFound) => {
+            let _ = writeln!(out, "file      none (nor any of files.try): not found");
+        }
+        Ok(Outcome::Forbidden) => {
+            let _ = writeln!(
+                out,
+                "file      exists, but the policy or permissions refuse it"
+            );
+        }
+        Ok(Outcome::BadRequest) => {
+            let _ = writeln!(out, "file      the path is malformed");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "file      cannot be read: {e}");
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! HTTP Basic authentication for a location (`basic_auth`, RFC 7617),
+//! against the bcrypt entries of its htpasswd file
+//! ([`crate::config::htpasswd`]).
+//!
+//! bcrypt is slow on purpose (tens of milliseconds a check at the usual
+//! costs), so a client must not be able to make us run it at will:
+//! - a check runs on the blocking pool, and at most one per core at once
+//!   ([`VERIFYING`]); the others wait their turn under the request's
+//!   deadlines;
+//! - a password that verified is remembered per user as a keyed BLAKE3
+//!   digest (key drawn at start, compared in constant time), so a browser
+//!   sending the same credentials on every request costs one hash, not one
+//!   bcrypt; a user's entry holds one digest, so the memory is bounded by
+//!   the file;
+//! - an unknown user is checked against another user's hash, so the time
+//!   taken does not tell which users exist.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use base64::Engine as _;
+use http::header::HeaderValue;
+use tokio::sync::Semaphore;
+
+use crate::config::htpasswd::Users;
+
+/// bcrypt checks running at once, process-wide: one per core.
+static VERIFYING: OnceLock<Semaphore> = OnceLock::new();
+
+/// One location's users and what has been verified of them.
+#[derive(Debug)]
+pub struct Gate {
+    users: Arc<Users>,
+    /// The BLAKE3 key of remembered digests.
+    key: [u8; 32],
+    /// User -> digest of the password that last verified.
+    verified: Mutex<HashMap<String, blake3::Hash>>,
+}
+
+/// What a request's credentials come to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A user of the file, with its password.
+    Admitted,
+    /// No `Authorization: Basic` header: the browser has not asked yet.
+    Missing,
+    /// Credentials that are not a user's with its password (or malformed).
+    Refused,
+}
+
+impl Gate {
+    /// A gate for `users`.
+    pub fn new(users: Arc<Users>) -> Gate {
+        let mut key = [0u8; 32];
+        // The system's random source through rustls' provider (aws-lc);
+        // should it fail, a key from the clock still keeps digests of one
+        // process apart from another's.
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        if provider.secure_random.fill(&mut key).is_err() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            key[..16].copy_from_slice(&now.as_nanos().to_le_bytes());
+        }
+        Gate {
+            users,
+            key,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The `WWW-Authenticate` value of a 401 here.
+    pub fn challenge(&self) -> &HeaderValue {
+        &self.users.challenge
+    }
+
+    /// Checks `authorization` (the request's header).
+    pub async fn check(&self, authorization: Option<&HeaderValue>) -> Verdict {
+        let Some(value) = authorization else {
+            return Verdict::Missing;
+        };
+        let Some((user, password)) = basic(value.as_bytes()) else {
+            return Verdict::Refused;
+        };
+        let digest = blake3::keyed_hash(&self.key, &password);
+        let remembered = self
+            .verified
+            .lock()
+            .expect("verified lock")
+            .get(&user)
+            .copied();
+        // blake3::Hash compares in constant time.
+        if remembered == Some(digest) {
+            return Verdict::Admitted;
+        }
+        let (known, hash) = match self.users.hashes.get(&user) {
+            Some(h) => (true, h.clone()),
+            // Any user's hash: the same work as for a real one.
+            None => (
+                false,
+                self.users
+                    .hashes
+                    .values()
+                    .next()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        };
+        let slots = VERIFYING.get_or_init(|| {
+            Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        });
+        let Ok(_slot) = slots.acquire().await else {
+            return Verdict::Refused;
+        };
+        let verified =
+            tokio::task::spawn_blocking(move || bcrypt::verify(&password, &hash).unwrap_or(false))
+                .await
+                .unwrap_or(false);
+        if verified && known {
+            self.verified
+                .lock()
+                .expect("verified lock")
+                .insert(user, digest);
+            return Verdict::Admitted;
+        }
+        Verdict::Refused
+    }
+}
+
+/// `Basic base64(user:password)`: the user (UTF-8) and the password bytes.
+fn basic(value: &[u8]) -> Option<(String, Vec<u8>)> {
+    let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    // 8 KiB of header at most already; a password past 1 KiB is no one's.
+    if token.len() > 2048 {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let user = std::str::from_utf8(&decoded[..colon]).ok()?.to_string();
+    Some((user, decoded[colon + 1..].to_vec()))
+}
+
+/// Logs a refusal, at most once a second, with how many went unlogged.
+pub fn log_refusal(site: &str, path: &str) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static QUIET: AtomicU64 = AtomicU64::new(0);
+    let now = crate::clock::unix_secs(std::time::SystemTime::now());
+    let last = LAST.load(Ordering::Relaxed);
+    if last == now
+        || LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        QUIET.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let unlogged = QUIET.swap(0, Ordering::Relaxed);
+    tracing::warn!(
+        site,
+        path,
+        unlogged,
+        "basic authentication failed (at most one such line a second; `unlogged` counts the others)"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(users: &[(&str, &str)]) -> Gate {
+        let hashes = users
+            .iter()
+            .map(|(u, p)| (u.to_string(), bcrypt::hash(p, 4).unwrap()))
+            .collect();
+        Gate::new(Arc::new(Users {
+            file: "htpasswd".into(),
+            hashes,
+            challenge: HeaderValue::from_static("Basic realm=\"t\""),
+        }))
+    }
+
+    fn header(cred: &str) -> HeaderValue {
+        let v = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(cred)
+        );
+        HeaderValue::from_str(&v).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_verified_password_is_remembered_and_only_that_one() {
+        let g = gate(&[("alice", "one"), ("bob", "two")]);
+        assert_eq!(g.check(None).await, Verdict::Missing);
+        assert_eq!(g.check(Some(&header("alice:two"))).await, Verdict::Refused);
+        assert_eq!(g.check(Some(&header("carol:one"))).await, Verdict::Refused);
+        assert!(
+            g.verified.lock().unwrap().is_empty(),
+            "nothing remembered of refusals"
+        );
+        assert_eq!(g.check(Some(&header("alice:one"))).await, Verdict::Admitted);
+        assert_eq!(g.verified.lock().unwrap().len(), 1);
+        // Remembered: answered from the digest (bob's hash is not alice's).
+        assert_eq!(g.check(Some(&header("alice:one"))).await, Verdict::Admitted);
+        assert_eq!(g.check(Some(&header("alice:onex"))).await, Verdict::Refused);
+        assert_eq!(g.check(Some(&header("bob:two"))).await, Verdict::Admitted);
+    }
+
+    #[test]
+    fn basic_credentials_parse_and_nothing_else_does() {
+        let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let v = format!("Basic {}", enc("alice:pa:ss"));
+        assert_eq!(
+            basic(v.as_bytes()),
+            Some(("alice".into(), b"pa:ss".to_vec()))
+        );
+        let v = format!("basic  {}", enc("bob:"));
+        assert_eq!(basic(v.as_bytes()), Some(("bob".into(), Vec::new())));
+        assert_eq!(basic(format!("Bearer {}", enc("a:b")).as_bytes()), None);
+        assert_eq!(basic(b"Basic !!!"), None);
+        assert_eq!(basic(format!("Basic {}", enc("nocolon")).as_bytes()), None);
+        assert_eq!(basic(b"Basic"), None);
+    }
+}

@@ -1,0 +1,646 @@
+//! `[[locations]]` against nginx itself: a typical three-server nginx
+//! configuration (port 80 sending everything to one canonical https host,
+//! a www redirect, a main site with `try_files`, `expires`, exact and regex
+//! returns, `deny all`, `autoindex` for one path, `error_page 404`, HSTS
+//! with `always`, and a docs site) runs in the real nginx, its translation
+//! in ruchy-serve, over the same document roots; the same requests go to
+//! both and their status, Location and named headers are compared. Where
+//! ruchy-serve answers otherwise on purpose, the case says so and why
+//! (README "Coming from nginx" says the same).
+//!
+//! "443" is plain HTTP here on both sides: what is compared is the routing,
+//! not TLS (tests/it/tls.rs covers that), and nginx's relative redirects
+//! are made absolute with its own port, which the comparison strips.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::common::daemon::command;
+use crate::common::{free_local_addr, TestServer};
+
+const HSTS: &str = "max-age=63072000";
+
+/// The document roots: the main site and the docs site.
+fn roots(dir: &Path) {
+    let w = |p: &str, text: &str| {
+        let path = dir.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    w("main/index.html", "main home");
+    w("main/about.html", "about page");
+    w("main/about/index.html", "about directory");
+    w("main/contact.html", "contact page");
+    w("main/404.html", "main not found page");
+    w("main/assets/app.css", "body{}");
+    w("main/private/secret.txt", "secret");
+    w("main/downloads/a.zip", "zip");
+    w("main/downloads/b.txt", "b");
+    w("main/posts/12-hello.html", "post 12");
+    w("main/.well-known/acme-challenge/tok", "tok.thumbprint");
+    w("docs/index.html", "docs home");
+    w("docs/guide.html", "the guide");
+    // nginx's workers run as nobody when the test runs as root.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn nginx_conf(dir: &Path, p80: SocketAddr, p443: SocketAddr) -> String {
+    let (main, docs, nd) = (
+        dir.join("main").display().to_string(),
+        dir.join("docs").display().to_string(),
+        dir.join("nginx").display().to_string(),
+    );
+    format!(
+        r#"worker_processes 1;
+daemon off;
+pid {nd}/nginx.pid;
+error_log {nd}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {nd}/b; proxy_temp_path {nd}/p; fastcgi_temp_path {nd}/f;
+    uwsgi_temp_path {nd}/u; scgi_temp_path {nd}/s;
+    types {{ text/html html; text/css css; text/plain txt; application/zip zip; }}
+    default_type application/octet-stream;
+
+    server {{
+        listen {p80};
+        server_name example.com www.example.com;
+        location /.well-known/acme-challenge/ {{ root {main}; }}
+        location / {{ return 301 https://example.com$request_uri; }}
+    }}
+    server {{
+        listen {p443} default_server;
+        server_name _;
+        return 444;
+    }}
+    server {{
+        listen {p443};
+        server_name www.example.com;
+        return 301 https://example.com$request_uri;
+    }}
+    server {{
+        listen {p443};
+        server_name example.com;
+        root {main};
+        add_header Strict-Transport-Security "{HSTS}" always;
+        error_page 404 /404.html;
+        gzip on;
+        location / {{ try_files $uri $uri.html $uri/ =404; }}
+        location /assets/ {{ expires 1y; }}
+        location = /old-page {{ return 301 /new-page; }}
+        location ~ ^/blog/(\d+)/(.*)$ {{ return 301 /posts/$1-$2; }}
+        location /private/ {{ deny all; }}
+        location /downloads/ {{ autoindex on; }}
+    }}
+    server {{
+        listen {p443};
+        server_name docs.example.com;
+        root {docs};
+        location / {{ try_files $uri $uri.html $uri/ =404; }}
+    }}
+}}
+"#
+    )
+}
+
+/// The same three servers, as README's "Coming from nginx" translates them.
+fn ruchy_conf(dir: &Path, p80: SocketAddr, p443: SocketAddr) -> String {
+    let (main, docs) = (dir.join("main"), dir.join("docs"));
+    format!(
+        r#"default_site = false
+
+[[listen]]
+address = "{p80}"
+redirect_https = true
+
+[[listen]]
+address = "{p443}"
+
+[tls]
+redirect_host = "example.com"
+redirect_status = 301
+
+[log]
+access_log = "off"
+
+[metrics]
+address = ""
+
+[[sites]]
+names = ["example.com"]
+root = {main:?}
+[sites.files]
+try = ["{{path}}", "{{path}}.html", "{{path}}/"]
+not_found_page = "/404.html"
+[sites.headers.always]
+"Strict-Transport-Security" = "{HSTS}"
+
+[[sites.locations]]
+prefix = "/assets/"
+expires = "365d"
+
+[[sites.locations]]
+exact = "/old-page"
+return = 301
+to = "/new-page"
+
+[[sites.locations]]
+regex = '^/blog/(\d+)/(.*)$'
+return = 301
+to = "/posts/{{1}}-{{2}}"
+
+[[sites.locations]]
+prefix = "/private/"
+access = ["deny all"]
+
+[[sites.locations]]
+prefix = "/downloads/"
+files = {{ directory_listing = true }}
+
+[[sites]]
+names = ["www.example.com"]
+root = {main:?}
+[[sites.locations]]
+prefix = "/"
+return = 301
+to = "https://example.com{{path}}"
+
+[[sites]]
+names = ["docs.example.com"]
+root = {docs:?}
+[sites.files]
+try = ["{{path}}", "{{path}}.html", "{{path}}/"]
+"#
+    )
+}
+
+/// What is compared of one answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    status: u16,
+    /// With nginx's `http://host:port` of its own relative redirects cut.
+    location: Option<String>,
+    hsts: Option<String>,
+    cache_control: Option<String>,
+    expires: bool,
+    body: String,
+}
+
+/// One request on a fresh connection; `None` when the server closed it
+/// without an answer (nginx's 444).
+async fn ask(addr: SocketAddr, method: &str, host: &str, path: &str) -> Option<Seen> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.ok()?;
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let own = format!("http://{host}:{}", addr.port());
+    let location = header("location").map(|l| match l.strip_prefix(&own) {
+        Some(rest) => rest.to_string(),
+        None => l,
+    });
+    let (status, hsts, cache_control, expires) = (
+        resp.status().as_u16(),
+        header("strict-transport-security"),
+        header("cache-control"),
+        header("expires").is_some(),
+    );
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some(Seen {
+        status,
+        location,
+        hsts,
+        cache_control,
+        expires,
+        // Bodies are compared for the answers that come from files.
+        body: match status {
+            200 | 404 => String::from_utf8_lossy(&body).into_owned(),
+            _ => String::new(),
+        },
+    })
+}
+
+/// Which listener: the port-80 one, or the "443" one.
+#[derive(Clone, Copy)]
+enum Port {
+    Plain,
+    Main,
+}
+
+struct Case {
+    port: Port,
+    host: &'static str,
+    path: &'static str,
+    /// Checked of both answers beside their equality.
+    expect: u16,
+    /// `Some(why)`: ruchy-serve answers otherwise on purpose.
+    differs: Option<&'static str>,
+}
+
+const fn case(port: Port, host: &'static str, path: &'static str, expect: u16) -> Case {
+    Case {
+        port,
+        host,
+        path,
+        expect,
+        differs: None,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    use Port::*;
+    vec![
+        case(Plain, "example.com", "/", 301),
+        case(Plain, "www.example.com", "/a?b=c", 301),
+        case(Plain, "unknown.test", "/x", 301),
+        case(Plain, "example.com", "/.well-known/acme-challenge/tok", 200),
+        case(Main, "www.example.com", "/page?q=1", 301),
+        case(Main, "example.com", "/", 200),
+        case(Main, "example.com", "/about", 200),
+        case(Main, "example.com", "/about/", 200),
+        case(Main, "example.com", "/contact", 200),
+        case(Main, "example.com", "/assets/app.css", 200),
+        case(Main, "example.com", "/old-page", 301),
+        case(Main, "example.com", "/blog/12/hello", 301),
+        case(Main, "example.com", "/blog/abc/x", 404),
+        case(Main, "example.com", "/posts/12-hello", 200),
+        case(Main, "example.com", "/private/secret.txt", 403),
+        case(Main, "example.com", "/private/", 403),
+        case(Main, "example.com", "/private/%73ecret.txt", 403),
+        case(Main, "example.com", "/downloads/", 200),
+        case(Main, "example.com", "/downloads/a.zip", 200),
+        case(Main, "example.com", "/missing", 404),
+        case(Main, "docs.example.com", "/", 200),
+        case(Main, "docs.example.com", "/guide", 200),
+        case(Main, "docs.example.com", "/missing", 404),
+        Case {
+            differs: Some(
+                "a directory with no index and no listing is 404 in ruchy-serve (nginx: 403), \
+                 so a client learns nothing of what exists",
+            ),
+            ..case(Main, "example.com", "/assets/", 404)
+        },
+        Case {
+            differs: Some(
+                "a host no site has is answered 421 Misdirected Request (RFC 9110 15.5.20) \
+                 where nginx's `return 444` closes the connection without an answer",
+            ),
+            ..case(Main, "unknown.test", "/", 421)
+        },
+    ]
+}
+
+/// What `ruchy-serve explain` predicts for `host` and `path` on the
+/// listener at `port`: the status and Location, and the whole text.
+fn explained(config: &Path, port: u16, host: &str, path: &str) -> (u16, Option<String>, String) {
+    let url = format!("http://{host}:{port}{path}");
+    let out = command()
+        .args(["explain", "--config", config.to_str().unwrap(), &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "explain {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("=> "));
+    let status = lines
+        .next()
+        .and_then(|l| l[3..].split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("explain {url} names no status:\n{text}"));
+    let location = lines
+        .find_map(|l| l.strip_prefix("location: "))
+        .map(str::to_string);
+    (status, location, text)
+}
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "nginx did not listen on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every case, against nginx and ruchy-serve with the translated
+/// configuration over the same roots.
+#[tokio::test]
+async fn a_three_server_nginx_configuration_translates_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    roots(dir.path());
+    std::fs::create_dir(dir.path().join("nginx")).unwrap();
+    let (n80, n443) = (free_local_addr(), free_local_addr());
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(dir.path(), n80, n443)).unwrap();
+    let nd = dir.path().join("nginx");
+    let child = Command::new("nginx")
+        .args(["-c", conf.to_str().unwrap(), "-p", nd.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("nginx (tests/run installs it)");
+    let _nginx = Nginx(child);
+    wait_port(n80).await;
+    wait_port(n443).await;
+
+    let (r80, r443) = (free_local_addr(), free_local_addr());
+    let ours = TestServer::start_raw(
+        &dir.path().join("main"),
+        &format!("\n{}", ruchy_conf(dir.path(), r80, r443)),
+    )
+    .await;
+    assert_eq!(ours.addrs, [r80, r443]);
+
+    let mut report = Vec::new();
+    for c in cases() {
+        let (n, r) = match c.port {
+            Port::Plain => (n80, r80),
+            Port::Main => (n443, r443),
+        };
+        let theirs = ask(n, "GET", c.host, c.path).await;
+        let mine = ask(r, "GET", c.host, c.path).await;
+        let what = format!("{} {}", c.host, c.path);
+        let mine = mine.unwrap_or_else(|| panic!("{what}: ruchy-serve gave no answer"));
+        assert_eq!(mine.status, c.expect, "{what}: ruchy-serve {mine:?}");
+        // `explain` predicts what the server then sent.
+        let (status, location, text) = explained(&ours.config_file, r.port(), c.host, c.path);
+        assert_eq!(
+            (status, location),
+            (mine.status, mine.location.clone()),
+            "{what}: explain said\n{text}"
+        );
+        match c.differs {
+            None => {
+                let mut theirs = theirs.unwrap_or_else(|| panic!("{what}: nginx gave no answer"));
+                assert_eq!(theirs.status, c.expect, "{what}: nginx {theirs:?}");
+                // ruchy-serve sends `Cache-Control: no-cache` on files
+                // and listings and `no-store` on error pages by default
+                // (`[cache]`), nginx nothing; compared where nginx sends
+                // one. The docs site has no error page: each server's own
+                // text.
+                let mut mine = mine.clone();
+                if theirs.cache_control.is_none() {
+                    mine.cache_control = None;
+                }
+                if c.host == "docs.example.com" && c.expect == 404 {
+                    (mine.body, theirs.body) = (String::new(), String::new());
+                }
+                if c.path == "/downloads/" {
+                    // Both list the files; the pages are each server's own.
+                    for seen in [&mine, &theirs] {
+                        assert!(
+                            seen.body.contains("a.zip") && seen.body.contains("b.txt"),
+                            "{what}: {seen:?}"
+                        );
+                    }
+                    let strip = |s: &Seen| Seen {
+                        body: String::new(),
+                        ..s.clone()
+                    };
+                    assert_eq!(strip(&mine), strip(&theirs), "{what}");
+                } else {
+                    assert_eq!(mine, theirs, "{what}: ruchy-serve (left) and nginx (right)");
+                }
+            }
+            Some(why) => {
+                let theirs = theirs
+                    .map(|s| s.status.to_string())
+                    .unwrap_or("closed".into());
+                report.push(format!(
+                    "{what}: nginx {theirs}, ruchy-serve {} ({why})",
+                    mine.status
+                ));
+                assert_ne!(theirs, mine.status.to_string(), "{what} no longer differs");
+            }
+        }
+    }
+    // What the comparison rests on, checked on ruchy-serve's answers.
+    let get = |host: &'static str, path: &'static str| ask(r443, "GET", host, path);
+    let css = get("example.com", "/assets/app.css").await.unwrap();
+    assert_eq!(css.cache_control.as_deref(), Some("max-age=31536000"));
+    assert!(css.expires);
+    let missing = get("example.com", "/missing").await.unwrap();
+    assert_eq!(
+        (missing.hsts.as_deref(), missing.body.as_str()),
+        (Some(HSTS), "main not found page")
+    );
+    let about = get("example.com", "/about").await.unwrap();
+    assert_eq!(about.body, "about page");
+    let blog = get("example.com", "/blog/12/hello").await.unwrap();
+    assert_eq!(blog.location.as_deref(), Some("/posts/12-hello"));
+    let www = ask(r80, "GET", "www.example.com", "/a?b=c").await.unwrap();
+    assert_eq!(www.location.as_deref(), Some("https://example.com/a?b=c"));
+    assert_eq!(
+        get("docs.example.com", "/missing").await.unwrap().hsts,
+        None
+    );
+    eprintln!("differs on purpose:\n{}", report.join("\n"));
+
+    // And why, in its lines: the site, the location that took the path,
+    // and the file.
+    let (_, _, text) = explained(&ours.config_file, r443.port(), "example.com", "/about");
+    assert!(text.contains("site      example.com (sites[0])"), "{text}");
+    assert!(text.contains("main/about.html"), "{text}");
+    let (_, _, text) = explained(
+        &ours.config_file,
+        r443.port(),
+        "example.com",
+        "/blog/12/hello",
+    );
+    assert!(
+        text.contains("regex = \"^/blog/(\\\\d+)/(.*)$\": <- takes the path"),
+        "{text}"
+    );
+    let (_, _, text) = explained(&ours.config_file, r443.port(), "example.com", "/private/x");
+    assert!(text.contains("denied here (403)"), "{text}");
+}
+
+/// `basic_auth`: 401 with the realm until a user of the htpasswd file
+/// comes with its password; wrong ones are refused and counted; the file
+/// is read again on reload (a changed password changes at once, the
+/// remembered one is forgotten); a weak entry is refused at load with its
+/// file and line.
+#[tokio::test]
+async fn basic_auth_asks_checks_counts_and_rereads_on_reload() {
+    use base64::Engine as _;
+    let root = crate::common::fixture();
+    std::fs::create_dir(root.path().join("staff")).unwrap();
+    std::fs::write(root.path().join("staff/plan.txt"), "the plan").unwrap();
+    let users = root.path().join("htpasswd");
+    let entry =
+        |user: &str, password: &str| format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap());
+    std::fs::write(&users, entry("alice", "wonderland")).unwrap();
+    let body = format!(
+        "[[locations]]\nprefix = \"/staff/\"\nbasic_auth = {users:?}\nrealm = \"Staff only\"\n"
+    );
+    let s = TestServer::start(root.path(), &body).await;
+    let basic = |cred: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(cred)
+        )
+    };
+    let srv = &s;
+    let with = |cred: &str| {
+        let v = basic(cred);
+        async move {
+            srv.get_with("/staff/plan.txt", &[("authorization", &v)])
+                .await
+        }
+    };
+
+    let asked = s.get("/staff/plan.txt").await;
+    assert_eq!(asked.status, 401);
+    assert_eq!(
+        asked.header("www-authenticate"),
+        Some("Basic realm=\"Staff only\", charset=\"UTF-8\"")
+    );
+    assert_eq!(
+        s.get("/hello.txt").await.status,
+        200,
+        "outside the location: no password"
+    );
+    let failures = || {
+        let text = String::from_utf8(s.state.metrics.render()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("ruchy_serve_auth_failures_total "));
+        line.and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .expect("ruchy_serve_auth_failures_total")
+    };
+    assert_eq!(failures(), 0, "asking is not failing");
+    for wrong in ["alice:looking-glass", "mallory:wonderland", "alice", ":"] {
+        assert_eq!(with(wrong).await.status, 401, "{wrong}");
+    }
+    assert_eq!(failures(), 4);
+    let ok = with("alice:wonderland").await;
+    assert_eq!(
+        (ok.status.as_u16(), ok.text()),
+        (200, "the plan".to_string())
+    );
+    assert_eq!(with("alice:wonderland").await.status, 200, "remembered");
+    // Other spellings of a path in the location are in it.
+    for spelling in ["/staff/%70lan.txt", "/staff//plan.txt", "/%73taff/plan.txt"] {
+        assert_eq!(s.get(spelling).await.status, 401, "{spelling}");
+    }
+
+    // A new password for alice, read at reload.
+    std::fs::write(&users, entry("alice", "through")).unwrap();
+    s.reload(None).await;
+    assert_eq!(
+        with("alice:wonderland").await.status,
+        401,
+        "the old password is gone"
+    );
+    assert_eq!(with("alice:through").await.status, 200);
+
+    // A weak entry: refused at load with the file's line, the old serving.
+    std::fs::write(
+        &users,
+        format!("{}bob:$apr1$abc$def\n", entry("alice", "through")),
+    )
+    .unwrap();
+    let e = ruchy_serve::config::load(&ruchy_serve::config::Sources {
+        config_file: Some(s.config_file.clone()),
+        ..Default::default()
+    })
+    .expect_err("an MD5 entry is refused");
+    let text = e.to_string();
+    assert!(
+        text.contains("locations[0].basic_auth")
+            && text.contains("htpasswd:2")
+            && text.contains("MD5"),
+        "{text}"
+    );
+    s.reload(None).await;
+    assert_eq!(
+        with("alice:through").await.status,
+        200,
+        "the old configuration keeps serving"
+    );
+}
+
+/// A location's `headers` reach 2xx and 3xx answers, and every answer with
+/// `always` (404s, redirects of directories, 403s); another location's
+/// answers get none of them; `files` keys apply to the location's paths
+/// only (a listing here, a 404 for the same kind of directory elsewhere).
+#[tokio::test]
+async fn location_headers_and_files_stay_in_their_location() {
+    let root = crate::common::fixture();
+    std::fs::create_dir(root.path().join("pub")).unwrap();
+    std::fs::write(root.path().join("pub/a.txt"), "a").unwrap();
+    let s = TestServer::start(
+        root.path(),
+        "[[locations]]\nprefix = \"/docs/\"\nheaders = { \"X-Robots-Tag\" = \"noindex\" }\nalways = true\n\
+         [[locations]]\nprefix = \"/pub/\"\nheaders = { \"X-Frame-Options\" = \"DENY\" }\nfiles = { directory_listing = true }\n\
+         [[locations]]\nglob = \"*.json\"\nreturn = 403\n",
+    )
+    .await;
+    let robots = |r: &crate::common::Resp| r.header("x-robots-tag").map(str::to_string);
+    let frame = |r: &crate::common::Resp| r.header("x-frame-options").map(str::to_string);
+    let page = s.get("/docs/page.html").await;
+    assert_eq!(
+        (page.status.as_u16(), robots(&page)),
+        (200, Some("noindex".into()))
+    );
+    let missing = s.get("/docs/nothing").await;
+    assert_eq!(
+        (missing.status.as_u16(), robots(&missing)),
+        (404, Some("noindex".into()))
+    );
+    let listing = s.get("/pub/").await;
+    assert_eq!(
+        (listing.status.as_u16(), frame(&listing)),
+        (200, Some("DENY".into()))
+    );
+    assert!(listing.text().contains("a.txt"), "listed here");
+    let gone = s.get("/pub/nothing").await;
+    assert_eq!(
+        (gone.status.as_u16(), frame(&gone)),
+        (404, None),
+        "not `always`"
+    );
+    assert_eq!(
+        s.get("/empty-dir/").await.status,
+        404,
+        "no listing outside /pub/"
+    );
+    let json = s.get("/data.json").await;
+    assert_eq!(
+        (json.status.as_u16(), robots(&json), frame(&json)),
+        (403, None, None)
+    );
+    assert_eq!(robots(&s.get("/hello.txt").await), None);
+}
