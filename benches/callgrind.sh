@@ -9,8 +9,9 @@
 #   ruchy-200-log  the same with the access log to a file (the shipped
 #                  default's target: 64 KiB buffer, 1 s flush)
 #   ruchy-200-loc  the same with 50 [[locations]] (40 prefixes, 5 globs and
-#                  5 regexes; the request is in a prefix, after every glob
-#                  and regex has been tried), issue 26's cost case
+#                  5 regexes; the request is in the `/` prefix, which sets
+#                  `files.try`, after every glob and regex has been tried),
+#                  issue 26's cost case
 #   ruchy-404      ruchy-serve, a missing path (w6's path)
 #   ceiling-200    benches/ceiling.rs (bare hyper), the same 1 KiB file
 #   ceiling-404    bare hyper's 404
@@ -84,7 +85,7 @@ measure ruchy-200-log /1k.html "$bin" --config "$work/log.toml"
 {
     cat "$work/off.toml"
     for i in $(seq 1 39); do printf '[[locations]]\nprefix = "/section-%s/"\nexpires = "1h"\n' "$i"; done
-    printf '[[locations]]\nprefix = "/"\nheaders = { "X-Frame-Options" = "DENY" }\n'
+    printf '[[locations]]\nprefix = "/"\nfiles = { try = ["{path}", "{path}.html"] }\n'
     for i in $(seq 1 5); do printf '[[locations]]\nglob = "**/*.ext%s"\nreturn = 404\n' "$i"; done
     for i in $(seq 1 4); do printf "[[locations]]\nregex = '^/blog/(\\\\d+)/v%s/(.*)\$'\nreturn = 410\n" "$i"; done
     printf "[[locations]]\nregex = '(?i)\\\\.(php|asp)\$'\nreturn = 404\n"

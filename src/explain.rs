@@ -103,7 +103,8 @@ pub async fn explain(config: Arc<Config>, q: &Question) -> Result<String, String
     let name = req
         .headers()
         .get(http::header::HOST)
-        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .and_then(|h| crate::serve::guard::parse_host(h.as_bytes()))
+        .map(|h| String::from_utf8_lossy(h.name).into_owned())
         .unwrap_or_default();
     match sites.choose(&req, None) {
         Err(_) => {

@@ -76,6 +76,13 @@ pub struct Locations {
     glob_set: Option<(GlobSet, Vec<usize>)>,
     /// `prefix` locations, longest first.
     prefixes: Vec<usize>,
+    /// Those ending in `/`, by their text: a path is looked up at each of
+    /// its `/` from the longest, one hash each, instead of compared with
+    /// every prefix.
+    slash_prefixes: HashMap<String, usize>,
+    /// The others (`/img` takes `/img.png` and `/img/a`), longest first:
+    /// compared one by one.
+    other_prefixes: Vec<(String, usize)>,
     /// What `check` says about them: locations that are never or seldom
     /// reached, each with its file and line.
     pub warnings: Vec<String>,
@@ -222,15 +229,21 @@ impl Locations {
 
     /// The index of the location `path` (resolved) is in, if any.
     pub fn find(&self, path: &str) -> Option<usize> {
-        if let Some(&i) = self.exact.get(path) {
-            return Some(i);
+        if !self.exact.is_empty() {
+            if let Some(&i) = self.exact.get(path) {
+                return Some(i);
+            }
         }
         // The first regex or glob in the order written: the lowest index
-        // either set matches (each set's matches come in its order).
+        // either set matches (each set's matches come in its order). Most
+        // paths match none: `is_match` first, which allocates nothing.
         let regex = self
             .regex_set
             .as_ref()
-            .and_then(|(set, index)| set.matches(path).iter().next().map(|k| index[k]));
+            .and_then(|(set, index)| match set.is_match(path) {
+                true => set.matches(path).iter().next().map(|k| index[k]),
+                false => None,
+            });
         let glob = self.glob_set.as_ref().and_then(|(set, index)| {
             let relative = path.trim_start_matches('/');
             match set.is_match(relative) {
@@ -241,8 +254,29 @@ impl Locations {
         if let Some(i) = regex.into_iter().chain(glob).min() {
             return Some(i);
         }
-        let matches = |&&i: &&usize| self.all[i].matcher.is_match(path);
-        self.prefixes.iter().find(matches).copied()
+        // The longest prefix: the longest one ending in `/` that the path
+        // has up to one of its `/`, unless a longer other one matches.
+        let mut best: Option<(usize, usize)> = None;
+        if !self.slash_prefixes.is_empty() {
+            let mut rest = path;
+            while let Some(k) = rest.rfind('/') {
+                if let Some(&i) = self.slash_prefixes.get(&path[..=k]) {
+                    best = Some((k + 1, i));
+                    break;
+                }
+                rest = &path[..k];
+            }
+        }
+        let longer = |p: &&(String, usize)| best.is_none_or(|(len, _)| p.0.len() > len);
+        let other = self
+            .other_prefixes
+            .iter()
+            .take_while(longer)
+            .find(|(p, _)| path.starts_with(p.as_str()));
+        match other {
+            Some(&(_, i)) => Some(i),
+            None => best.map(|(_, i)| i),
+        }
     }
 
     /// Every location the order they are tried in: exact ones, then
@@ -344,6 +378,14 @@ impl Locations {
             Matcher::Prefix(p) => std::cmp::Reverse(p.len()),
             _ => std::cmp::Reverse(0),
         });
+        for &i in &out.prefixes {
+            if let Matcher::Prefix(p) = &out.all[i].matcher {
+                match p.ends_with('/') {
+                    true => drop(out.slash_prefixes.insert(p.clone(), i)),
+                    false => out.other_prefixes.push((p.clone(), i)),
+                }
+            }
+        }
         // A prefix whose every probed path a regex or glob takes first.
         for &i in &out.prefixes {
             let Matcher::Prefix(p) = &out.all[i].matcher else {
@@ -770,6 +812,48 @@ mod tests {
         assert_eq!(order[0], "exact = \"/assets/x.php\"");
         assert_eq!(order[3], "prefix = \"/assets/img/\"");
         assert_eq!(order[5], "prefix = \"/\"");
+        // nginx's `~*` is `(?i)` (the regex crate's unicode-case feature).
+        let cfg = valid("[[locations]]\nregex = '(?i)\\.php$'\nreturn = 404\n");
+        assert!(cfg.locations.find("/a/B.PHP").is_some());
+    }
+
+    /// The hashed lookup agrees with comparing every prefix, longest first.
+    #[test]
+    fn the_longest_prefix_is_found_as_by_comparing_each() {
+        let prefixes = [
+            "/", "/a/", "/a/b/", "/a/b", "/a/bc/", "/img", "/img/x/", "/z/y/x/",
+        ];
+        let body: String = prefixes
+            .iter()
+            .map(|p| format!("[[locations]]\nprefix = {p:?}\n"))
+            .collect();
+        let cfg = valid(&body);
+        let paths = [
+            "/",
+            "/a",
+            "/a/",
+            "/a/b",
+            "/a/b/",
+            "/a/bc",
+            "/a/bc/d",
+            "/a/b/c/d.html",
+            "/a/bx",
+            "/img",
+            "/img.png",
+            "/img/x",
+            "/img/x/y",
+            "/z/y/x",
+            "/z/y/x/w",
+            "/q/a/b/",
+        ];
+        for path in paths {
+            let naive = prefixes
+                .iter()
+                .filter(|p| path.starts_with(**p))
+                .max_by_key(|p| p.len())
+                .map(|p| format!("prefix = {p:?}"));
+            assert_eq!(path_of(&cfg, path), naive, "{path}");
+        }
     }
 
     #[test]
