@@ -123,12 +123,24 @@ impl Handler {
         let start = Instant::now();
         let sites = self.state.sites();
         let cfg = &sites.config;
+        // The certificates, on TLS when there are sites to tell apart.
+        let certs = (tls && sites.several()).then(|| self.state.tls_resolver.store());
+        let shown = certs.as_deref().zip(self.shown.as_deref());
+        let site = sites.choose(&req, shown);
         let sink = match cfg.log.access_log {
             AccessLog::Off => None,
-            format => Some(match self.state.access_log() {
-                Some(file) => Sink::File(file, format),
-                None => Sink::Events(format),
-            }),
+            format => {
+                // A site with a file of its own writes there.
+                let own = site.ok().and_then(|s| s.own_log.as_deref());
+                let file = match own {
+                    Some(path) => self.state.site_log(path),
+                    None => self.state.access_log(),
+                };
+                Some(match file {
+                    Some(file) => Sink::File(file, format),
+                    None => Sink::Events(format),
+                })
+            }
         };
         let client = crate::proxy::client(&req, self.peer, &cfg.trusted_proxies);
         let record = Record::new(&req, client, sink, start);
@@ -138,10 +150,6 @@ impl Handler {
             .then(|| self.state.health(req.uri().path()))
             .flatten();
         let fields = Fields::of(req.headers());
-        // The certificates, on TLS when there are sites to tell apart.
-        let certs = (tls && sites.several()).then(|| self.state.tls_resolver.store());
-        let shown = certs.as_deref().zip(self.shown.as_deref());
-        let site = sites.choose(&req, shown);
         // `None` for the top-level site: no refcount traffic on a label
         // every request of a one-site server shares.
         let label = match site {

@@ -67,6 +67,8 @@ pub struct State {
     /// The access-log file, when `log.access_log_path` names one; kept
     /// across reloads that do not change it.
     access_log: ArcSwapOption<FileLog>,
+    /// `[[sites]]` entries' own access-log files, by path.
+    site_logs: ArcSwap<SiteLogs>,
     /// What all connections' response bodies may hold together
     /// (`limits.max_response_memory`); its bound follows reloads.
     pub response_memory: Arc<Pool>,
@@ -74,6 +76,10 @@ pub struct State {
     /// `limits.max_connections_per_client`.
     pub clients: Arc<crate::clients::Clients>,
 }
+
+/// Sites' own access-log files, by path (two sites naming one file share
+/// it).
+pub type SiteLogs = std::collections::HashMap<std::path::PathBuf, Arc<FileLog>>;
 
 impl State {
     /// The state of a server about to start on `config` (generation 1,
@@ -104,6 +110,7 @@ impl State {
             tls_config,
             metrics,
             access_log: ArcSwapOption::empty(),
+            site_logs: ArcSwap::from_pointee(SiteLogs::new()),
             response_memory,
             clients: Arc::default(),
         }
@@ -118,6 +125,28 @@ impl State {
     /// writes out what it holds when its last line is in.
     pub fn set_access_log(&self, log: Option<Arc<FileLog>>) {
         self.access_log.store(log);
+    }
+
+    /// The access-log file of a site whose own file is `path`.
+    pub fn site_log(&self, path: &std::path::Path) -> Option<Arc<FileLog>> {
+        self.site_logs.load().get(path).cloned()
+    }
+
+    /// The sites' own access-log files now.
+    pub fn site_logs(&self) -> Arc<SiteLogs> {
+        self.site_logs.load_full()
+    }
+
+    /// Sets the sites' own files (at start and reload).
+    pub fn set_site_logs(&self, logs: SiteLogs) {
+        self.site_logs.store(Arc::new(logs));
+    }
+
+    /// Every access-log file open now: the top level's and the sites'.
+    pub fn all_access_logs(&self) -> Vec<Arc<FileLog>> {
+        let mut all: Vec<Arc<FileLog>> = self.access_log().into_iter().collect();
+        all.extend(self.site_logs.load().values().cloned());
+        all
     }
 
     /// The current generation's sites; cheap (one atomic load and a

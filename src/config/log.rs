@@ -92,6 +92,32 @@ impl AccessFile {
     }
 }
 
+/// A `[[sites]]` entry's `access_log_path`: its own file, written like the
+/// top level's (`log.access_log_buffer`, `log.access_log_flush`).
+pub(super) fn site_file(path: &str, raw: &RawLog, ctx: &Ctx) -> Result<AccessFile, ConfigError> {
+    let key = ["access_log_path"];
+    let path = PathBuf::from(path);
+    if !path.is_absolute() {
+        return Err(ctx.bad(
+            &key,
+            format!("`{}` is not an absolute path", path.display()),
+            "give the whole path, e.g. \"/var/log/ruchy-serve/example.com.log\"",
+        ));
+    }
+    if let Err(problem) = writable(&path) {
+        return Err(ctx.bad(
+            &key,
+            format!("cannot write `{}`: {problem}", path.display()),
+            "create the directory and let the service's user write it",
+        ));
+    }
+    Ok(AccessFile {
+        path,
+        buffer: raw.access_log_buffer.bytes().clamp(MIN_BUFFER, MAX_BUFFER) as usize,
+        flush: raw.access_log_flush.get().max(Duration::from_millis(10)),
+    })
+}
+
 /// Whether the file could be opened for appending, without creating it
 /// (`check` must not leave files behind): an existing file must be a
 /// regular file or FIFO we may write; a missing one needs a directory we

@@ -107,6 +107,13 @@ pub struct RawSite {
     pub cache: Dict,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redirects: Vec<RawRedirect>,
+    /// The site's own access-log file (buffer and flush as `log`'s);
+    /// unset: the top level's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_path: Option<String>,
+    /// On-the-fly compression for this site; unset: `compression.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<bool>,
     /// The site's own path rules (the top level's are the default site's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locations: Vec<RawLocation>,

@@ -111,6 +111,12 @@ pub(super) fn from_raw(
         config.headers = Headers::from_raw(&tables.headers, &tables.cache, &ctx)?;
         config.redirects = Redirects::from_raw(&site.redirects, &ctx)?;
         config.sites = Vec::new();
+        if let Some(path) = &site.access_log_path {
+            config.log.access_file = Some(super::log::site_file(path, &raw.log, &ctx)?);
+        }
+        if let Some(on) = site.compression {
+            config.compression.enabled = on;
+        }
         config.locations = Locations::default();
         config.locations = Locations::from_raw(&site.locations, &tables.files, &config, &ctx)?;
         out.push(VirtualHost {

@@ -90,6 +90,37 @@ pub(crate) fn access_log_for(
         })
 }
 
+/// Opens the `[[sites]]` entries' own access-log files (those other than
+/// the top level's), keeping each of `current` that is still wanted.
+pub(crate) fn site_logs_for(
+    cfg: &Config,
+    current: &crate::state::SiteLogs,
+    state: &State,
+) -> Result<crate::state::SiteLogs, StartError> {
+    let mut out = crate::state::SiteLogs::new();
+    for site in &cfg.sites {
+        let Some(spec) = &site.config.log.access_file else {
+            continue;
+        };
+        if cfg.log.access_file.as_ref() == Some(spec) || out.contains_key(&spec.path) {
+            continue;
+        }
+        let log = match current.get(&spec.path).filter(|l| l.spec() == spec) {
+            Some(l) => Arc::clone(l),
+            None => Arc::new(
+                FileLog::open(spec, state.metrics.access_log.clone()).map_err(|source| {
+                    StartError::AccessLog {
+                        path: spec.path.clone(),
+                        source,
+                    }
+                })?,
+            ),
+        };
+        out.insert(spec.path.clone(), log);
+    }
+    Ok(out)
+}
+
 /// Records a phase change and tells systemd, in that order, so a probe that
 /// systemd's message triggers already sees the new phase.
 fn enter(state: &State, phase: Phase, status: &str) {
@@ -115,6 +146,7 @@ impl Server {
         let bound = listeners::open(&listeners::wanted(&config), &inherited)?;
         let state = State::new(Arc::new(config));
         state.set_access_log(access_log_for(&state.config(), None, &state)?);
+        state.set_site_logs(site_logs_for(&state.config(), &Default::default(), &state)?);
         Ok(Server {
             reloader: Reloader { sources, inherited },
             bound,
@@ -171,8 +203,8 @@ impl Server {
                 event = events.recv() => match event {
                     Some(Event::Reload) => reloader.reload(&state, &drain, &mut set).await,
                     Some(Event::ReopenLogs) => {
-                        if let Some(log) = state.access_log() {
-                            tracing::info!("reopening the access log");
+                        for log in state.all_access_logs() {
+                            tracing::info!(path = %log.spec().path.display(), "reopening the access log");
                             log.reopen();
                         }
                     }
@@ -184,13 +216,14 @@ impl Server {
 
         cert_watch.abort();
         drain_site(&state, drain, &mut set).await;
-        if let Some(log) = state.access_log() {
+        for log in state.all_access_logs() {
             // Every request has been logged; write the last lines out.
+            let path = log.spec().path.clone();
             let written = tokio::task::spawn_blocking(move || log.close(Duration::from_secs(5)))
                 .await
                 .unwrap_or(false);
             if !written {
-                tracing::warn!("the access log could not be written out within 5 s");
+                tracing::warn!(path = %path.display(), "the access log could not be written out within 5 s");
             }
         }
         enter(&state, Phase::Stopped, "stopped");

@@ -72,12 +72,15 @@ impl Reloader {
         // before anything changed: the old file stays open.
         let access_log =
             super::access_log_for(&cfg, state.access_log(), state).map_err(|e| e.to_string())?;
+        let site_logs =
+            super::site_logs_for(&cfg, &state.site_logs(), state).map_err(|e| e.to_string())?;
         let added =
             listeners::open(&set.missing(&wanted), &self.inherited).map_err(|e| e.to_string())?;
         set.retain(&wanted);
         crate::logging::apply(&cfg.log);
         state.replace(Arc::new(cfg));
         state.set_access_log(access_log);
+        state.set_site_logs(site_logs);
         for b in added {
             for addr in b.local() {
                 tracing::info!(listen = %addr, "opening listener added to the configuration");

@@ -80,6 +80,8 @@ pub struct Site {
     key_prefix: Option<Box<str>>,
     /// The `site` label of its requests in metrics.
     pub label: Arc<str>,
+    /// The site's own access-log file, when it is not the top level's.
+    pub own_log: Option<std::path::PathBuf>,
     /// By index in `config.locations`: what each location needs at run
     /// time.
     located: Vec<Located>,
@@ -167,6 +169,7 @@ impl Site {
             key_prefix: index.map(|i| i.to_string().into_boxed_str()),
             label,
             located,
+            own_log: None,
             config,
             not_found_text: (parts.headers, bytes),
         }

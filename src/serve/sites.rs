@@ -62,12 +62,17 @@ impl Sites {
                     None => exact.insert(name.clone(), i),
                 };
             }
-            hosts.push(Arc::new(Site::within(
+            let mut site = Site::within(
                 Arc::clone(&vhost.config),
                 &shared,
                 Some(i),
                 vhost.names.label().into(),
-            )));
+            );
+            let own = vhost.config.log.access_file.as_ref();
+            if own != config.log.access_file.as_ref() {
+                site.own_log = own.map(|f| f.path.clone());
+            }
+            hosts.push(Arc::new(site));
         }
         let default = config.default_site.then(|| {
             Arc::new(Site::within(

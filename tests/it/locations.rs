@@ -644,3 +644,90 @@ async fn location_headers_and_files_stay_in_their_location() {
     );
     assert_eq!(robots(&s.get("/hello.txt").await), None);
 }
+
+/// Per site: a `[[sites]]` entry with `access_log_path` writes its lines to
+/// its own file, the others to the top level's; `vhost_combined` starts
+/// each line with the site; `compression = false` turns on-the-fly
+/// compression off for one site; a relative path is refused with its key.
+#[tokio::test]
+async fn a_site_can_have_its_own_access_log_and_compression() {
+    let root = crate::common::fixture();
+    std::fs::write(
+        root.path().join("big.js"),
+        "console.log('x');\n".repeat(200),
+    )
+    .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let (main_log, b_log) = (logs.path().join("main.log"), logs.path().join("b.log"));
+    let body = format!(
+        "[log]\naccess_log = \"vhost_combined\"\naccess_log_path = {main_log:?}\naccess_log_flush = \"50ms\"\n\
+         [[sites]]\nnames = [\"b.test\"]\nroot = {root:?}\naccess_log_path = {b_log:?}\ncompression = false\n\
+         [[sites]]\nnames = [\"c.test\"]\nroot = {root:?}\n",
+        root = root.path()
+    );
+    let s = TestServer::start(root.path(), &body).await;
+    for (host, path) in [
+        ("b.test", "/hello.txt?b"),
+        ("c.test", "/hello.txt?c"),
+        ("x.test", "/hello.txt?x"),
+    ] {
+        assert_eq!(
+            ask(s.addr, "GET", host, path).await.unwrap().status,
+            200,
+            "{host}"
+        );
+    }
+    // The site without compression sends the script as it is.
+    let plain = |host: &'static str| {
+        let addr = s.addr;
+        async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let req = Request::get("/big.js")
+                .header("host", host)
+                .header("accept-encoding", "gzip")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let r = sender.send_request(req).await.unwrap();
+            r.headers()
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap().to_string())
+        }
+    };
+    assert_eq!(plain("b.test").await, None);
+    assert_eq!(plain("c.test").await.as_deref(), Some("gzip"));
+    s.stop().await;
+    let main = std::fs::read_to_string(&main_log).unwrap();
+    let b = std::fs::read_to_string(&b_log).unwrap();
+    assert!(
+        b.lines()
+            .any(|l| l.starts_with("b.test ") && l.contains("/hello.txt?b")),
+        "{b}"
+    );
+    assert!(!b.contains("?c") && !b.contains("?x"), "{b}");
+    assert!(
+        main.lines()
+            .any(|l| l.starts_with("c.test ") && l.contains("/hello.txt?c")),
+        "{main}"
+    );
+    assert!(
+        main.lines()
+            .any(|l| l.starts_with("default ") && l.contains("/hello.txt?x")),
+        "{main}"
+    );
+    assert!(!main.contains("?b"), "{main}");
+
+    let file = crate::common::ConfigFile::new(
+        root.path(),
+        "[[sites]]\nnames = [\"b.test\"]\nroot = \"/tmp\"\naccess_log_path = \"b.log\"\n",
+    );
+    let e = ruchy_serve::config::load(&ruchy_serve::config::Sources {
+        config_file: Some(file.path.clone()),
+        ..Default::default()
+    })
+    .expect_err("a relative path is refused");
+    assert_eq!(e.key(), Some("sites[0].access_log_path"), "{e}");
+}
