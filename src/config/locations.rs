@@ -188,6 +188,12 @@ impl Matcher {
 }
 
 impl Location {
+    /// Whether it keeps its paths from some requests (`access`,
+    /// `basic_auth`) or answers them itself (`return`).
+    pub fn guards(&self) -> bool {
+        !self.access.is_empty() || self.auth.is_some() || self.action.is_some()
+    }
+
     /// Whether `client` may have what this location serves (nginx's
     /// `allow`/`deny`: the first rule that holds the address decides). A
     /// client on a unix socket is held by `all` only.

@@ -82,6 +82,10 @@ pub struct Site {
     pub label: Arc<str>,
     /// The site's own access-log file, when it is not the top level's.
     pub own_log: Option<std::path::PathBuf>,
+    /// The configuration whose locations apply here: this site's, or for
+    /// a location's own site its site's (so `files.try` never serves a
+    /// file another location guards).
+    rules: Arc<Config>,
     /// By index in `config.locations`: what each location needs at run
     /// time.
     located: Vec<Located>,
@@ -152,12 +156,10 @@ impl Site {
             .iter()
             .map(|l| Located {
                 site: l.config.as_ref().map(|own| {
-                    Arc::new(Site::within(
-                        Arc::clone(own),
-                        shared,
-                        index,
-                        Arc::clone(&label),
-                    ))
+                    let mut inner =
+                        Site::within(Arc::clone(own), shared, index, Arc::clone(&label));
+                    inner.rules = Arc::clone(&config);
+                    Arc::new(inner)
                 }),
                 gate: l.auth.as_ref().map(|u| auth::Gate::new(Arc::clone(u))),
             })
@@ -170,6 +172,7 @@ impl Site {
             label,
             located,
             own_log: None,
+            rules: Arc::clone(&config),
             config,
             not_found_text: (parts.headers, bytes),
         }
@@ -237,11 +240,31 @@ impl Site {
         {
             return Ok(outcome);
         }
+        let locations = &self.rules.locations;
+        let location_of = |p: &str| {
+            let key = cache::key(p).or_else(|| cache::lossy_key(p).map(Cow::Owned));
+            key.and_then(|k| locations.find(&k))
+        };
+        let here = match locations.is_empty() {
+            true => None,
+            false => location_of(path),
+        };
         for (before, after) in tries {
             if directory && after.starts_with('/') {
                 continue;
             }
-            if let found @ Outcome::File(_) = resolve(&format!("{before}{path}{after}"))? {
+            let candidate = format!("{before}{path}{after}");
+            // A file in another location that guards its paths (`access`,
+            // `basic_auth`, `return`) is not served for this one: `/admin`
+            // must not answer with a guarded `/admin.html` (nginx's
+            // try_files would).
+            if !locations.is_empty() {
+                let there = location_of(&candidate);
+                if there != here && there.is_some_and(|j| locations.all[j].guards()) {
+                    continue;
+                }
+            }
+            if let found @ Outcome::File(_) = resolve(&candidate)? {
                 return Ok(found);
             }
         }

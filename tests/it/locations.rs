@@ -731,3 +731,35 @@ async fn a_site_can_have_its_own_access_log_and_compression() {
     .expect_err("a relative path is refused");
     assert_eq!(e.key(), Some("sites[0].access_log_path"), "{e}");
 }
+
+/// `files.try` serves no file that another location guards: with
+/// `exact = "/admin.html"` behind `deny all` (or a password), `/admin`
+/// does not answer with `admin.html` through `{path}.html` (nginx's
+/// `try_files $uri $uri.html` would), and a file a `return` takes is not
+/// served under another name either; unguarded files still are.
+#[tokio::test]
+async fn try_never_reaches_into_a_guarded_location() {
+    let root = crate::common::fixture();
+    std::fs::write(root.path().join("admin.html"), "the admin page").unwrap();
+    std::fs::write(root.path().join("gone.html"), "old").unwrap();
+    std::fs::write(root.path().join("open.html"), "open").unwrap();
+    let s = TestServer::start(
+        root.path(),
+        "[files]\ntry = [\"{path}\", \"{path}.html\"]\n\
+         [[locations]]\nexact = \"/admin.html\"\naccess = [\"deny all\"]\n\
+         [[locations]]\nglob = \"gone.*\"\nreturn = 410\n",
+    )
+    .await;
+    assert_eq!(s.get("/admin.html").await.status, 403);
+    let sneaked = s.get("/admin").await;
+    assert_eq!(
+        (
+            sneaked.status.as_u16(),
+            sneaked.text().contains("admin page")
+        ),
+        (404, false)
+    );
+    assert_eq!(s.get("/gone").await.status, 404);
+    assert_eq!(s.get("/gone.html").await.status, 410);
+    assert_eq!(s.get("/open").await.text(), "open");
+}
