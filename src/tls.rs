@@ -424,6 +424,12 @@ pub fn server_config(resolver: Arc<Resolver>) -> Arc<ServerConfig> {
     Arc::new(cfg)
 }
 
+/// Fills `buf` from the system's random source through the TLS crypto
+/// provider the binary was built with; whether it could.
+pub fn fill_random(buf: &mut [u8]) -> bool {
+    provider::default_provider().secure_random.fill(buf).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

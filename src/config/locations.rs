@@ -37,10 +37,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use figment::providers::Serialized;
 use figment::Figment;
-use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobMatcher};
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::bytes::{RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
 
 use super::htpasswd::{self, Users};
 use super::raw::{RawFiles, RawLocation};
@@ -69,11 +70,10 @@ pub struct Locations {
     exact: HashMap<String, usize>,
     /// `regex` and `glob` locations, in the order written.
     patterns: Vec<usize>,
-    /// The regexes as one set (one pass over the path for all of them),
-    /// and each one's location index.
-    regex_set: Option<(RegexSet, Vec<usize>)>,
-    /// The globs as one set, and each one's location index.
-    glob_set: Option<(GlobSet, Vec<usize>)>,
+    /// The regexes and globs as one automaton (one pass over the path for
+    /// all of them; a glob as globset writes it, after the path's leading
+    /// `/`), and each one's location index, in the order written.
+    pattern_set: Option<(RegexSet, Vec<usize>)>,
     /// `prefix` locations, longest first.
     prefixes: Vec<usize>,
     /// Those ending in `/`, by their text: a path is looked up at each of
@@ -241,24 +241,14 @@ impl Locations {
             }
         }
         // The first regex or glob in the order written: the lowest index
-        // either set matches (each set's matches come in its order). Most
-        // paths match none: `is_match` first, which allocates nothing.
-        let regex = self
-            .regex_set
-            .as_ref()
-            .and_then(|(set, index)| match set.is_match(path) {
-                true => set.matches(path).iter().next().map(|k| index[k]),
-                false => None,
-            });
-        let glob = self.glob_set.as_ref().and_then(|(set, index)| {
-            let relative = path.trim_start_matches('/');
-            match set.is_match(relative) {
-                true => set.matches(relative).first().map(|&k| index[k]),
-                false => None,
+        // the set matches. Most paths match none: `is_match` first, which
+        // allocates nothing.
+        if let Some((set, index)) = &self.pattern_set {
+            if set.is_match(path.as_bytes()) {
+                if let Some(k) = set.matches(path.as_bytes()).iter().next() {
+                    return Some(index[k]);
+                }
             }
-        });
-        if let Some(i) = regex.into_iter().chain(glob).min() {
-            return Some(i);
         }
         // The longest prefix: the longest one ending in `/` that the path
         // has up to one of its `/`, unless a longer other one matches.
@@ -341,44 +331,42 @@ impl Locations {
             }
             out.all.push(location);
         }
-        let (mut regexes, mut regex_index) = (Vec::new(), Vec::new());
-        let (mut globs, mut glob_index) = (GlobSetBuilder::new(), Vec::new());
+        let mut patterns = Vec::with_capacity(out.patterns.len());
         for &i in &out.patterns {
             match &out.all[i].matcher {
-                Matcher::Regex(r) => {
-                    regexes.push(r.as_str().to_string());
-                    regex_index.push(i);
-                }
+                Matcher::Regex(r) => patterns.push(r.as_str().to_string()),
                 Matcher::Glob(g, _) => {
-                    globs.add(Glob::new(g.trim_start_matches('/')).expect("compiled once already"));
-                    glob_index.push(i);
+                    let glob = Glob::new(g.trim_start_matches('/')).expect("compiled once already");
+                    // globset writes `(?-u)^...$` for the path without
+                    // its `/`; every resolved path has exactly one first.
+                    let re = glob.regex();
+                    let body = re.strip_prefix("(?-u)").unwrap_or(re);
+                    let (flags, body) = match body.strip_prefix("(?i)") {
+                        Some(rest) => ("i-u", rest),
+                        None => ("-u", body),
+                    };
+                    let body = body.strip_prefix('^').unwrap_or(body);
+                    patterns.push(format!("^/(?{flags}:{body})"));
                 }
                 _ => {}
             }
         }
-        if !regexes.is_empty() {
-            let set = RegexSetBuilder::new(&regexes)
-                .size_limit(REGEX_SIZE_LIMIT * regexes.len())
-                .dfa_size_limit(REGEX_SIZE_LIMIT * regexes.len())
+        if !patterns.is_empty() {
+            let limit = REGEX_SIZE_LIMIT * patterns.len();
+            let set = RegexSetBuilder::new(&patterns)
+                .size_limit(limit)
+                .dfa_size_limit(limit)
                 .build()
                 .map_err(|e| {
                     ctx.bad(
                         &["locations"],
-                        format!("the regexes of these locations together do not compile: {e}"),
-                        "fewer or smaller regexes",
+                        format!(
+                            "the regexes and globs of these locations together do not compile: {e}"
+                        ),
+                        "fewer or smaller patterns",
                     )
                 })?;
-            out.regex_set = Some((set, regex_index));
-        }
-        if !glob_index.is_empty() {
-            let set = globs.build().map_err(|e| {
-                ctx.bad(
-                    &["locations"],
-                    format!("the globs of these locations together do not compile: {e}"),
-                    "",
-                )
-            })?;
-            out.glob_set = Some((set, glob_index));
+            out.pattern_set = Some((set, out.patterns.clone()));
         }
         out.prefixes.sort_by_key(|&i| match &out.all[i].matcher {
             Matcher::Prefix(p) => std::cmp::Reverse(p.len()),
@@ -859,6 +847,51 @@ mod tests {
                 .max_by_key(|p| p.len())
                 .map(|p| format!("prefix = {p:?}"));
             assert_eq!(path_of(&cfg, path), naive, "{path}");
+        }
+    }
+
+    /// The one automaton picks what trying each glob and regex in order
+    /// would.
+    #[test]
+    fn the_pattern_set_agrees_with_each_pattern_in_order() {
+        let patterns = [
+            "glob = \"*.map\"",
+            "regex = '^/blog/(\\d+)/'",
+            "glob = \"assets/**\"",
+            "glob = \"**/{a,b}.TXT\"",
+            "regex = '(?i)\\.php$'",
+            "glob = \"/docs/*/index.html\"",
+            "glob = \"**\"",
+        ];
+        let body: String = patterns
+            .iter()
+            .map(|p| format!("[[locations]]\n{p}\nreturn = 404\n"))
+            .collect();
+        let cfg = valid(&body);
+        let l = &cfg.locations;
+        for path in [
+            "/",
+            "/a.js.map",
+            "/x/a.js.map",
+            "/blog/12/x",
+            "/blog/x/12/",
+            "/assets/",
+            "/assets/a/b.css",
+            "/q/a.TXT",
+            "/a.TXT",
+            "/q/a.txt",
+            "/x.PHP",
+            "/docs/v1/index.html",
+            "/docs/v1/v2/index.html",
+            "/caf\u{e9}.map",
+            "/z",
+        ] {
+            let naive = l
+                .patterns
+                .iter()
+                .copied()
+                .find(|&i| l.all[i].matcher.is_match(path));
+            assert_eq!(l.find(path), naive, "{path}");
         }
     }
 

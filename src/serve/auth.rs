@@ -53,11 +53,10 @@ impl Gate {
     /// A gate for `users`.
     pub fn new(users: Arc<Users>) -> Gate {
         let mut key = [0u8; 32];
-        // The system's random source through rustls' provider (aws-lc);
-        // should it fail, a key from the clock still keeps digests of one
-        // process apart from another's.
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        if provider.secure_random.fill(&mut key).is_err() {
+        // The system's random source through the TLS provider; should it
+        // fail, a key from the clock still keeps digests of one process
+        // apart from another's.
+        if !crate::tls::fill_random(&mut key) {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
