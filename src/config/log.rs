@@ -51,23 +51,7 @@ impl AccessFile {
         if raw.access_log_path.is_empty() {
             return Ok(None);
         }
-        let key = ["log", "access_log_path"];
-        let path = PathBuf::from(&raw.access_log_path);
-        if !path.is_absolute() {
-            return Err(ctx.bad(
-                &key,
-                format!("`{}` is not an absolute path", path.display()),
-                "give the whole path, e.g. \"/var/log/ruchy-serve/access.log\"",
-            ));
-        }
-        if let Err(problem) = writable(&path) {
-            return Err(ctx.bad(
-                &key,
-                format!("cannot write `{}`: {problem}", path.display()),
-                "create the directory and let the service's user write it; \
-                 the shipped units create /var/log/ruchy-serve (LogsDirectory=)",
-            ));
-        }
+        let path = log_path(&raw.access_log_path, &["log", "access_log_path"], ctx)?;
         let buffer = raw.access_log_buffer.bytes();
         if !(MIN_BUFFER..=MAX_BUFFER).contains(&buffer) {
             return Err(ctx.bad(
@@ -95,27 +79,34 @@ impl AccessFile {
 /// A `[[sites]]` entry's `access_log_path`: its own file, written like the
 /// top level's (`log.access_log_buffer`, `log.access_log_flush`).
 pub(super) fn site_file(path: &str, raw: &RawLog, ctx: &Ctx) -> Result<AccessFile, ConfigError> {
-    let key = ["access_log_path"];
-    let path = PathBuf::from(path);
-    if !path.is_absolute() {
-        return Err(ctx.bad(
-            &key,
-            format!("`{}` is not an absolute path", path.display()),
-            "give the whole path, e.g. \"/var/log/ruchy-serve/example.com.log\"",
-        ));
-    }
-    if let Err(problem) = writable(&path) {
-        return Err(ctx.bad(
-            &key,
-            format!("cannot write `{}`: {problem}", path.display()),
-            "create the directory and let the service's user write it",
-        ));
-    }
+    let path = log_path(path, &["access_log_path"], ctx)?;
     Ok(AccessFile {
         path,
         buffer: raw.access_log_buffer.bytes().clamp(MIN_BUFFER, MAX_BUFFER) as usize,
         flush: raw.access_log_flush.get().max(Duration::from_millis(10)),
     })
+}
+
+/// An access-log path as written at `key`: absolute, and a file we could
+/// append to.
+fn log_path(written: &str, key: &[&str], ctx: &Ctx) -> Result<PathBuf, ConfigError> {
+    let path = PathBuf::from(written);
+    if !path.is_absolute() {
+        return Err(ctx.bad(
+            key,
+            format!("`{}` is not an absolute path", path.display()),
+            "give the whole path, e.g. \"/var/log/ruchy-serve/access.log\"",
+        ));
+    }
+    if let Err(problem) = writable(&path) {
+        return Err(ctx.bad(
+            key,
+            format!("cannot write `{}`: {problem}", path.display()),
+            "create the directory and let the service's user write it; \
+             the shipped units create /var/log/ruchy-serve (LogsDirectory=)",
+        ));
+    }
+    Ok(path)
 }
 
 /// Whether the file could be opened for appending, without creating it

@@ -2,8 +2,9 @@
 //! against the bcrypt entries of its htpasswd file
 //! ([`crate::config::htpasswd`]).
 //!
-//! bcrypt is slow on purpose (tens of milliseconds a check at the usual
-//! costs), so a client must not be able to make us run it at will:
+//! bcrypt is slow on purpose (each step of an entry's cost doubles the
+//! work of a check), so a client must not be able to make us run it at
+//! will:
 //! - a check runs on the blocking pool, and at most one per core at once
 //!   ([`VERIFYING`]); the others wait their turn under the request's
 //!   deadlines;
@@ -225,5 +226,9 @@ mod tests {
         assert_eq!(basic(b"Basic !!!"), None);
         assert_eq!(basic(format!("Basic {}", enc("nocolon")).as_bytes()), None);
         assert_eq!(basic(b"Basic"), None);
+        // Past 2 KiB of token: refused before decoding, never a bcrypt.
+        let long = format!("Basic {}", enc(&format!("alice:{}", "x".repeat(1600))));
+        assert!(long.len() > 2048 + 6);
+        assert_eq!(basic(long.as_bytes()), None);
     }
 }

@@ -159,10 +159,5 @@ pub fn add_headers<T>(location: &Location, resp: &mut Response<T>) {
         if let Ok(v) = HeaderValue::from_str(&at) {
             h.insert(header::EXPIRES, v);
         }
-        let cc = format!("max-age={}", d.as_secs());
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_str(&cc).expect("digits"),
-        );
     }
 }

@@ -328,7 +328,25 @@ struct Ask<'a, B> {
     has_credit: AtomicBool,
 }
 
-impl<B> Ask<'_, B> {
+impl<'a, B> Ask<'a, B> {
+    /// A request about to be answered, with no room waited for yet.
+    fn new(
+        site: &'a Arc<Site>,
+        req: &'a Request<B>,
+        fields: &'a Fields<'a>,
+        budget: &'a Budget,
+    ) -> Self {
+        Ask {
+            site,
+            req,
+            fields,
+            budget,
+            need: AtomicUsize::new(0),
+            credit: Mutex::new(None),
+            has_credit: AtomicBool::new(false),
+        }
+    }
+
     /// The room waited for, if any.
     fn take_credit(&self) -> Option<body::Charge> {
         self.has_credit.store(false, Ordering::Relaxed);
@@ -382,15 +400,7 @@ pub async fn respond<B>(
     fields: &Fields<'_>,
     budget: &Budget,
 ) -> Response<Body> {
-    let ask = Ask {
-        site: &site,
-        req,
-        fields,
-        budget,
-        need: AtomicUsize::new(0),
-        credit: Mutex::new(None),
-        has_credit: AtomicBool::new(false),
-    };
+    let ask = Ask::new(&site, req, fields, budget);
     loop {
         let resp = respond_once(&ask).await;
         let need = ask.need.swap(0, Ordering::Relaxed);
@@ -815,15 +825,7 @@ pub async fn error_answer<B>(
     budget: &Budget,
     status: StatusCode,
 ) -> Response<Body> {
-    let ask = Ask {
-        site,
-        req,
-        fields,
-        budget,
-        need: AtomicUsize::new(0),
-        credit: Mutex::new(None),
-        has_credit: AtomicBool::new(false),
-    };
+    let ask = Ask::new(site, req, fields, budget);
     error_page(&ask, status).await
 }
 
