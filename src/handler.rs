@@ -158,38 +158,46 @@ impl Handler {
             Err(_) => Some(Arc::clone(&sites.none_label)),
         };
         let mut location = None;
-        let mut resp =
-            if let Err(refusal) = serve::guard::check(&req, &fields, cfg.limits.max_request_body) {
-                serve::refuse(cfg, &req, refusal)
-            } else if let Some((status, text)) = health {
-                response::plain(status, text)
-            } else if redirect_https && !serve::acme_challenge(req.uri().path()) {
-                // Hosts no site answers are not sent on to https (unless
-                // every request goes to one canonical host).
-                match site {
-                    Err(_) if cfg.tls.redirect_host.is_none() => serve::misdirected(cfg, &req),
-                    _ => serve::redirect_https(cfg, &req),
-                }
-            } else {
-                match site {
-                    Ok(site) => {
-                        let placed = locate::place(site, req.uri().path());
-                        location = placed.location;
-                        let ip = match client {
-                            Peer::Tcp(a) => Some(a.ip()),
-                            Peer::Unix => None,
-                        };
-                        match placed.gate(&req, ip, &fields, &self.budget).await {
-                            Some(answer) => answer,
-                            None => {
-                                serve::respond(Arc::clone(placed.site), &req, &fields, &self.budget)
-                                    .await
-                            }
+        // ACME's HTTP-01 validation, on every plain listener before any
+        // redirect or rule: it must reach us over http://NAME:80/.
+        let acme = match tls {
+            false => self.state.acme_http01.answer(req.uri().path()),
+            true => None,
+        };
+        let mut resp = if let Some(answer) = acme {
+            response::plain_bytes(http::StatusCode::OK, answer)
+        } else if let Err(refusal) = serve::guard::check(&req, &fields, cfg.limits.max_request_body)
+        {
+            serve::refuse(cfg, &req, refusal)
+        } else if let Some((status, text)) = health {
+            response::plain(status, text)
+        } else if redirect_https && !serve::acme_challenge(req.uri().path()) {
+            // Hosts no site answers are not sent on to https (unless
+            // every request goes to one canonical host).
+            match site {
+                Err(_) if cfg.tls.redirect_host.is_none() => serve::misdirected(cfg, &req),
+                _ => serve::redirect_https(cfg, &req),
+            }
+        } else {
+            match site {
+                Ok(site) => {
+                    let placed = locate::place(site, req.uri().path());
+                    location = placed.location;
+                    let ip = match client {
+                        Peer::Tcp(a) => Some(a.ip()),
+                        Peer::Unix => None,
+                    };
+                    match placed.gate(&req, ip, &fields, &self.budget).await {
+                        Some(answer) => answer,
+                        None => {
+                            serve::respond(Arc::clone(placed.site), &req, &fields, &self.budget)
+                                .await
                         }
                     }
-                    Err(_) => serve::misdirected(cfg, &req),
                 }
-            };
+                Err(_) => serve::misdirected(cfg, &req),
+            }
+        };
         // A redirect_https listener answers for no site (nginx's port-80
         // server is a server of its own), its ACME challenges included.
         if let (Ok(site), false) = (site, redirect_https) {

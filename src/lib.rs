@@ -46,8 +46,10 @@
 //! - [`privileges`]: the root policy `main` applies before serving.
 
 pub mod access;
+pub mod acme;
 pub mod addr;
 pub mod admin;
+pub mod challenges;
 pub mod clients;
 pub mod clock;
 pub mod config;

@@ -214,21 +214,18 @@ fn check(sources: &Sources) -> ExitCode {
                     Some(s) => format!(" (site {s})"),
                     None => String::new(),
                 };
+                let acme = match c.spec.source {
+                    ruchy_serve::tls::Source::Acme => ", from ACME",
+                    ruchy_serve::tls::Source::File => "",
+                };
                 println!(
-                    "ruchy-serve: certificate {}{site} for {}: serial {}, expires {} ({} days)",
+                    "ruchy-serve: certificate {}{site} for {}: serial {}, expires {} ({} days){acme}",
                     c.spec.cert.display(),
                     c.names.join(", "),
                     c.serial,
                     c.not_after_text(),
                     c.days_left()
                 );
-                for name in c.uncovered() {
-                    eprintln!(
-                        "ruchy-serve: warning: certificate {} is answered for {name}, which its subjectAltName ({}) does not cover: clients will refuse it (hint: get a certificate for {name}, or list only covered names)",
-                        c.spec.cert.display(),
-                        c.san.join(", ")
-                    );
-                }
                 if c.days_left() < 14 {
                     eprintln!(
                         "ruchy-serve: warning: certificate {} expires in {} days (hint: renew it; ruchy-serve picks up new files without a restart)",
@@ -236,6 +233,20 @@ fn check(sources: &Sources) -> ExitCode {
                         c.days_left()
                     );
                 }
+            }
+            for f in cfg.tls.store.failed.iter().filter(|f| f.pending) {
+                println!(
+                    "ruchy-serve: certificate for {} (site {}): from ACME ({}), not obtained yet: ordered at start",
+                    f.spec.names.join(", "),
+                    f.spec.site.as_deref().unwrap_or("-"),
+                    cfg.acme.as_ref().map_or("", |a| a.directory.as_str()),
+                );
+            }
+            // A certificate that cannot serve does not stop the server (its
+            // names fail their handshakes, the rest serve), so `check`
+            // passes, loudly.
+            for p in cfg.tls.store.problems() {
+                eprintln!("ruchy-serve: warning: {}", p.message);
             }
             for w in ruchy_serve::serve::headers::compression_type_warnings(
                 cfg.compression.types(),

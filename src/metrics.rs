@@ -28,6 +28,17 @@ pub struct AccessLogCounters {
     pub write_errors: prometheus::IntCounter,
 }
 
+/// The ACME manager's series, by site (its first name).
+#[derive(Debug, Clone)]
+pub struct AcmeMetrics {
+    /// Orders by result.
+    pub orders: IntCounterVec,
+    /// Failed attempts since the last success.
+    pub failures: IntGaugeVec,
+    /// The next order or retry, Unix seconds.
+    pub next_attempt: GaugeVec,
+}
+
 /// Every metric the server exports, registered in its own registry.
 pub struct Metrics {
     registry: Registry,
@@ -52,8 +63,12 @@ pub struct Metrics {
     pub conns_limited: IntCounterVec,
     /// TLS handshakes by result and protocol version.
     pub tls_handshakes: IntCounterVec,
-    /// Certificate expiry times, by certificate.
+    /// Certificate expiry times, by name, site and source (file, acme).
     pub cert_expiry: GaugeVec,
+    /// Unusable certificates (and uncovered names), by site and file.
+    pub cert_errors: IntGaugeVec,
+    /// The ACME manager's handles.
+    pub acme: AcmeMetrics,
     /// Configuration reloads by result.
     pub reloads: IntCounterVec,
     /// When the configuration last loaded, Unix seconds.
@@ -182,8 +197,38 @@ impl Metrics {
                 "ruchy_serve_tls_certificate_expiry_timestamp_seconds",
                 "Certificate notAfter, Unix time."
             ),
-            &["name"]
+            &["name", "site", "source"]
         ));
+        let cert_errors = reg!(IntGaugeVec::new(
+            Opts::new(
+                "ruchy_serve_tls_certificate_errors",
+                "Problems with a configured certificate (unreadable, expired, wrong key, names it does not cover); its names fail their handshakes."
+            ),
+            &["site", "cert"]
+        ));
+        let acme = AcmeMetrics {
+            orders: reg!(IntCounterVec::new(
+                Opts::new(
+                    "ruchy_serve_acme_orders_total",
+                    "ACME certificate orders by site and result (issued, failed)."
+                ),
+                &["site", "result"]
+            )),
+            failures: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "ruchy_serve_acme_consecutive_failures",
+                    "Failed ACME attempts for a site since its last success."
+                ),
+                &["site"]
+            )),
+            next_attempt: reg!(GaugeVec::new(
+                Opts::new(
+                    "ruchy_serve_acme_next_attempt_timestamp_seconds",
+                    "When the ACME manager next orders (or retries) a site's certificate, Unix time."
+                ),
+                &["site"]
+            )),
+        };
         let reloads = reg!(IntCounterVec::new(
             Opts::new(
                 "ruchy_serve_config_reloads_total",
@@ -320,6 +365,8 @@ impl Metrics {
             conns_limited,
             tls_handshakes,
             cert_expiry,
+            cert_errors,
+            acme,
             reloads,
             last_reload_success,
             generation,
@@ -330,15 +377,23 @@ impl Metrics {
         }
     }
 
-    /// Replaces the certificate expiry series with the current set.
+    /// Replaces the certificate expiry and error series with the current
+    /// set.
     pub fn set_certificates(&self, store: &crate::tls::CertStore) {
         self.cert_expiry.reset();
+        self.cert_errors.reset();
         for c in &store.certs {
+            let site = c.spec.site.as_deref().unwrap_or("");
             for name in &c.names {
                 self.cert_expiry
-                    .with_label_values(&[name])
+                    .with_label_values(&[name, site, c.spec.source.label()])
                     .set(c.not_after as f64);
             }
+        }
+        for p in store.problems() {
+            let site = p.spec.site.as_deref().unwrap_or("");
+            let cert = p.spec.cert.display().to_string();
+            self.cert_errors.with_label_values(&[site, &cert]).inc();
         }
     }
 

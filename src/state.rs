@@ -75,6 +75,10 @@ pub struct State {
     /// Open connections by client address, for
     /// `limits.max_connections_per_client`.
     pub clients: Arc<crate::clients::Clients>,
+    /// HTTP-01 answers published by the ACME manager.
+    pub acme_http01: crate::challenges::Http01,
+    /// Wakes the ACME manager (a reload may add a site or a name).
+    pub acme_wake: tokio::sync::Notify,
 }
 
 /// Sites' own access-log files, by path (two sites naming one file share
@@ -88,6 +92,7 @@ impl State {
         let reloads = ReloadStats::default();
         reloads.generation.store(1, Ordering::Relaxed);
         let tls_resolver = Arc::new(Resolver::default());
+        config.tls.store.report(None);
         tls_resolver.replace(Arc::clone(&config.tls.store));
         let tls_config = tls::server_config(Arc::clone(&tls_resolver));
         let metrics = Arc::new(Metrics::new());
@@ -113,6 +118,8 @@ impl State {
             site_logs: ArcSwap::from_pointee(SiteLogs::new()),
             response_memory,
             clients: Arc::default(),
+            acme_http01: Default::default(),
+            acme_wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -165,7 +172,13 @@ impl State {
     pub fn replace(&self, config: Arc<Config>) {
         self.response_memory
             .set_limit(config.limits.max_response_memory);
-        self.tls_resolver.replace(Arc::clone(&config.tls.store));
+        let old = self.tls_resolver.store();
+        let (store, kept) = config.tls.store.keeping(&old);
+        store.report(Some(&old));
+        for k in kept {
+            tracing::error!("{k}");
+        }
+        self.tls_resolver.replace(Arc::new(store));
         self.sites.store(Arc::new(Sites::new(
             config,
             self.metrics.file_cache.clone(),
@@ -175,6 +188,7 @@ impl State {
         self.metrics.generation.set(generation as i64);
         self.metrics.last_reload_success.set(unix_now() as f64);
         self.metrics.set_certificates(&self.tls_resolver.store());
+        self.acme_wake.notify_one();
     }
 
     /// The current phase.

@@ -42,6 +42,30 @@ pub struct CertSpec {
     /// certificate is that site's: a request on it for another site
     /// answers 421.
     pub site: Option<String>,
+    /// Where the files come from: configured paths, or the ACME state
+    /// directory (files that may not exist yet).
+    pub source: Source,
+}
+
+/// Where a certificate comes from, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Source {
+    /// Files the configuration names (certbot's, an operator's).
+    #[default]
+    File,
+    /// Obtained by ruchy-serve from the `[acme]` CA, kept in the state
+    /// directory.
+    Acme,
+}
+
+impl Source {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Acme => "acme",
+        }
+    }
 }
 
 /// Why a certificate or key was refused. Each variant's message names the
@@ -72,7 +96,7 @@ pub enum TlsError {
 }
 
 /// A loaded, validated certificate.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LoadedCert {
     /// Where it was loaded from.
     pub spec: CertSpec,
@@ -85,6 +109,9 @@ pub struct LoadedCert {
     pub key: Arc<CertifiedKey>,
     /// Expiry of the leaf, Unix seconds (exported for monitoring).
     pub not_after: i64,
+    /// Start of the leaf's validity, Unix seconds (renewal is timed from
+    /// the lifetime).
+    pub not_before: i64,
     /// Leaf serial number in hex, for logs.
     pub serial: String,
     /// The certificate's and key's file versions when loaded: rotation tools
@@ -96,7 +123,10 @@ impl LoadedCert {
     /// Loads and validates one certificate and key: the chain parses, the key
     /// matches the leaf, the leaf has not expired.
     pub fn load(spec: &CertSpec) -> Result<LoadedCert, TlsError> {
-        let stamps = [FileId::at(&spec.cert), FileId::at(&spec.key)];
+        LoadedCert::load_stamped(spec, [FileId::at(&spec.cert), FileId::at(&spec.key)])
+    }
+
+    fn load_stamped(spec: &CertSpec, stamps: [Option<FileId>; 2]) -> Result<LoadedCert, TlsError> {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| TlsError::Read {
                 path: path.to_path_buf(),
@@ -129,6 +159,7 @@ impl LoadedCert {
                 reason: e.to_string(),
             })?;
         let not_after = x509.validity().not_after.timestamp();
+        let not_before = x509.validity().not_before.timestamp();
         if not_after < unix_now() {
             return Err(TlsError::Expired {
                 path: spec.cert.clone(),
@@ -163,6 +194,7 @@ impl LoadedCert {
             san,
             key: Arc::new(certified),
             not_after,
+            not_before,
             serial,
             stamps,
         })
@@ -230,48 +262,215 @@ pub struct Shown {
     site: Option<Box<str>>,
 }
 
-/// Every configured certificate, indexed by name. The first is the default
-/// for clients that send no SNI (or an unknown name).
+/// A configured certificate that could not be used: its names fail their
+/// handshakes (no other certificate is shown for them) until its files
+/// are fixed, while every other certificate serves.
+#[derive(Debug, Clone)]
+pub struct FailedCert {
+    /// What was configured.
+    pub spec: CertSpec,
+    /// The names that fail (the configured ones, or the file's own).
+    pub names: Vec<String>,
+    /// Why, naming the file.
+    pub error: String,
+    /// An ACME certificate not obtained yet (its files do not exist): not
+    /// an error, the site waits for its first order.
+    pub pending: bool,
+    stamps: [Option<FileId>; 2],
+}
+
+impl FailedCert {
+    fn changed_on_disk(&self) -> bool {
+        [FileId::at(&self.spec.cert), FileId::at(&self.spec.key)] != self.stamps
+    }
+}
+
+/// The index value of a name whose certificate failed: no certificate.
+const REFUSED: usize = usize::MAX;
+
+/// Every configured certificate, indexed by name. The first usable one is
+/// the default for clients that send no SNI (or an unknown name).
 #[derive(Debug, Default)]
 pub struct CertStore {
-    /// In configuration order; the first is the default.
+    /// The usable ones, in configuration order.
     pub certs: Vec<LoadedCert>,
+    /// The unusable ones, in configuration order.
+    pub failed: Vec<FailedCert>,
+    /// Every spec, in configuration order (a refresh rebuilds in it).
+    specs: Vec<CertSpec>,
     exact: HashMap<String, usize>,
     /// `*.example.com` stored as `example.com`.
     wildcard: HashMap<String, usize>,
 }
 
 impl CertStore {
-    /// Loads and validates every certificate, or reports the first bad one.
-    pub fn load(specs: &[CertSpec]) -> Result<CertStore, TlsError> {
-        let certs = specs
-            .iter()
-            .map(LoadedCert::load)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(CertStore::from_certs(certs))
+    /// Loads and validates every certificate; one that fails is kept aside
+    /// in [`CertStore::failed`] and takes no other certificate down.
+    pub fn load(specs: &[CertSpec]) -> CertStore {
+        CertStore::build(specs, |spec| (None, try_load(spec)))
     }
 
-    fn from_certs(certs: Vec<LoadedCert>) -> CertStore {
+    /// Builds the set from `specs` in order, each entry from `entry`
+    /// (the certificate kept or loaded, or why it failed).
+    fn build(
+        specs: &[CertSpec],
+        mut entry: impl FnMut(&CertSpec) -> (Option<LoadedCert>, Result<LoadedCert, FailedCert>),
+    ) -> CertStore {
+        let mut certs = Vec::new();
+        let mut failed = Vec::new();
+        for spec in specs {
+            match entry(spec) {
+                (_, Ok(c)) => certs.push(c),
+                (Some(kept), Err(f)) => {
+                    // A bad new file while a good version serves: the old
+                    // one stays (a rotation half done must not take the
+                    // site down); the error is reported by the caller.
+                    let _ = f;
+                    certs.push(kept);
+                }
+                (None, Err(f)) => failed.push(f),
+            }
+        }
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
+        let mut claim = |name: &str, i: usize| {
+            // The first certificate to claim a name keeps it.
+            match name.strip_prefix("*.") {
+                Some(parent) => wildcard.entry(parent.to_string()).or_insert(i),
+                None => exact.entry(name.to_string()).or_insert(i),
+            };
+        };
         for (i, c) in certs.iter().enumerate() {
+            let uncovered = c.uncovered();
             for name in &c.names {
-                // The first certificate to claim a name keeps it.
-                match name.strip_prefix("*.") {
-                    Some(parent) => wildcard.entry(parent.to_string()).or_insert(i),
-                    None => exact.entry(name.clone()).or_insert(i),
+                // A name the certificate does not cover fails its
+                // handshake rather than show a certificate every client
+                // refuses.
+                let slot = if uncovered.contains(&name.as_str()) {
+                    REFUSED
+                } else {
+                    i
                 };
+                claim(name, slot);
+            }
+        }
+        for f in &failed {
+            for name in &f.names {
+                claim(name, REFUSED);
             }
         }
         CertStore {
             certs,
+            failed,
+            specs: specs.to_vec(),
             exact,
             wildcard,
         }
     }
 
+    /// This set, with `old`'s certificate kept for every spec that fails
+    /// here but served there and has not expired (a reload during a
+    /// half-done rotation must not take a site down); and one line per
+    /// certificate so kept, for the log.
+    pub fn keeping(&self, old: &CertStore) -> (CertStore, Vec<String>) {
+        let mut notes = Vec::new();
+        let now = unix_now();
+        let store = CertStore::build(&self.specs, |spec| match self.get(spec) {
+            Some(c) => (None, Ok(c.clone())),
+            None => {
+                let f = self
+                    .failed
+                    .iter()
+                    .find(|f| f.spec == *spec)
+                    .cloned()
+                    .expect("a spec is loaded or failed");
+                let kept = old.get(spec).filter(|c| c.not_after > now).cloned();
+                if kept.is_some() {
+                    notes.push(format!(
+                        "certificate change not applied, the certificate loaded before is kept: {}",
+                        f.error
+                    ));
+                }
+                (kept, Err(f))
+            }
+        });
+        (store, notes)
+    }
+
+    /// Every problem an operator must fix, one line each: certificates that
+    /// failed (not the ACME ones still waiting for their first order) and
+    /// names a certificate does not cover.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out: Vec<Problem> = self
+            .failed
+            .iter()
+            .filter(|f| !f.pending)
+            .map(|f| Problem {
+                spec: f.spec.clone(),
+                message: format!(
+                    "certificate for {} unusable: {}; those names fail their TLS handshakes, the other certificates serve",
+                    f.names.join(", "),
+                    f.error,
+                ),
+            })
+            .collect();
+        for c in &self.certs {
+            for name in c.uncovered() {
+                out.push(Problem {
+                    spec: c.spec.clone(),
+                    message: format!(
+                        "certificate {} does not cover {name} (its subjectAltName: {}): handshakes for {name} fail (hint: get a certificate for {name}, or list only covered names)",
+                        c.spec.cert.display(),
+                        c.san.join(", ")
+                    ),
+                });
+            }
+        }
+        out
+    }
+
+    /// Logs this set against `before` (`None`: at start): each problem at
+    /// ERROR (every time: a reload that does not fix it says so again),
+    /// each certificate that is new or changed at INFO, each ACME site
+    /// newly waiting for its certificate at INFO.
+    pub fn report(&self, before: Option<&CertStore>) {
+        for p in self.problems() {
+            tracing::error!(
+                site = p.spec.site.as_deref().unwrap_or("-"),
+                "{}",
+                p.message
+            );
+        }
+        for c in &self.certs {
+            if before.is_some_and(|b| b.get(&c.spec).is_some_and(|o| o.serial == c.serial)) {
+                continue;
+            }
+            tracing::info!(
+                cert = %c.spec.cert.display(),
+                site = c.spec.site.as_deref().unwrap_or("-"),
+                source = c.spec.source.label(),
+                serial = %c.serial,
+                not_after = %c.not_after_text(),
+                names = %c.names.join(", "),
+                "certificate loaded"
+            );
+        }
+        for f in self.failed.iter().filter(|f| f.pending) {
+            let known =
+                before.is_some_and(|b| b.failed.iter().any(|o| o.pending && o.spec == f.spec));
+            if !known {
+                tracing::info!(
+                    site = f.spec.site.as_deref().unwrap_or("-"),
+                    names = %f.spec.names.join(", "),
+                    "no certificate yet: waiting for the ACME order (HTTP-01 is answered meanwhile)"
+                );
+            }
+        }
+    }
+
     /// Exact name first, then a wildcard one label up, then the default.
-    /// The name is normalized by [`host_key`], as site choice does.
+    /// The name is normalized by [`host_key`], as site choice does. `None`
+    /// for a name whose certificate failed (and when none is usable).
     pub fn select(&self, sni: Option<&str>) -> Option<&LoadedCert> {
         let mut buf = [0u8; MAX_HOST];
         let index = sni.and_then(|name| {
@@ -282,6 +481,11 @@ impl CertStore {
             })
         });
         self.certs.get(index.unwrap_or(0))
+    }
+
+    /// The usable certificate loaded from `spec`, if any.
+    pub fn get(&self, spec: &CertSpec) -> Option<&LoadedCert> {
+        self.certs.iter().find(|c| c.spec == *spec)
     }
 
     /// The certificate a handshake that sent `sni` was shown (what
@@ -313,10 +517,59 @@ impl CertStore {
 
     fn changed_on_disk(&self) -> bool {
         self.certs.iter().any(LoadedCert::changed_on_disk)
+            || self.failed.iter().any(FailedCert::changed_on_disk)
     }
+}
 
-    fn specs(&self) -> Vec<CertSpec> {
-        self.certs.iter().map(|c| c.spec.clone()).collect()
+/// One thing wrong with a configured certificate.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// The certificate it is about.
+    pub spec: CertSpec,
+    /// What, naming the file, the names that fail and the fix.
+    pub message: String,
+}
+
+/// Loads one spec, or says why not (an ACME spec without files is pending).
+// Either half is kept in the store, so boxing the error only adds a move;
+// this runs at load, not per request.
+#[allow(clippy::result_large_err)]
+fn try_load(spec: &CertSpec) -> Result<LoadedCert, FailedCert> {
+    let stamps = [FileId::at(&spec.cert), FileId::at(&spec.key)];
+    LoadedCert::load_stamped(spec, stamps).map_err(|e| {
+        // Answered for its own DNS names: read them if the file still
+        // parses (an expired or mismatched certificate does), so those
+        // names fail rather than fall to the default certificate.
+        let names = match spec.names.is_empty() {
+            true => names_in(&spec.cert),
+            false => spec.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        };
+        FailedCert {
+            pending: spec.source == Source::Acme
+                && matches!(&e, TlsError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            error: e.to_string(),
+            spec: spec.clone(),
+            names,
+            stamps,
+        }
+    })
+}
+
+/// The DNS names of the first certificate in the PEM file at `path`, if it
+/// can be read at all.
+fn names_in(path: &Path) -> Vec<String> {
+    let Ok(pem) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let Some(Ok(leaf)) = CertificateDer::pem_slice_iter(&pem).next() else {
+        return Vec::new();
+    };
+    match x509_parser::parse_x509_certificate(&leaf) {
+        Ok((_, x509)) => dns_names(&x509)
+            .into_iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -324,7 +577,13 @@ impl CertStore {
 #[derive(Debug, Default)]
 pub struct Resolver {
     store: ArcSwap<CertStore>,
+    /// `acme-tls/1` challenge certificates by name (RFC 8737), shown only
+    /// to a client that offers that protocol alone.
+    challenges: std::sync::Mutex<HashMap<String, Arc<CertifiedKey>>>,
 }
+
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl Resolver {
     /// The certificates in use now.
@@ -337,62 +596,109 @@ impl Resolver {
         self.store.store(store);
     }
 
-    /// The file watch: if any certificate or key file changed since it was
-    /// loaded, load the whole set again and swap it in. A broken new file
-    /// keeps the old set serving and is reported once per version of the file.
-    pub fn refresh_if_changed(&self, last_error: &mut Option<String>) {
+    /// Shows `key` to TLS-ALPN-01 validation of `name` (`None`: no longer).
+    pub fn set_challenge(&self, name: &str, key: Option<Arc<CertifiedKey>>) {
+        let mut map = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
+        match key {
+            Some(k) => map.insert(name.to_ascii_lowercase(), k),
+            None => map.remove(&name.to_ascii_lowercase()),
+        };
+    }
+
+    /// The file watch (and the ACME manager after it writes): if any
+    /// certificate or key file changed since it was loaded, load those again
+    /// and swap the set in. A broken new file keeps the old certificate
+    /// serving (or the name failing, if it had none) and is reported once
+    /// per version of the file; only certificates that really changed are
+    /// logged.
+    pub fn refresh_if_changed(&self, last_error: &mut Vec<String>) {
         let current = self.store();
         if !current.changed_on_disk() {
             return;
         }
-        match CertStore::load(&current.specs()) {
-            Ok(store) => {
-                // Only over the set it started from: a SIGHUP that installed
-                // a new configuration's certificates meanwhile wins, instead
-                // of being undone by a list loaded from the old one.
-                let previous = self.store.compare_and_swap(&current, Arc::new(store));
-                if !Arc::ptr_eq(&previous, &current) {
-                    tracing::debug!(
-                        "certificate set replaced by a reload meanwhile; file change dropped"
-                    );
-                    return;
-                }
-                // Only the certificates whose files changed: the others
-                // were read again, but nothing about them is news.
-                let changed: Vec<_> = current
-                    .certs
+        let mut errors = Vec::new();
+        let store = CertStore::build(&current.specs, |spec| {
+            let kept = current.get(spec);
+            let changed = match kept {
+                Some(c) => c.changed_on_disk(),
+                None => current
+                    .failed
                     .iter()
-                    .filter(|c| c.changed_on_disk())
-                    .map(|c| c.spec.cert.clone())
-                    .collect();
-                for c in self
-                    .store()
-                    .certs
-                    .iter()
-                    .filter(|c| changed.contains(&c.spec.cert))
-                {
-                    tracing::info!(
-                        cert = %c.spec.cert.display(),
-                        serial = %c.serial,
-                        not_after = %c.not_after_text(),
-                        "certificate reloaded from disk"
-                    );
-                }
-                *last_error = None;
+                    .find(|f| f.spec == *spec)
+                    .is_none_or(FailedCert::changed_on_disk),
+            };
+            if !changed {
+                return match kept {
+                    Some(c) => (None, Ok(c.clone())),
+                    None => (
+                        None,
+                        Err(current
+                            .failed
+                            .iter()
+                            .find(|f| f.spec == *spec)
+                            .cloned()
+                            .expect("an unchanged failed spec is in the failed list")),
+                    ),
+                };
             }
-            Err(e) => {
-                let msg = e.to_string();
-                if last_error.as_deref() != Some(msg.as_str()) {
-                    tracing::error!("certificate change not applied, old certificate kept: {msg}");
-                    *last_error = Some(msg);
+            let loaded = try_load(spec);
+            if let Err(f) = &loaded {
+                if !f.pending {
+                    errors.push(match kept {
+                        Some(_) => format!(
+                            "certificate change not applied, old certificate kept: {}",
+                            f.error
+                        ),
+                        None => format!("certificate still unusable: {}", f.error),
+                    });
                 }
+            }
+            (kept.cloned(), loaded)
+        });
+        // Only over the set it started from: a SIGHUP that installed a new
+        // configuration's certificates meanwhile wins, instead of being
+        // undone by a list loaded from the old one.
+        let previous = self.store.compare_and_swap(&current, Arc::new(store));
+        if !Arc::ptr_eq(&previous, &current) {
+            tracing::debug!("certificate set replaced by a reload meanwhile; file change dropped");
+            return;
+        }
+        for c in &self.store().certs {
+            if current
+                .get(&c.spec)
+                .is_none_or(|old| old.serial != c.serial)
+            {
+                tracing::info!(
+                    cert = %c.spec.cert.display(),
+                    site = c.spec.site.as_deref().unwrap_or("-"),
+                    serial = %c.serial,
+                    not_after = %c.not_after_text(),
+                    "certificate reloaded from disk"
+                );
             }
         }
+        for e in &errors {
+            if !last_error.contains(e) {
+                tracing::error!("{e}");
+            }
+        }
+        *last_error = errors;
     }
 }
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            // RFC 8737 section 3: only the validation certificate, and
+            // nothing at all for a name without a challenge.
+            let map = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
+            return hello
+                .server_name()
+                .and_then(|n| map.get(&n.to_ascii_lowercase()).cloned());
+        }
         let store = self.store.load();
         store
             .select(hello.server_name())
@@ -412,7 +718,9 @@ pub fn server_config(resolver: Arc<Resolver>) -> Arc<ServerConfig> {
         .expect("both providers support TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // `acme-tls/1` last: only ACME validation offers it, and such a
+    // connection is closed after its handshake (`conn`).
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     // The server's suite order wins: every suite offered is AEAD, TLS 1.3
     // first, strongest first, so a client preferring a weaker one (or a
     // downgrade in the middle) does not choose it.
@@ -422,6 +730,26 @@ pub fn server_config(resolver: Arc<Resolver>) -> Arc<ServerConfig> {
         Err(e) => tracing::warn!(error = %e, "session tickets unavailable"),
     }
     Arc::new(cfg)
+}
+
+/// A rustls signing key for `chain` (leaf first) and `key`, through the
+/// provider the binary was built with.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: &PrivateKeyDer<'_>,
+) -> Result<Arc<CertifiedKey>, rustls::Error> {
+    let signing = provider::sign::any_supported_type(key)?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// A TLS client configuration over `roots`, on the provider the binary was
+/// built with (the ACME client's, to its CA).
+pub fn client_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(provider::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("both providers support the safe defaults")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// Fills `buf` from the system's random source through the TLS crypto
@@ -443,23 +771,35 @@ mod tests {
         let signing = provider::sign::any_supported_type(&key).unwrap();
         LoadedCert {
             spec: CertSpec {
-                cert: PathBuf::new(),
+                cert: PathBuf::from(names[0]),
                 key: PathBuf::new(),
                 names: vec![],
                 site: None,
+                source: Source::File,
             },
             names: names.iter().map(|s| s.to_string()).collect(),
             san: names.iter().map(|s| s.to_string()).collect(),
             key: Arc::new(CertifiedKey::new(vec![ck.cert.der().clone()], signing)),
             not_after: 0,
+            not_before: 0,
             serial: names[0].to_string(),
             stamps: [None, None],
         }
     }
 
+    fn from_certs(certs: Vec<LoadedCert>) -> CertStore {
+        let specs: Vec<CertSpec> = certs.iter().map(|c| c.spec.clone()).collect();
+        CertStore::build(&specs, |spec| {
+            (
+                None,
+                Ok(certs.iter().find(|c| c.spec == *spec).unwrap().clone()),
+            )
+        })
+    }
+
     #[test]
     fn sni_selects_exact_then_wildcard_then_default() {
-        let store = CertStore::from_certs(vec![
+        let store = from_certs(vec![
             cert(&["default.test"]),
             cert(&["a.example.com"]),
             cert(&["*.example.com"]),

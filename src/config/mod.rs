@@ -9,6 +9,7 @@
 //! A running server holds its `Config` behind an `Arc`; reload builds a
 //! whole new one and swaps it, nothing edits a `Config` in place.
 
+pub mod acme;
 mod compression;
 mod error;
 mod files;
@@ -77,6 +78,8 @@ pub struct Config {
     pub log: Log,
     /// `[tls]`.
     pub tls: Tls,
+    /// `[acme]`, when a site asks for ACME.
+    pub acme: Option<acme::Acme>,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
     /// `[[redirects]]`, in order.
@@ -212,6 +215,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
     let log = keep(&mut errors, Log::from_raw(&raw.log, &ctx));
     let redirects = keep(&mut errors, Redirects::from_raw(&raw.redirects, &ctx));
     let compression = keep(&mut errors, Compression::from_raw(&raw.compression, &ctx));
+    let acme = keep(&mut errors, acme::from_raw(&raw.acme, &raw.sites, &ctx));
     let (trusted_proxies, metrics, tls) = match &listen {
         Some(listen) => (
             keep(
@@ -224,7 +228,13 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
             ),
             keep(
                 &mut errors,
-                Tls::from_raw(&raw.tls, &raw.sites, listen, &ctx),
+                Tls::from_raw(
+                    &raw.tls,
+                    &raw.sites,
+                    acme.as_ref().and_then(|a| a.as_ref()),
+                    listen,
+                    &ctx,
+                ),
             ),
         ),
         None => (None, None, None),
@@ -241,6 +251,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         Some(tls),
         Some(redirects),
         Some(compression),
+        Some(acme),
     ) = (
         root,
         listen,
@@ -253,6 +264,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         tls,
         redirects,
         compression,
+        acme,
     )
     else {
         return Err(ConfigError::all(errors));
@@ -271,6 +283,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         limits,
         log,
         tls,
+        acme,
         metrics,
         redirects,
         locations: Locations::default(),

@@ -46,6 +46,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub log: RawLog,
     pub tls: RawTls,
+    pub acme: RawAcme,
     pub metrics: RawMetrics,
     pub redirects: Vec<RawRedirect>,
     /// The top-level site's path rules (`config::locations`).
@@ -79,6 +80,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             log: RawLog::default(),
             tls: RawTls::default(),
+            acme: RawAcme::default(),
             metrics: RawMetrics::default(),
             redirects: Vec::new(),
             locations: Vec::new(),
@@ -120,6 +122,9 @@ pub struct RawSite {
     /// The site's certificates; their SNI names default to the site's names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<RawCertificate>,
+    /// Obtain and renew the site's certificate from `[acme]`'s CA.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acme: bool,
 }
 
 /// `[compression]`: on-the-fly compression of files with no twin.
@@ -485,6 +490,57 @@ impl Default for RawTls {
             https_port: 443,
             redirect_host: String::new(),
             redirect_status: 308,
+        }
+    }
+}
+
+/// `[acme]`: the CA and account for sites with `acme = true`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAcme {
+    /// The CA's directory URL; "": Let's Encrypt's production one.
+    pub directory: String,
+    /// Account contacts, `mailto:` URLs.
+    pub contact: Vec<String>,
+    /// The CA's terms of service, agreed to explicitly.
+    pub agree_to_terms: bool,
+    /// PEM root(s) to trust for the CA's own HTTPS (private or test CAs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_root: Option<PathBuf>,
+    /// Account and certificates; unset: `$STATE_DIRECTORY`, else
+    /// /var/lib/ruchy-serve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// Challenge types, in the order tried.
+    pub challenges: Vec<String>,
+    /// Renew when this much validity is left; "0s": at two thirds of the
+    /// lifetime.
+    pub renew_before: Span,
+    /// First wait after a failed order (doubling, with jitter).
+    pub retry_min: Span,
+    /// Longest wait between attempts.
+    pub retry_max: Span,
+    /// External account binding (CAs that require one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eab_kid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eab_hmac_key: Option<String>,
+}
+
+impl Default for RawAcme {
+    fn default() -> Self {
+        RawAcme {
+            directory: String::new(),
+            contact: Vec::new(),
+            agree_to_terms: false,
+            ca_root: None,
+            state_dir: None,
+            challenges: vec!["http-01".into(), "tls-alpn-01".into()],
+            renew_before: Span(Duration::ZERO),
+            retry_min: Span(Duration::from_secs(60)),
+            retry_max: Span(Duration::from_secs(6 * 3600)),
+            eab_kid: None,
+            eab_hmac_key: None,
         }
     }
 }

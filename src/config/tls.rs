@@ -9,7 +9,7 @@ use http::header::HeaderValue;
 use super::listen::Listen;
 use super::raw::{RawSite, RawTls};
 use super::{ConfigError, Ctx};
-use crate::tls::{CertSpec, CertStore, TlsError};
+use crate::tls::{CertSpec, CertStore, Source};
 
 /// The validated `[tls]` section.
 #[derive(Debug, Clone)]
@@ -39,24 +39,22 @@ impl Tls {
     pub(super) fn from_raw(
         raw: &RawTls,
         sites: &[RawSite],
+        acme: Option<&super::acme::Acme>,
         listen: &[Listen],
         ctx: &Ctx,
     ) -> Result<Tls, ConfigError> {
         let mut specs: Vec<CertSpec> = Vec::new();
-        // Where each spec is configured: `tls.certificates[j]` or
-        // `sites[i].certificates[j]`.
-        let mut keys: Vec<Vec<String>> = Vec::new();
-        for (j, c) in raw.certificates.iter().enumerate() {
+        for c in &raw.certificates {
             specs.push(CertSpec {
                 cert: c.cert.clone(),
                 key: c.key.clone(),
                 names: c.names.clone(),
                 site: None,
+                source: Source::File,
             });
-            keys.push(vec!["tls".into(), "certificates".into(), j.to_string()]);
         }
-        for (i, site) in sites.iter().enumerate() {
-            for (j, c) in site.certificates.iter().enumerate() {
+        for site in sites {
+            for c in &site.certificates {
                 let names = match c.names.is_empty() {
                     true => site.names.clone(),
                     false => c.names.clone(),
@@ -66,45 +64,19 @@ impl Tls {
                     key: c.key.clone(),
                     names,
                     site: site.names.first().map(|n| super::sites::normalized(n)),
+                    source: Source::File,
                 });
-                keys.push(vec![
-                    "sites".into(),
-                    i.to_string(),
-                    "certificates".into(),
-                    j.to_string(),
-                ]);
             }
         }
-        let store = CertStore::load(&specs).map_err(|e| {
-            // Point at the entry and the file the error is about.
-            let failed = match &e {
-                TlsError::Read { path, .. }
-                | TlsError::NoCertificate { path }
-                | TlsError::BadCertificate { path, .. }
-                | TlsError::Expired { path, .. }
-                | TlsError::NoNames { path }
-                | TlsError::NoKey { path }
-                | TlsError::BadKey { path, .. } => path.clone(),
-                TlsError::KeyMismatch { key, .. } => key.clone(),
-            };
-            let index = specs
-                .iter()
-                .position(|s| s.cert == failed || s.key == failed)
-                .unwrap_or(0);
-            let field = if specs
-                .get(index)
-                .is_some_and(|s| s.key == failed && s.cert != failed)
-            {
-                "key"
-            } else {
-                "cert"
-            };
-            let mut key: Vec<&str> = keys[index].iter().map(String::as_str).collect();
-            key.push(field);
-            ctx.bad(&key, e.to_string(), "")
-        })?;
+        // ACME sites' certificates, after the configured files (a file's
+        // claim on a name wins).
+        specs.extend(acme.iter().flat_map(|a| a.sites.iter().cloned()));
+        // A certificate that fails is that site's problem, not the
+        // server's: its names fail their handshakes and the rest serve
+        // (logged at start and reload, listed by `check`).
+        let store = CertStore::load(&specs);
         if let Some(idx) = listen.iter().position(|l| l.tls) {
-            if store.certs.is_empty() {
+            if specs.is_empty() {
                 return Err(ctx.bad(
                     &["listen", &idx.to_string(), "tls"],
                     "a TLS listener needs a certificate".into(),
@@ -172,11 +144,23 @@ mod tests {
     }
 
     #[test]
-    fn missing_certificate_file_names_the_entry() {
-        let e = invalid(
-            "[[tls.certificates]]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\n",
+    fn a_missing_certificate_is_that_certificate_s_problem() {
+        let c = valid(
+            "[[tls.certificates]]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\nnames = [\"a.test\"]\n",
         );
-        assert_eq!(e.key(), Some("tls.certificates[0].cert"));
+        let problems = c.tls.store.problems();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].message.contains("/nonexistent.pem"),
+            "{}",
+            problems[0].message
+        );
+        assert!(
+            problems[0].message.contains("a.test"),
+            "{}",
+            problems[0].message
+        );
+        assert!(c.tls.store.select(Some("a.test")).is_none());
     }
 
     #[test]

@@ -509,6 +509,15 @@ async fn tls_handshake(
                 .inc();
             let protocol = match conn.alpn_protocol() {
                 Some(b"h2") => Protocol::Http2,
+                Some(crate::tls::ACME_TLS_ALPN) => {
+                    // TLS-ALPN-01 validation: the handshake was the answer
+                    // (RFC 8737 section 3); no HTTP follows.
+                    tracing::debug!(%peer, "acme-tls/1 validation handshake answered");
+                    let mut stream = stream;
+                    let close = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+                    let _ = tokio::time::timeout_at(due, close).await;
+                    return None;
+                }
                 _ => Protocol::Http1,
             };
             Some((stream, protocol))

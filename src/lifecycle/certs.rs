@@ -10,7 +10,7 @@ use crate::state::State;
 
 /// Runs until aborted.
 pub async fn watch(state: Arc<State>) {
-    let mut last_error = None;
+    let mut last_error = Vec::new();
     loop {
         let interval = state.config().tls.watch_interval;
         if interval.is_zero() {
@@ -24,7 +24,7 @@ pub async fn watch(state: Arc<State>) {
             last_error
         })
         .await
-        .unwrap_or(None);
+        .unwrap_or_default();
         state.metrics.set_certificates(&state.tls_resolver.store());
     }
 }

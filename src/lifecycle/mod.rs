@@ -196,6 +196,7 @@ impl Server {
         enter(&state, Phase::Ready, &status);
 
         let cert_watch = tokio::spawn(certs::watch(Arc::clone(&state)));
+        let acme = tokio::spawn(crate::acme::manager::run(Arc::clone(&state)));
         let period = watchdog::period();
         let mut tick = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
         loop {
@@ -215,6 +216,7 @@ impl Server {
         }
 
         cert_watch.abort();
+        acme.abort();
         drain_site(&state, drain, &mut set).await;
         for log in state.all_access_logs() {
             // Every request has been logged; write the last lines out.

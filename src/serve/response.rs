@@ -30,6 +30,13 @@ pub fn plain(status: StatusCode, msg: &'static str) -> Response<Body> {
     build(status, h, body::full(Bytes::from_static(msg.as_bytes())))
 }
 
+/// A `text/plain` answer of bytes made at run time.
+pub fn plain_bytes(status: StatusCode, msg: Bytes) -> Response<Body> {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, TEXT_PLAIN);
+    build(status, h, body::full(msg))
+}
+
 /// `404 Not Found\n` and the like, with the site's common headers; no body
 /// for HEAD.
 pub fn status_text(cfg: &Config, status: StatusCode, head: bool) -> Response<Body> {

@@ -404,10 +404,12 @@ async fn reload_with_broken_certificate_keeps_the_old_one() {
     .await;
     std::fs::write(&leaf.key, b"garbage").unwrap();
     s.reload(None).await;
+    // The reload takes effect (other sites' changes apply), the broken
+    // file does not: the certificate loaded before keeps serving.
     assert_eq!(
         s.state
             .reloads
-            .failed
+            .succeeded
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
@@ -518,21 +520,25 @@ fn check_reports_expiry_warns_under_14_days_and_names_bad_files() {
     );
 
     let expired = p.ca.issue(p.dir.path(), "expired", &["a.test"], 3, -1);
+    // A certificate that cannot serve does not stop the server (only its
+    // names fail), so `check` passes and says so.
     let out = check(p.dir.path(), &(head.clone() + &body(&[&expired], "")));
-    assert_eq!(out.status.code(), Some(64));
+    assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("key `tls.certificates[0].cert`") && stderr.contains("expired"),
+        stderr.contains("warning: certificate for a.test unusable")
+            && stderr.contains(&expired.cert.display().to_string())
+            && stderr.contains("expired"),
         "{stderr}"
     );
 
     let other = p.ca.issue(p.dir.path(), "other", &["a.test"], 4, 30);
     std::fs::copy(&other.key, &fresh.key).unwrap();
     let out = check(p.dir.path(), &(head.clone() + &body(&[&fresh], "")));
-    assert_eq!(out.status.code(), Some(64));
+    assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("key `tls.certificates[0].key`") && stderr.contains("does not match"),
+        stderr.contains(&fresh.key.display().to_string()) && stderr.contains("does not match"),
         "{stderr}"
     );
 
