@@ -73,10 +73,13 @@ struct Manager {
     account: Option<(String, Option<std::path::PathBuf>, Account)>,
     /// By site (its first name).
     backoff: HashMap<String, Backoff>,
-    /// Serials issued by this process: renewed no sooner than two thirds
-    /// of their lifetime even when `renew_before` is longer than the CA's
-    /// certificates live (which would otherwise order again at once).
-    fresh: HashSet<String>,
+    /// Serials issued by this process, with the `renew_before` in effect
+    /// then: while it stays, such a certificate is renewed no sooner than
+    /// two thirds of its lifetime, even when `renew_before` is longer than
+    /// the CA's certificates live (which would otherwise order again at
+    /// once, forever). A reload that changes `renew_before` applies it to
+    /// the certificate in hand.
+    fresh: HashMap<String, Option<Duration>>,
 }
 
 /// Runs until aborted; `state.acme_wake` (a reload) makes it look again.
@@ -85,7 +88,7 @@ pub async fn run(state: Arc<State>) {
         state,
         account: None,
         backoff: HashMap::new(),
-        fresh: HashSet::new(),
+        fresh: HashMap::new(),
     };
     loop {
         let cfg = m.state.config();
@@ -94,7 +97,10 @@ pub async fn run(state: Arc<State>) {
             Some(acme) => m.round(&cfg, acme).await,
         };
         let sleep = wake
-            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+            .map(|t| {
+                t.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            })
             .unwrap_or(Duration::from_secs(24 * 3600))
             // Woken at least hourly: a clock that jumped, a file removed.
             .min(Duration::from_secs(3600));
@@ -162,7 +168,7 @@ impl Manager {
                     self.install().await;
                     let store = self.state.tls_resolver.store();
                     if let Some(c) = store.get(spec) {
-                        self.fresh.insert(c.serial.clone());
+                        self.fresh.insert(c.serial.clone(), acme.renew_before);
                         tracing::info!(
                             site = %site,
                             serial = %c.serial,
@@ -191,9 +197,9 @@ impl Manager {
                     tracing::error!(
                         site = %site,
                         attempt = failures,
-                        retry_in_s = wait.as_secs(),
-                        "ACME: order failed: {e}; {serving}; next attempt in {}",
-                        humantime::format_duration(Duration::from_secs(wait.as_secs()))
+                        "ACME: order failed: {}; {serving}; next attempt in {}",
+                        chain(&e),
+                        humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
                     );
                 }
             }
@@ -212,7 +218,8 @@ impl Manager {
         let at = match acme.renew_before {
             Some(before) => {
                 let at = (c.not_after.max(0) as u64).saturating_sub(before.as_secs());
-                match self.fresh.contains(&c.serial) && at < two_thirds {
+                let fresh = self.fresh.get(&c.serial) == Some(&acme.renew_before);
+                match fresh && at < two_thirds {
                     true => two_thirds,
                     false => at,
                 }
@@ -397,6 +404,23 @@ impl Drop for Published {
             self.state.tls_resolver.set_challenge(n, None);
         }
     }
+}
+
+/// `e` with its causes, `: `-separated ("client error (Connect): tcp
+/// connect error: Connection refused"), skipping a cause its parent's
+/// message already contains.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// What the CA said about the authorizations that failed.

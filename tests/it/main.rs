@@ -5,6 +5,7 @@
 mod common;
 
 mod access_log;
+mod acme;
 mod browser;
 mod budgets;
 mod caching;

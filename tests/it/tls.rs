@@ -773,3 +773,113 @@ fn check_warns_when_a_certificate_does_not_cover_its_names() {
     );
     assert!(!stderr.contains("for shop.test,"), "{stderr}");
 }
+
+/// The handshake for `sni`, or its error (no unwrap: a failing name is the
+/// point).
+async fn try_connect(ca: &TestCa, addr: std::net::SocketAddr, sni: &str) -> Result<u64, String> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    match ca.client(&[], &[]).connect(server_name(sni), tcp).await {
+        Ok(t) => Ok(peer_serial(&t)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Three sites' certificates: one expired, one whose key belongs to
+/// another certificate, one good. The server starts (it refused to,
+/// before); the good site serves; the bad sites' names fail their
+/// handshakes instead of being shown another site's certificate; each
+/// problem is a metric. Fixing a file on disk brings its site back without
+/// a reload.
+#[tokio::test]
+async fn one_bad_certificate_fails_only_its_own_names() {
+    let p = pki();
+    let good = p.ca.issue(p.dir.path(), "good", &["good.test"], 1, 30);
+    let expired = p.ca.issue(p.dir.path(), "old", &["old.test"], 2, -1);
+    let wrong = p.ca.issue(p.dir.path(), "wrong", &["wrong.test"], 3, 30);
+    let other = p.ca.issue(p.dir.path(), "other", &["x.test"], 4, 30);
+    std::fs::copy(&other.key, &wrong.key).unwrap();
+    let root = fixture();
+    let site = |name: &str, leaf: &common::pki::Leaf| {
+        format!(
+            "\n[[sites]]\nnames = [\"{name}\"]\nroot = {:?}\n[[sites.certificates]]\ncert = {:?}\nkey = {:?}\n",
+            root.path().display().to_string(),
+            leaf.cert.display().to_string(),
+            leaf.key.display().to_string()
+        )
+    };
+    let s = TestServer::start_raw(
+        root.path(),
+        &format!(
+            "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = true\n[tls]\nwatch_interval = \"100ms\"\n{}{}{}",
+            site("old.test", &expired),
+            site("good.test", &good),
+            site("wrong.test", &wrong)
+        ),
+    )
+    .await;
+    assert_eq!(try_connect(&p.ca, s.addr, "good.test").await, Ok(1));
+    for bad in ["old.test", "wrong.test"] {
+        let e = try_connect(&p.ca, s.addr, bad).await.unwrap_err();
+        assert!(
+            !e.contains("NotValidForName"),
+            "{bad} was shown another certificate: {e}"
+        );
+    }
+    let metrics = String::from_utf8(s.state.metrics.render()).unwrap();
+    let errors: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("ruchy_serve_tls_certificate_errors{"))
+        .collect();
+    assert_eq!(errors.len(), 2, "{metrics}");
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("site=\"old.test\"") && l.ends_with(" 1")),
+        "{errors:?}"
+    );
+    // Renewed on disk: served at the next file check.
+    p.ca.issue(p.dir.path(), "old", &["old.test"], 5, 30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while try_connect(&p.ca, s.addr, "old.test").await != Ok(5) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed file was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(try_connect(&p.ca, s.addr, "good.test").await, Ok(1));
+    s.state
+        .metrics
+        .set_certificates(&s.state.tls_resolver.store());
+    let metrics = String::from_utf8(s.state.metrics.render()).unwrap();
+    assert!(!metrics.contains("site=\"old.test\",cert"), "{metrics}");
+}
+
+/// A name a certificate does not cover fails its handshake (no client
+/// would accept the certificate for it) while the names it covers serve.
+#[tokio::test]
+async fn a_name_the_certificate_does_not_cover_fails_alone() {
+    let p = pki();
+    let leaf = p.ca.issue(p.dir.path(), "shop", &["shop.test"], 1, 30);
+    let fallback =
+        p.ca.issue(p.dir.path(), "default", &["default.test"], 2, 30);
+    let root = fixture();
+    let s = TestServer::start_raw(
+        root.path(),
+        &format!(
+            "{}\n[[sites]]\nnames = [\"shop.test\", \"shop.example\"]\nroot = {:?}\n[[sites.certificates]]\ncert = {:?}\nkey = {:?}\n",
+            body(&[&fallback], ""),
+            root.path().display().to_string(),
+            leaf.cert.display().to_string(),
+            leaf.key.display().to_string()
+        ),
+    )
+    .await;
+    assert_eq!(try_connect(&p.ca, s.addr, "shop.test").await, Ok(1));
+    // Not the default certificate either: the handshake fails.
+    let e = try_connect(&p.ca, s.addr, "shop.example")
+        .await
+        .unwrap_err();
+    assert!(!e.contains("NotValidForName"), "{e}");
+    assert_eq!(try_connect(&p.ca, s.addr, "default.test").await, Ok(2));
+}
