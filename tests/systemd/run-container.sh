@@ -3,7 +3,8 @@
 # (systemd 254 from bookworm-backports, for Type=notify-reload) booted with
 # systemd-nspawn, driven with nsenter. Checks socket activation on first
 # connection, the journal's structured fields, reload under load, drain on
-# stop, restart under load, and the watchdog restarting a SIGSTOPped process.
+# stop, restart under load, the watchdog restarting a SIGSTOPped process,
+# and ACME against Pebble with the shipped units and drop-in.
 #
 # The root file system is built once with debootstrap (about a minute) and
 # kept in $RUCHY_SERVE_ROOTFS_CACHE (default /var/cache/ruchy-serve-test) so
@@ -55,7 +56,8 @@ build_rootfs() {
 
 # Install what a package would: binary, units, config, a served tree. The
 # access logs of an earlier run (the root file system is cached) go first.
-rm -rf "$rootfs/var/log/ruchy-serve" "$rootfs/var/log/private/ruchy-serve"
+rm -rf "$rootfs/var/log/ruchy-serve" "$rootfs/var/log/private/ruchy-serve" \
+    "$rootfs/var/lib/ruchy-serve" "$rootfs/var/lib/private/ruchy-serve"
 install -m 0755 "$bin" "$rootfs/usr/bin/ruchy-serve"
 cp "$root/deploy/ruchy-serve.service" "$root/deploy/ruchy-serve.socket" "$root/deploy/ruchy-serve-metrics.socket" "$rootfs/etc/systemd/system/"
 mkdir -p "$rootfs/etc/systemd/system/ruchy-serve.service.d" "$rootfs/etc/ruchy-serve" "$rootfs/srv/www"
@@ -73,7 +75,9 @@ cleanup() {
     fi
     [ -n "${nspawn:-}" ] && kill "$nspawn" 2>/dev/null || true
     wait 2>/dev/null || true
-    rm -rf "$rootfs/etc/systemd/system/ruchy-serve."* "$rootfs/etc/ruchy-serve" "$rootfs/srv/www" \
+    rm -rf "$rootfs/etc/systemd/system/ruchy-serve."* "$rootfs/etc/systemd/system/ruchy-serve-https.socket" \
+        "$rootfs/var/lib/ruchy-serve" "$rootfs/var/lib/private/ruchy-serve" "$rootfs/usr/local/bin/pebble"* \
+        "$rootfs/etc/ruchy-serve" "$rootfs/srv/www" \
         "$rootfs/usr/bin/ruchy-serve" "$log" "$rootfs/var/log/ruchy-serve" "$rootfs/var/log/private/ruchy-serve"
 }
 trap cleanup EXIT
@@ -208,6 +212,70 @@ for field in '"HTTP_STATUS":"200"' '"HTTP_METHOD":"GET"' "\"REQUEST_PATH\":\"/in
     grep -qF "$field" <<<"$entry" || missing="$missing $field"
 done
 if [ -z "$missing" ]; then ok "journal entry has structured fields"; else bad "journal entry lacks$missing: $entry"; fi
+
+# 8. ACME with the shipped units: ruchy-serve.service plus the shipped
+# deploy/ruchy-serve-acme.conf drop-in (network to the CA; everything else
+# kept), StateDirectory=ruchy-serve, the HTTPS socket. The CA is Debian's
+# Pebble run inside the container (its HTTP-01 validation connects to port
+# 80, the socket unit), with pebble-challtestsrv as its DNS.
+rm -f "$rootfs/etc/systemd/system/ruchy-serve.service.d/journal.conf"
+pb=$rootfs/etc/ruchy-serve/pebble
+mkdir -p "$pb"
+cp /usr/bin/pebble /usr/bin/pebble-challtestsrv "$rootfs/usr/local/bin/"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pb/ca.key" -out "$pb/ca.pem" \
+    -days 2 -subj "/CN=container test CA" >/dev/null 2>&1
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pb/pebble.key" -out "$pb/pebble.csr" \
+    -subj "/CN=localhost" >/dev/null 2>&1
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$pb/ext.cnf"
+openssl x509 -req -in "$pb/pebble.csr" -CA "$pb/ca.pem" -CAkey "$pb/ca.key" -CAcreateserial -out "$pb/pebble.pem" \
+    -days 2 -extfile "$pb/ext.cnf" >/dev/null 2>&1
+chmod a+r "$pb"/*
+cat >"$pb/pebble.json" <<'JSON'
+{"pebble": {"listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
+ "certificate": "/etc/ruchy-serve/pebble/pebble.pem", "privateKey": "/etc/ruchy-serve/pebble/pebble.key",
+ "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": false}}
+JSON
+inside sh -c 'nohup /usr/local/bin/pebble-challtestsrv -defaultIPv4 127.0.0.1 -defaultIPv6 "" -dns01 127.0.0.1:8053 \
+    -http01 "" -https01 "" -tlsalpn01 "" -management 127.0.0.1:8055 >/root/challtestsrv.log 2>&1 &'
+inside sh -c 'PEBBLE_VA_NOSLEEP=1 nohup /usr/local/bin/pebble -strict -config /etc/ruchy-serve/pebble/pebble.json \
+    -dnsserver 127.0.0.1:8053 >/root/pebble.log 2>&1 &'
+for _ in $(seq 1 50); do inside grep -q "ACME directory available" /root/pebble.log 2>/dev/null && break; sleep 0.1; done
+cp "$root/deploy/ruchy-serve-https.socket" "$rootfs/etc/systemd/system/"
+cp "$root/deploy/ruchy-serve-acme.conf" "$rootfs/etc/systemd/system/ruchy-serve.service.d/acme.conf"
+printf '[Unit]\nRequires=ruchy-serve-https.socket\nAfter=ruchy-serve-https.socket\n[Service]\nSockets=ruchy-serve-https.socket\n' \
+    >"$rootfs/etc/systemd/system/ruchy-serve.service.d/https.conf"
+sed -e 's#^directory = ""#directory = "https://127.0.0.1:14000/dir"#' \
+    -e 's#^agree_to_terms = false#agree_to_terms = true\nca_root = "/etc/ruchy-serve/pebble/ca.pem"#' \
+    -e 's#^root = .*#root = "/srv/www"#' "$root/config/ruchy-serve.toml" >"$rootfs/etc/ruchy-serve/ruchy-serve.toml"
+printf '\n[[listen]]\naddress = "systemd:https"\ntls = true\n\n[[sites]]\nnames = ["acme.example.com"]\nroot = "/srv/www"\nacme = true\n' \
+    >>"$rootfs/etc/ruchy-serve/ruchy-serve.toml"
+inside systemctl daemon-reload
+inside systemctl stop ruchy-serve
+inside systemctl start ruchy-serve-https.socket ruchy-serve
+got_cert=""
+for _ in $(seq 1 300); do
+    if [ "$(journal | grep -c "ACME: certificate obtained")" -ge 1 ]; then got_cert=yes; break; fi
+    sleep 0.1
+done
+if [ -n "$got_cert" ]; then ok "ACME certificate obtained under the shipped units (HTTP-01 over the socket unit)"; else bad "no ACME certificate: $(journal | tail -5)"; fi
+inside sh -c 'curl -sSk https://127.0.0.1:15000/roots/0 >/root/pebble-root.pem'
+body=$(inside curl -sS --max-time 10 --cacert /root/pebble-root.pem --resolve acme.example.com:443:127.0.0.1 https://acme.example.com/ || true)
+if [ "$body" = "hello from the container" ]; then ok "HTTPS with the ACME certificate, verified against the CA"; else bad "HTTPS with the ACME certificate: '$body'"; fi
+modes=$(inside sh -c 'stat -c %a /var/lib/private/ruchy-serve; stat -c %a /var/lib/private/ruchy-serve/acme/*/acme.example.com/key.pem' | tr '\n' ' ')
+if [ "$modes" = "700 600 " ]; then ok "state directory 0700, key 0600"; else bad "state modes: '$modes'"; fi
+inside systemctl restart ruchy-serve
+inside curl -s -o /dev/null --cacert /root/pebble-root.pem --resolve acme.example.com:443:127.0.0.1 https://acme.example.com/ || true
+sleep 1
+orders=$(journal | grep -c "ACME: ordering" || true)
+issued=$(inside grep -c "Issued certificate serial" /root/pebble.log || true)
+if [ "$orders" = 1 ] && [ "$issued" = 1 ]; then ok "restart reused the stored certificate (1 order, 1 issued)"; else bad "after restart: $orders orders, $issued issued"; fi
+if [ "$(prop ruchy-serve.service PrivateNetwork)" = no ] && [ "$(prop ruchy-serve.service ProtectSystem)" = strict ] && [ "$(prop ruchy-serve.service DynamicUser)" = yes ]; then
+    ok "hardening kept with the ACME drop-in (only the network lifted)"
+else
+    bad "hardening: PrivateNetwork=$(prop ruchy-serve.service PrivateNetwork) ProtectSystem=$(prop ruchy-serve.service ProtectSystem)"
+fi
+inside pkill -f /usr/local/bin/pebble || true
+rm -rf "$rootfs/usr/local/bin/pebble" "$rootfs/usr/local/bin/pebble-challtestsrv"
 
 rm -f "$log.load"
 
