@@ -414,7 +414,10 @@ impl CertStore {
                 ),
             })
             .collect();
-        for c in &self.certs {
+        // An ACME certificate that lacks a name was ordered before a reload
+        // added it: the manager orders it again at once, and its failures
+        // have their own metric and alert.
+        for c in self.certs.iter().filter(|c| c.spec.source == Source::File) {
             for name in c.uncovered() {
                 out.push(Problem {
                     spec: c.spec.clone(),

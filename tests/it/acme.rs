@@ -274,6 +274,38 @@ async fn a_reload_adds_a_site_and_its_certificate() {
     assert!(handshake(&client, s.tls, "c.example.com").await.is_ok());
     assert_eq!(handshake(&client, s.tls, "a.example.com").await.unwrap(), a);
     assert_eq!(pebble.issued(), 2);
+    // A name added to a site: its certificate is ordered again, for both.
+    cfg.write(&s.config(
+        &pebble.directory,
+        &pebble.ca_root,
+        "",
+        &format!(
+            "{}{}",
+            s.site(&["a.example.com", "www.a.example.com"]),
+            s.site(&["c.example.com"])
+        ),
+    ));
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&d, &obtained("a.example.com")) < 2 {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let both = handshake(&client, s.tls, "www.a.example.com")
+        .await
+        .unwrap();
+    assert_ne!(both, a);
+    assert_eq!(
+        handshake(&client, s.tls, "a.example.com").await.unwrap(),
+        both
+    );
+    assert_eq!(pebble.issued(), 3);
+    assert_eq!(
+        count(&d, "certificate for"),
+        0,
+        "no certificate error: {}",
+        d.log_text()
+    );
 }
 
 /// The CA unreachable at start: a site with its own certificate file
@@ -308,13 +340,21 @@ async fn the_ca_down_at_start_backs_off_and_the_other_sites_serve() {
     );
     let d = s.spawn(&cfg);
     wait_line(&d, "ACME: order failed", 10);
-    // The file site serves; the ACME site's names fail their handshakes.
+    // The file site serves; the ACME site's names fail their handshakes
+    // (not shown the file site's certificate) and HTTP-01 stays open.
     assert_eq!(
         handshake(&files.client(&[], &[]), s.tls, "f.example.com")
             .await
             .unwrap(),
         "07"
     );
+    let e = handshake(&files.client(&[], &[]), s.tls, "a.example.com")
+        .await
+        .unwrap_err();
+    assert!(!e.contains("NotValidForName"), "{e}");
+    assert!(blocking_get(d.addr, "/")
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
     std::thread::sleep(Duration::from_millis(3500));
     // Waits of 1, 2 s (less jitter): at most 3 attempts in 3.5 s.
     let attempts = count(&d, "ACME: ordering");
@@ -482,4 +522,47 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// HTTP-01 answers come before everything that could turn the request
+/// away: a `redirect_https` listener, a host no site has, a location that
+/// denies everyone, a redirect of the whole tree. A token not published
+/// gets the ordinary answer.
+#[tokio::test]
+async fn http01_is_answered_before_any_redirect_or_rule() {
+    let root = fixture();
+    let s = crate::common::TestServer::start_raw(
+        root.path(),
+        "[[listen]]\naddress = \"127.0.0.1:0\"\nredirect_https = true\n\
+         [[sites]]\nnames = [\"a.example.com\"]\nroot = \".\"\n\
+         [[sites.locations]]\nprefix = \"/\"\naccess = [\"deny all\"]\n\
+         [[sites.redirects]]\nfrom = \"/.well-known/{*all}\"\nto = \"https://elsewhere.example/{all}\"\n",
+    )
+    .await;
+    s.state.acme_http01.insert("tok-1", "tok-1.thumbprint");
+    for host in ["a.example.com", "unknown.example.com"] {
+        let r = crate::common::get(
+            s.addr,
+            "/.well-known/acme-challenge/tok-1",
+            &[("host", host)],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{host}");
+        assert_eq!(r.text(), "tok-1.thumbprint");
+    }
+    let r = crate::common::get(
+        s.addr,
+        "/.well-known/acme-challenge/other",
+        &[("host", "a.example.com")],
+    )
+    .await;
+    assert_ne!(r.status, 200);
+    s.state.acme_http01.remove("tok-1");
+    let r = crate::common::get(
+        s.addr,
+        "/.well-known/acme-challenge/tok-1",
+        &[("host", "a.example.com")],
+    )
+    .await;
+    assert_ne!(r.status, 200);
 }
