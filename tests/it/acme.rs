@@ -566,3 +566,41 @@ async fn http01_is_answered_before_any_redirect_or_rule() {
     .await;
     assert_ne!(r.status, 200);
 }
+
+/// A CA that requires external account binding: without `eab_kid` and
+/// `eab_hmac_key` the account is refused (and said so); with them the
+/// certificate comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_account_binding() {
+    const KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let s = Setup::new();
+    let pebble = Pebble::start(Options {
+        http_port: s.http.port(),
+        tls_port: s.tls.port(),
+        eab: Some(("kid-1", KEY)),
+        ..Options::default()
+    });
+    let site = s.site(&["e.example.com"]);
+    let cfg = ConfigFile::new(
+        s.root.path(),
+        &s.config(&pebble.directory, &pebble.ca_root, "", &site),
+    );
+    let d = s.spawn(&cfg);
+    let line = wait_line(&d, "ACME: order failed", 10);
+    assert!(
+        line.contains("externalAccountRequired") || line.contains("External account"),
+        "{line}"
+    );
+    drop(d);
+    cfg.write(&s.config(
+        &pebble.directory,
+        &pebble.ca_root,
+        &format!("eab_kid = \"kid-1\"\neab_hmac_key = \"{KEY}\""),
+        &site,
+    ));
+    let d = s.spawn(&cfg);
+    wait_line(&d, &obtained("e.example.com"), 30);
+    assert!(handshake(&pebble.client(), s.tls, "e.example.com")
+        .await
+        .is_ok());
+}

@@ -41,6 +41,9 @@ pub struct Options<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// The ACME listener's address; `None`: a free port.
     pub listen: Option<SocketAddr>,
+    /// External account binding required, with this key id and base64url
+    /// HMAC key.
+    pub eab: Option<(&'a str, &'a str)>,
 }
 
 impl Default for Options<'_> {
@@ -51,6 +54,7 @@ impl Default for Options<'_> {
             strict: true,
             env: &[],
             listen: None,
+            eab: None,
         }
     }
 }
@@ -101,11 +105,17 @@ impl Pebble {
             format!(
                 r#"{{"pebble": {{"listenAddress": "{listen}", "managementListenAddress": "{management}",
                 "certificate": "{}", "privateKey": "{}", "httpPort": {}, "tlsPort": {},
-                "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+                "ocspResponderURL": "", {}}}}}"#,
                 leaf.cert.display(),
                 leaf.key.display(),
                 o.http_port,
-                o.tls_port
+                o.tls_port,
+                match o.eab {
+                    None => r#""externalAccountBindingRequired": false"#.to_string(),
+                    Some((kid, key)) => format!(
+                        r#""externalAccountBindingRequired": true, "externalAccountMACKeys": {{"{kid}": "{key}"}}"#
+                    ),
+                }
             ),
         )
         .unwrap();
