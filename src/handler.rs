@@ -158,13 +158,10 @@ impl Handler {
             Err(_) => Some(Arc::clone(&sites.none_label)),
         };
         let mut location = None;
-        // ACME's HTTP-01 validation, on every plain listener before any
-        // redirect or rule: it must reach us over http://NAME:80/.
-        let acme = match tls {
-            false => self.state.acme_http01.answer(req.uri().path()),
-            true => None,
-        };
-        let mut resp = if let Some(answer) = acme {
+        // ACME's HTTP-01 validation, before any redirect or rule: it comes
+        // over http://NAME:80/, and over HTTPS when something in front of
+        // us redirects it there (CAs follow that redirect).
+        let mut resp = if let Some(answer) = self.state.acme_http01.answer(req.uri().path()) {
             response::plain_bytes(http::StatusCode::OK, answer)
         } else if let Err(refusal) = serve::guard::check(&req, &fields, cfg.limits.max_request_body)
         {

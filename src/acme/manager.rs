@@ -80,6 +80,8 @@ struct Manager {
     /// once, forever). A reload that changes `renew_before` applies it to
     /// the certificate in hand.
     fresh: HashMap<String, Option<Duration>>,
+    /// Sites with per-site gauges, so a site a reload removes loses them.
+    series: HashSet<String>,
 }
 
 /// Runs until aborted; `state.acme_wake` (a reload) makes it look again.
@@ -89,6 +91,7 @@ pub async fn run(state: Arc<State>) {
         account: None,
         backoff: HashMap::new(),
         fresh: HashMap::new(),
+        series: HashSet::new(),
     };
     loop {
         let cfg = m.state.config();
@@ -123,6 +126,12 @@ impl Manager {
         // Sites a reload removed: forget them and their series.
         self.backoff
             .retain(|site, _| labels.contains(site.as_str()));
+        let m = &self.state.metrics.acme;
+        for gone in self.series.iter().filter(|s| !labels.contains(s.as_str())) {
+            let _ = m.next_attempt.remove_label_values(&[gone]);
+            let _ = m.failures.remove_label_values(&[gone]);
+        }
+        self.series = labels.iter().map(|s| s.to_string()).collect();
         let mut next: Option<SystemTime> = None;
         for spec in &acme.sites {
             let site = spec.site.clone().unwrap_or_default();
