@@ -214,22 +214,24 @@ async fn http01_first_certificate_then_a_restart_orders_nothing() {
     assert_eq!(count(&d, "ACME: ordering"), 0, "{}", d.log_text());
 }
 
-/// TLS-ALPN-01 only: Pebble validates in a TLS handshake on the TLS
-/// listener (no request reaches the plain one); outside an order, a client
-/// offering `acme-tls/1` gets no certificate at all.
+/// A TLS-only server (no plain listener, default `challenges`): the
+/// manager uses TLS-ALPN-01, Pebble validates in a TLS handshake on the TLS
+/// listener; outside an order, a client offering `acme-tls/1` gets no
+/// certificate at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_alpn01_validates_in_the_handshake() {
+async fn tls_alpn01_for_a_tls_only_server() {
     let s = Setup::new();
     let pebble = s.pebble(&[]);
-    let cfg = ConfigFile::new(
-        s.root.path(),
-        &s.config(
+    let body = s
+        .config(
             &pebble.directory,
             &pebble.ca_root,
-            "challenges = [\"tls-alpn-01\"]",
+            "",
             &s.site(&["b.example.com"]),
-        ),
-    );
+        )
+        .replace(&format!("[[listen]]\naddress = \"{}\"\n", s.http), "");
+    assert!(!body.contains(&s.http.to_string()));
+    let cfg = ConfigFile::new(s.root.path(), &body);
     let d = s.spawn(&cfg);
     wait_line(&d, &obtained("b.example.com"), 30);
     assert_eq!(count(&d, "acme-challenge"), 0, "{}", d.log_text());
@@ -237,11 +239,10 @@ async fn tls_alpn01_validates_in_the_handshake() {
         .await
         .is_ok());
     // acme-tls/1 with no order running: refused.
-    let cfg = crate::common::pki::client_builder(&[])
+    let mut cfg = crate::common::pki::client_builder(&[])
         .dangerous()
         .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert))
         .with_no_client_auth();
-    let mut cfg = cfg;
     cfg.alpn_protocols = vec![b"acme-tls/1".to_vec()];
     let any = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
     assert!(handshake(&any, s.tls, "b.example.com").await.is_err());

@@ -79,9 +79,15 @@ impl Daemon {
                 let _ = child.wait();
                 panic!("no ready line; log: {:?}", log.lock().unwrap());
             };
-            if let Some(pos) = line.find("http://") {
+            // The first plain listener, else (a TLS-only server) the first
+            // TLS one.
+            let found = line
+                .find("http://")
+                .map(|p| p + 7)
+                .or_else(|| line.find("https://").map(|p| p + 8));
+            if let Some(pos) = found {
                 if line.contains("ready") {
-                    let rest = &line[pos + 7..];
+                    let rest = &line[pos..];
                     let addr = rest.split('/').next().unwrap().parse().unwrap();
                     return Daemon { child, addr, log };
                 }
