@@ -65,6 +65,24 @@ impl Setup {
         )
     }
 
+    /// Writes a configuration for `pebble` (see [`Setup::config`]),
+    /// starts the daemon on it and waits for `site`'s certificate.
+    fn first_certificate(
+        &self,
+        pebble: &Pebble,
+        acme: &str,
+        sites: &str,
+        site: &str,
+    ) -> (ConfigFile, Daemon) {
+        let cfg = ConfigFile::new(
+            self.root.path(),
+            &self.config(&pebble.directory, &pebble.ca_root, acme, sites),
+        );
+        let d = self.spawn(&cfg);
+        wait_line(&d, &obtained(site), 30);
+        (cfg, d)
+    }
+
     fn spawn(&self, cfg: &ConfigFile) -> Daemon {
         Daemon::spawn(
             &["--config", cfg.arg()],
@@ -98,6 +116,15 @@ fn wait_line(d: &Daemon, needle: &str, secs: u64) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("no line {needle:?} within {secs}s; log:\n{}", d.log_text());
+}
+
+/// Waits up to 30 s for the `n`th log line with `needle`.
+fn wait_count(d: &Daemon, needle: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(d, needle) < n {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn count(d: &Daemon, needle: &str) -> usize {
@@ -139,19 +166,12 @@ fn obtained(site: &str) -> String {
 async fn http01_first_certificate_then_a_restart_orders_nothing() {
     let s = Setup::new();
     let pebble = s.pebble(&[]);
-    let cfg = ConfigFile::new(
-        s.root.path(),
-        &s.config(
-            &pebble.directory,
-            &pebble.ca_root,
-            "challenges = [\"http-01\"]",
-            &s.site(&["a.example.com", "www.a.example.com"]),
-        ),
+    let (cfg, d) = s.first_certificate(
+        &pebble,
+        "challenges = [\"http-01\"]",
+        &s.site(&["a.example.com", "www.a.example.com"]),
+        "a.example.com",
     );
-    let started = Instant::now();
-    let d = s.spawn(&cfg);
-    wait_line(&d, &obtained("a.example.com"), 30);
-    eprintln!("first certificate after {:?}", started.elapsed());
     // Pebble's validation came over HTTP to the plain listener.
     let log = d.log_text();
     assert!(
@@ -255,12 +275,7 @@ async fn a_reload_adds_a_site_and_its_certificate() {
     let s = Setup::new();
     let pebble = s.pebble(&[]);
     let one = s.site(&["a.example.com"]);
-    let cfg = ConfigFile::new(
-        s.root.path(),
-        &s.config(&pebble.directory, &pebble.ca_root, "", &one),
-    );
-    let d = s.spawn(&cfg);
-    wait_line(&d, &obtained("a.example.com"), 30);
+    let (cfg, d) = s.first_certificate(&pebble, "", &one, "a.example.com");
     let client = pebble.client();
     let a = handshake(&client, s.tls, "a.example.com").await.unwrap();
     assert!(handshake(&client, s.tls, "c.example.com").await.is_err());
@@ -287,11 +302,7 @@ async fn a_reload_adds_a_site_and_its_certificate() {
         ),
     ));
     d.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&d, &obtained("a.example.com")) < 2 {
-        assert!(Instant::now() < deadline, "{}", d.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_count(&d, &obtained("a.example.com"), 2);
     let both = handshake(&client, s.tls, "www.a.example.com")
         .await
         .unwrap();
@@ -400,17 +411,7 @@ async fn the_ca_down_at_start_backs_off_and_the_other_sites_serve() {
 async fn nonce_rejections_are_retried() {
     let s = Setup::new();
     let pebble = s.pebble(&[("PEBBLE_WFE_NONCEREJECT", "25")]);
-    let cfg = ConfigFile::new(
-        s.root.path(),
-        &s.config(
-            &pebble.directory,
-            &pebble.ca_root,
-            "",
-            &s.site(&["n.example.com"]),
-        ),
-    );
-    let d = s.spawn(&cfg);
-    wait_line(&d, &obtained("n.example.com"), 60);
+    let (_cfg, _d) = s.first_certificate(&pebble, "", &s.site(&["n.example.com"]), "n.example.com");
     assert!(handshake(&pebble.client(), s.tls, "n.example.com")
         .await
         .is_ok());
@@ -458,12 +459,7 @@ async fn renewal_replaces_the_certificate_in_place_once() {
     let s = Setup::new();
     let pebble = s.pebble(&[]);
     let site = s.site(&["r.example.com"]);
-    let cfg = ConfigFile::new(
-        s.root.path(),
-        &s.config(&pebble.directory, &pebble.ca_root, "", &site),
-    );
-    let d = s.spawn(&cfg);
-    wait_line(&d, &obtained("r.example.com"), 30);
+    let (cfg, d) = s.first_certificate(&pebble, "", &site, "r.example.com");
     let client = pebble.client();
     let first = handshake(&client, s.tls, "r.example.com").await.unwrap();
     // Pebble's certificates live five years: 2000 days before expiry is now.
@@ -474,11 +470,7 @@ async fn renewal_replaces_the_certificate_in_place_once() {
         &site,
     ));
     d.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&d, &obtained("r.example.com")) < 2 {
-        assert!(Instant::now() < deadline, "{}", d.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_count(&d, &obtained("r.example.com"), 2);
     let second = handshake(&client, s.tls, "r.example.com").await.unwrap();
     assert_ne!(first, second);
     // The new certificate is as "due" as the old was, but was just issued:
