@@ -259,12 +259,7 @@ async fn tls_alpn01_for_a_tls_only_server() {
         .await
         .is_ok());
     // acme-tls/1 with no order running: refused.
-    let mut cfg = crate::common::pki::client_builder(&[])
-        .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"acme-tls/1".to_vec()];
-    let any = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let any = crate::common::pki::insecure_client(&["acme-tls/1"]);
     assert!(handshake(&any, s.tls, "b.example.com").await.is_err());
 }
 
@@ -478,43 +473,6 @@ async fn renewal_replaces_the_certificate_in_place_once() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(pebble.issued(), 2, "{}", d.log_text());
     assert!(d.log_text().contains("took_ms="));
-}
-
-#[derive(Debug)]
-struct AnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// HTTP-01 answers come before everything that could turn the request

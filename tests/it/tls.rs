@@ -158,58 +158,11 @@ async fn sni_picks_exact_then_wildcard_and_no_sni_gets_default() {
     // An IP address as server name: rustls sends no SNI; the default answers.
     // (The client would reject the name mismatch, so accept any certificate.)
     let tcp = TcpStream::connect(s.addr).await.unwrap();
-    let tls = insecure_client()
+    let tls = crate::common::pki::insecure_client(&[])
         .connect(server_name("127.0.0.1"), tcp)
         .await
         .unwrap();
     assert_eq!(peer_serial(&tls), 10);
-}
-
-/// A client that accepts any certificate: only for looking at which one the
-/// server picked when the name cannot match.
-fn insecure_client() -> tokio_rustls::TlsConnector {
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    #[derive(Debug)]
-    struct AnyCert;
-    impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-    let cfg = crate::common::pki::client_builder(&[])
-        .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert))
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
 }
 
 /// `openssl s_client` with one protocol version; true if the handshake worked.
