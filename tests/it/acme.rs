@@ -555,3 +555,37 @@ async fn external_account_binding() {
         .await
         .is_ok());
 }
+
+/// README's move from certbot: the old certificate in `[[tls.certificates]]`
+/// keeps the site's names while the ACME certificate is ordered beside it;
+/// removing the entry and reloading switches to the ACME one. No moment
+/// without a certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_from_certbot_files_without_a_gap() {
+    let s = Setup::new();
+    let pebble = s.pebble(&[]);
+    let certbot = TestCa::new();
+    let old = certbot.issue(s.state.path(), "certbot", &["m.example.com"], 42, 60);
+    let entry = format!(
+        "\n[[tls.certificates]]\ncert = {:?}\nkey = {:?}\nnames = [\"m.example.com\"]\n",
+        old.cert.display().to_string(),
+        old.key.display().to_string()
+    );
+    let site = s.site(&["m.example.com"]);
+    let (cfg, d) = s.first_certificate(&pebble, "", &format!("{entry}{site}"), "m.example.com");
+    // Ordered and stored, but certbot's certificate still answers.
+    let old_client = certbot.client(&[], &[]);
+    assert_eq!(
+        handshake(&old_client, s.tls, "m.example.com")
+            .await
+            .unwrap(),
+        "2a"
+    );
+    cfg.write(&s.config(&pebble.directory, &pebble.ca_root, "", &site));
+    d.signal("HUP");
+    wait_count(&d, "reloaded: serving", 1);
+    assert!(handshake(&pebble.client(), s.tls, "m.example.com")
+        .await
+        .is_ok());
+    assert_eq!(pebble.issued(), 1);
+}
