@@ -154,7 +154,9 @@ if [ "$reloads" = 10 ] && [ "$lfail" = 0 ] && [ "$lok" = 1500 ]; then
 else
     bad "reload under load: $reloads reloads, $lok ok, $lfail failed"
 fi
-journal() { inside journalctl -u ruchy-serve --no-pager -o cat; }
+# This boot's only (-b): the root file system, and with it a persistent
+# journal, is kept between runs.
+journal() { inside journalctl -b -u ruchy-serve --no-pager -o cat; }
 # (grep -c, not -q: with pipefail, grep -q closing the pipe early fails journalctl.)
 if [ "$(journal | grep -c "reloaded: serving /srv/www")" -ge 10 ]; then ok "reload logged"; else bad "no reload in the journal"; fi
 
