@@ -76,11 +76,12 @@ impl Tls {
         // (logged at start and reload, listed by `check`).
         let store = CertStore::load(&specs);
         if let Some(idx) = listen.iter().position(|l| l.tls) {
-            if specs.is_empty() {
+            // A site asking for ACME has one coming (or its own error).
+            if specs.is_empty() && !sites.iter().any(|s| s.acme) {
                 return Err(ctx.bad(
                     &["listen", &idx.to_string(), "tls"],
                     "a TLS listener needs a certificate".into(),
-                    "add [[tls.certificates]] (or [[sites.certificates]]) with cert = \"/path/fullchain.pem\" and key = \"/path/key.pem\"",
+                    "add [[tls.certificates]] (or [[sites.certificates]]) with cert = \"/path/fullchain.pem\" and key = \"/path/key.pem\", or acme = true on a site (README \"Automatic HTTPS\")",
                 ));
             }
         }
@@ -141,6 +142,14 @@ mod tests {
     fn tls_listener_needs_a_certificate() {
         let e = invalid("[[listen]]\naddress = \"127.0.0.1:0\"\ntls = true\n");
         assert_eq!(e.key(), Some("listen[0].tls"));
+        // An ACME site's certificate counts; without the terms agreed to,
+        // that is the one error reported.
+        let site = "[[sites]]\nnames = [\"a.example.com\"]\nroot = \".\"\nacme = true\n";
+        let e = invalid(&format!(
+            "[[listen]]\naddress = \"127.0.0.1:0\"\ntls = true\n{site}"
+        ));
+        assert_eq!(e.key(), Some("sites[0].acme"), "{e}");
+        assert!(!e.to_string().contains("listen[0].tls"), "{e}");
     }
 
     #[test]
