@@ -321,13 +321,10 @@ impl CertStore {
         for spec in specs {
             match entry(spec) {
                 (_, Ok(c)) => certs.push(c),
-                (Some(kept), Err(f)) => {
-                    // A bad new file while a good version serves: the old
-                    // one stays (a rotation half done must not take the
-                    // site down); the error is reported by the caller.
-                    let _ = f;
-                    certs.push(kept);
-                }
+                // A bad new file while a good version serves: the old one
+                // stays (a rotation half done must not take the site
+                // down); the error is reported by the caller.
+                (Some(kept), Err(_)) => certs.push(kept),
                 (None, Err(f)) => failed.push(f),
             }
         }
