@@ -5,42 +5,45 @@
 //! so a client can make it hold nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 /// The path prefix HTTP-01 validation requests.
 pub const PREFIX: &str = "/.well-known/acme-challenge/";
 
-/// Tokens being validated now.
+/// Tokens being validated now; swapped whole by the manager, so a request
+/// (any client can ask for any token) never takes a lock.
 #[derive(Debug, Default)]
 pub struct Http01 {
-    tokens: Mutex<HashMap<String, Bytes>>,
+    tokens: ArcSwap<HashMap<String, Bytes>>,
 }
 
 impl Http01 {
     /// Publishes `key_authorization` for `token`.
     pub fn insert(&self, token: &str, key_authorization: &str) {
-        self.lock().insert(
-            token.to_string(),
-            Bytes::copy_from_slice(key_authorization.as_bytes()),
-        );
+        let answer = Bytes::copy_from_slice(key_authorization.as_bytes());
+        self.tokens.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(token.to_string(), answer.clone());
+            map
+        });
     }
 
     /// Withdraws `token`.
     pub fn remove(&self, token: &str) {
-        self.lock().remove(token);
+        self.tokens.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.remove(token);
+            map
+        });
     }
 
     /// The answer to a request for `path`, if it asks for a published
-    /// token. Cheap when nothing is published (one lock of an empty map,
-    /// and only for paths under [`PREFIX`]).
+    /// token: a prefix compare, and under [`PREFIX`] one lookup in the
+    /// current map.
     pub fn answer(&self, path: &str) -> Option<Bytes> {
         let token = path.strip_prefix(PREFIX)?;
-        self.lock().get(token).cloned()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Bytes>> {
-        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+        self.tokens.load().get(token).cloned()
     }
 }

@@ -121,12 +121,9 @@ pub struct LoadedCert {
 
 impl LoadedCert {
     /// Loads and validates one certificate and key: the chain parses, the key
-    /// matches the leaf, the leaf has not expired.
-    pub fn load(spec: &CertSpec) -> Result<LoadedCert, TlsError> {
-        LoadedCert::load_stamped(spec, [FileId::at(&spec.cert), FileId::at(&spec.key)])
-    }
-
-    fn load_stamped(spec: &CertSpec, stamps: [Option<FileId>; 2]) -> Result<LoadedCert, TlsError> {
+    /// matches the leaf, the leaf has not expired. `stamps` are the files'
+    /// versions, taken before reading them.
+    fn load(spec: &CertSpec, stamps: [Option<FileId>; 2]) -> Result<LoadedCert, TlsError> {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| TlsError::Read {
                 path: path.to_path_buf(),
@@ -372,15 +369,9 @@ impl CertStore {
     pub fn keeping(&self, old: &CertStore) -> (CertStore, Vec<String>) {
         let mut notes = Vec::new();
         let now = unix_now();
-        let store = CertStore::build(&self.specs, |spec| match self.get(spec) {
-            Some(c) => (None, Ok(c.clone())),
-            None => {
-                let f = self
-                    .failed
-                    .iter()
-                    .find(|f| f.spec == *spec)
-                    .cloned()
-                    .expect("a spec is loaded or failed");
+        let store = CertStore::build(&self.specs, |spec| match self.entry(spec) {
+            Ok(c) => (None, Ok(c)),
+            Err(f) => {
                 let kept = old.get(spec).filter(|c| c.not_after > now).cloned();
                 if kept.is_some() {
                     notes.push(format!(
@@ -488,6 +479,24 @@ impl CertStore {
         self.certs.iter().find(|c| c.spec == *spec)
     }
 
+    /// Why `spec` is not usable, if it is not.
+    fn failed_for(&self, spec: &CertSpec) -> Option<&FailedCert> {
+        self.failed.iter().find(|f| f.spec == *spec)
+    }
+
+    /// `spec`'s entry as it stands: its certificate, or why it has none.
+    // See `try_load` on the error's size.
+    #[allow(clippy::result_large_err)]
+    fn entry(&self, spec: &CertSpec) -> Result<LoadedCert, FailedCert> {
+        match self.get(spec) {
+            Some(c) => Ok(c.clone()),
+            None => Err(self
+                .failed_for(spec)
+                .cloned()
+                .expect("every spec is loaded or failed")),
+        }
+    }
+
     /// The certificate a handshake that sent `sni` was shown (what
     /// [`CertStore::may_serve`] later compares requests against).
     pub fn shown(&self, sni: Option<&str>) -> Option<Shown> {
@@ -536,7 +545,7 @@ pub struct Problem {
 #[allow(clippy::result_large_err)]
 fn try_load(spec: &CertSpec) -> Result<LoadedCert, FailedCert> {
     let stamps = [FileId::at(&spec.cert), FileId::at(&spec.key)];
-    LoadedCert::load_stamped(spec, stamps).map_err(|e| {
+    LoadedCert::load(spec, stamps).map_err(|e| {
         // Answered for its own DNS names: read them if the file still
         // parses (an expired or mismatched certificate does), so those
         // names fail rather than fall to the default certificate.
@@ -578,8 +587,9 @@ fn names_in(path: &Path) -> Vec<String> {
 pub struct Resolver {
     store: ArcSwap<CertStore>,
     /// `acme-tls/1` challenge certificates by name (RFC 8737), shown only
-    /// to a client that offers that protocol alone.
-    challenges: std::sync::Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// to a client that offers that protocol; swapped whole by the ACME
+    /// manager, so a handshake never waits on a lock.
+    challenges: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 /// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
@@ -598,11 +608,15 @@ impl Resolver {
 
     /// Shows `key` to TLS-ALPN-01 validation of `name` (`None`: no longer).
     pub fn set_challenge(&self, name: &str, key: Option<Arc<CertifiedKey>>) {
-        let mut map = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
-        match key {
-            Some(k) => map.insert(name.to_ascii_lowercase(), k),
-            None => map.remove(&name.to_ascii_lowercase()),
-        };
+        let name = name.to_ascii_lowercase();
+        self.challenges.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            match &key {
+                Some(k) => map.insert(name.clone(), Arc::clone(k)),
+                None => map.remove(&name),
+            };
+            map
+        });
     }
 
     /// The file watch (and the ACME manager after it writes): if any
@@ -619,27 +633,13 @@ impl Resolver {
         let mut errors = Vec::new();
         let store = CertStore::build(&current.specs, |spec| {
             let kept = current.get(spec);
-            let changed = match kept {
-                Some(c) => c.changed_on_disk(),
-                None => current
-                    .failed
-                    .iter()
-                    .find(|f| f.spec == *spec)
-                    .is_none_or(FailedCert::changed_on_disk),
+            let changed = match (kept, current.failed_for(spec)) {
+                (Some(c), _) => c.changed_on_disk(),
+                (None, Some(f)) => f.changed_on_disk(),
+                (None, None) => true,
             };
             if !changed {
-                return match kept {
-                    Some(c) => (None, Ok(c.clone())),
-                    None => (
-                        None,
-                        Err(current
-                            .failed
-                            .iter()
-                            .find(|f| f.spec == *spec)
-                            .cloned()
-                            .expect("an unchanged failed spec is in the failed list")),
-                    ),
-                };
+                return (None, current.entry(spec));
             }
             let loaded = try_load(spec);
             if let Err(f) = &loaded {
@@ -694,10 +694,9 @@ impl ResolvesServerCert for Resolver {
         if acme {
             // RFC 8737 section 3: only the validation certificate, and
             // nothing at all for a name without a challenge.
-            let map = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
             return hello
                 .server_name()
-                .and_then(|n| map.get(&n.to_ascii_lowercase()).cloned());
+                .and_then(|n| self.challenges.load().get(&n.to_ascii_lowercase()).cloned());
         }
         let store = self.store.load();
         store

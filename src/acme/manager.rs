@@ -222,8 +222,12 @@ impl Manager {
     fn due(&self, c: &LoadedCert, acme: &Acme) -> SystemTime {
         let lifetime = (c.not_after - c.not_before).max(0) as u64;
         let two_thirds = c.not_before.max(0) as u64 + lifetime * 2 / 3;
-        // Spread a fleet's renewals over 1% of the lifetime.
-        let spread = lifetime / 100;
+        // Spread a fleet's renewals over 1% of the lifetime: by the serial,
+        // so the time stays put between rounds (a fresh draw each round
+        // would move it, and the next-attempt gauge with it).
+        let hash = blake3::hash(c.serial.as_bytes());
+        let draw = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
+        let spread = draw % (lifetime / 100).max(1);
         let at = match acme.renew_before {
             Some(before) => {
                 let at = (c.not_after.max(0) as u64).saturating_sub(before.as_secs());
@@ -235,7 +239,7 @@ impl Manager {
             }
             None => two_thirds,
         };
-        UNIX_EPOCH + Duration::from_secs(at.saturating_sub(jitter(spread)))
+        UNIX_EPOCH + Duration::from_secs(at.saturating_sub(spread))
     }
 
     /// The account for this CA: the stored one, or a new one (stored).
@@ -366,7 +370,7 @@ impl Manager {
         }
         // Validation and issuance take the CA from well under a second
         // (Pebble) to a few: first look after 100 ms, then 1.5 times
-        // longer each time (about 12 requests in the first minute; a
+        // longer each time (14 requests in the first minute; a
         // Retry-After from the CA overrides).
         let retries = RetryPolicy::new()
             .initial_delay(Duration::from_millis(100))
