@@ -166,7 +166,7 @@ fn cached_request(c: &mut Criterion) {
     let budget = ruchy_serve::serve::body::Budget::default();
     let fields = ruchy_serve::serve::fields::Fields::of(req.headers());
     // Fill the cache first.
-    let first = rt.block_on(ruchy_serve::serve::respond(
+    let first = rt.block_on(ruchy_serve::serve::answer(
         Arc::clone(&site),
         &req,
         &fields,
@@ -175,7 +175,7 @@ fn cached_request(c: &mut Criterion) {
     assert_eq!(first.status(), 200);
     c.bench_function("respond_cached_hit", |b| {
         b.iter(|| {
-            let resp = rt.block_on(ruchy_serve::serve::respond(
+            let resp = rt.block_on(ruchy_serve::serve::answer(
                 Arc::clone(&site),
                 &req,
                 &fields,

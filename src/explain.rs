@@ -6,6 +6,7 @@
 //! location in the order tried and which one took the path, the
 //! `[[redirects]]` rule, and the file resolved (or why none).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -140,14 +141,29 @@ pub async fn explain(config: Arc<Config>, q: &Question) -> Result<String, String
         redirect_https,
     };
     let peer = Peer::Tcp(SocketAddr::new(q.client, 0));
+    let trace = crate::handler::Trace::default();
     let handler = Handler::new(
         Arc::clone(&state),
         peer,
         role,
         "explain".into(),
         Budget::default(),
-    );
+    )
+    .traced(Arc::clone(&trace));
+    let site = sites.choose(&req, None).ok().cloned();
     let resp = handler.handle(req).await;
+    // Each internal redirect the request took, with the locations of the
+    // path it went to (nginx's find-config phase again).
+    let hops = trace.lock().expect("trace lock").clone();
+    for (path, why) in hops {
+        let _ = writeln!(out, "internal  {why}: {} is placed again", escaped(&path));
+        if let Some(site) = &site {
+            let key = cache::key(&path).or_else(|| cache::lossy_key(&path).map(Cow::Owned));
+            if let Some(key) = key {
+                locations(&mut out, site, &key);
+            }
+        }
+    }
     let status = resp.status();
     let _ = writeln!(
         out,
@@ -161,6 +177,40 @@ pub async fn explain(config: Arc<Config>, q: &Question) -> Result<String, String
     Ok(out)
 }
 
+/// Each location of `site` in the order tried, and which takes `path`.
+fn locations(out: &mut String, site: &crate::serve::Site, path: &str) {
+    let cfg = &site.config;
+    let chosen = cfg.locations.find(path);
+    for (i, written) in cfg.locations.in_order() {
+        let verdict = match chosen {
+            Some(c) if c == i => "<- takes the path",
+            _ if cfg.locations.all[i].matcher.is_match(path) => "matches, but another comes first",
+            _ => "no",
+        };
+        let _ = writeln!(
+            out,
+            "location  locations[{i}] {}: {verdict}",
+            escaped(&written)
+        );
+    }
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): a path
+/// decoded from `%0A` must not start a line of its own in the output.
+fn escaped(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c.is_control() {
+            true => out.extend(c.escape_debug()),
+            false => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// The site's part: the path, its locations, redirects and file.
 fn explain_site(
     out: &mut String,
@@ -169,7 +219,7 @@ fn explain_site(
     client: IpAddr,
 ) {
     let raw = req.uri().path();
-    let resolved = cache::key(raw).or_else(|| cache::lossy_key(raw).map(std::borrow::Cow::Owned));
+    let resolved = cache::key(raw).or_else(|| cache::lossy_key(raw).map(Cow::Owned));
     let Some(path) = resolved else {
         let _ = writeln!(
             out,
@@ -177,18 +227,10 @@ fn explain_site(
         );
         return;
     };
-    let _ = writeln!(out, "path      {path}");
+    let _ = writeln!(out, "path      {}", escaped(&path));
     let cfg = &site.config;
     let placed = locate::place(site, raw);
-    let chosen = cfg.locations.find(&path);
-    for (i, written) in cfg.locations.in_order() {
-        let verdict = match chosen {
-            Some(c) if c == i => "<- takes the path",
-            _ if cfg.locations.all[i].matcher.is_match(&path) => "matches, but another comes first",
-            _ => "no",
-        };
-        let _ = writeln!(out, "location  locations[{i}] {written}: {verdict}");
-    }
+    locations(out, site, &path);
     if let Some(l) = placed.location {
         if !l.admits(Some(client)) {
             let _ = writeln!(out, "access    {client} is denied here (403)");
@@ -225,8 +267,8 @@ fn explain_site(
             let _ = writeln!(
                 out,
                 "file      {}/{}",
-                serving.config.root.display(),
-                found.rel_path.trim_start_matches('/')
+                escaped(&serving.config.root.display().to_string()),
+                escaped(found.rel_path.trim_start_matches('/'))
             );
         }
         Ok(Outcome::Redirect(to)) => {

@@ -35,7 +35,7 @@ use crate::config::AccessLog;
 use crate::metrics::ConnMetrics;
 use crate::serve::body::{Body, Budget};
 use crate::serve::fields::Fields;
-use crate::serve::{self, locate, response};
+use crate::serve::{self, locate, response, Served};
 use crate::state::State;
 use crate::tls::Shown;
 
@@ -68,7 +68,13 @@ pub struct Handler {
     /// handshake): a request for a host that would be shown another, or
     /// for another site than the certificate's own, answers 421.
     shown: Option<Box<Shown>>,
+    /// `explain`'s record of the internal redirects a request took: each
+    /// path and why.
+    trace: Option<Trace>,
 }
+
+/// The internal redirects one request took, for `explain`.
+pub type Trace = Arc<std::sync::Mutex<Vec<(String, &'static str)>>>;
 
 impl Handler {
     /// A handler for a connection from `peer` on the listener labelled
@@ -101,7 +107,14 @@ impl Handler {
             role,
             budget,
             shown: None,
+            trace: None,
         }
+    }
+
+    /// Records the internal redirects of the requests it handles in `trace`.
+    pub fn traced(mut self, trace: Trace) -> Handler {
+        self.trace = Some(trace);
+        self
     }
 
     /// Records the certificate a TLS client that sent `sni` was shown from
@@ -178,19 +191,13 @@ impl Handler {
         } else {
             match site {
                 Ok(site) => {
-                    let placed = locate::place(site, req.uri().path());
-                    location = placed.location;
                     let ip = match client {
                         Peer::Tcp(a) => Some(a.ip()),
                         Peer::Unix => None,
                     };
-                    match placed.gate(&req, ip, &fields, &self.budget).await {
-                        Some(answer) => answer,
-                        None => {
-                            serve::respond(Arc::clone(placed.site), &req, &fields, &self.budget)
-                                .await
-                        }
-                    }
+                    let (answer, last) = self.locate_and_serve(site, &req, ip, &fields).await;
+                    location = last;
+                    answer
                 }
                 Err(_) => serve::misdirected(cfg, &req),
             }
@@ -214,6 +221,74 @@ impl Handler {
         let status = resp.status().as_u16();
         let metrics = self.metrics.clone();
         resp.map(|b| Accounted::new(b, status, record, metrics, label))
+    }
+}
+
+/// How many internal redirects one request may take (nginx's limit): a
+/// configuration whose pages lead into each other answers 500.
+const MAX_INTERNAL_REDIRECTS: usize = 10;
+
+impl Handler {
+    /// The location phase and the content phase, as nginx runs them: the
+    /// path is placed in its location, which may answer (`access`,
+    /// `basic_auth`, `return`); else the file is served, unless what
+    /// would be served is another location's path (an index, a
+    /// `files.try` candidate, the fallback, an error page): then that path
+    /// is placed in turn, and every guard met on the way applies. Returns
+    /// the answer and the location whose headers it gets (the last one).
+    async fn locate_and_serve<'s, B>(
+        &self,
+        site: &'s Arc<serve::Site>,
+        req: &Request<B>,
+        ip: Option<std::net::IpAddr>,
+        fields: &Fields<'_>,
+    ) -> (Response<Body>, Option<&'s crate::config::Location>) {
+        let mut target = serve::Target::asked(req.uri().path());
+        let budget = &self.budget;
+        for _ in 0..=MAX_INTERNAL_REDIRECTS {
+            let placed = locate::place(site, &target.path);
+            // A twin asked for by name meets its original's guard first.
+            let original = locate::twin_guard(site, &placed);
+            let mut answered = None;
+            if let Some(original) = &original {
+                answered = original.gate(req, &target, ip, fields, budget).await;
+            }
+            let mut location = original.as_ref().and_then(|o| o.location);
+            if answered.is_none() {
+                location = placed.location;
+                answered = placed.gate(req, &target, ip, fields, budget).await;
+            }
+            let served = match answered {
+                Some(served) => served,
+                None => {
+                    let at = (&target, placed.index);
+                    serve::respond(Arc::clone(placed.site), req, at, fields, budget).await
+                }
+            };
+            match served {
+                Served::Answer(r) => return (r, location),
+                Served::Again(next) => {
+                    if let Some(trace) = &self.trace {
+                        let why = next.internal.unwrap_or("");
+                        let mut t = trace.lock().expect("trace lock");
+                        t.push((next.path.to_string(), why));
+                    }
+                    target = next;
+                }
+            }
+        }
+        static LOOPED: crate::clock::RateLimit = crate::clock::RateLimit::new();
+        if LOOPED.due() {
+            tracing::error!(
+                path = %target.path,
+                "more than {MAX_INTERNAL_REDIRECTS} internal redirects (error pages or the fallback \
+                 lead into each other); answering 500 (logged at most once a minute)"
+            );
+        }
+        let cfg = &site.config;
+        let head = req.method() == http::Method::HEAD;
+        let r = response::status_text(cfg, http::StatusCode::INTERNAL_SERVER_ERROR, head);
+        (r, None)
     }
 }
 

@@ -53,6 +53,11 @@ use super::{Config, ConfigError, Ctx, Files};
 /// rather than costing memory and time on every request.
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+/// Largest compiled size of all of a site's regexes and globs together:
+/// one each under [`REGEX_SIZE_LIMIT`] is not a bound when a site may
+/// have a thousand (1,000 Unicode regexes took 432 MB at load).
+pub const PATTERNS_SIZE_LIMIT: usize = 32 << 20;
+
 /// `files` keys that are one per server (refused in a location as in a site).
 const SERVER_WIDE_FILES: [&str; 4] = [
     "cache_max_bytes",
@@ -341,9 +346,11 @@ impl Locations {
                     // its `/`; every resolved path has exactly one first.
                     let re = glob.regex();
                     let body = re.strip_prefix("(?-u)").unwrap_or(re);
+                    // `s`: globset matches with `.` taking a newline too,
+                    // so `vault/**` holds `/vault/a%0Ab.txt` here as well.
                     let (flags, body) = match body.strip_prefix("(?i)") {
-                        Some(rest) => ("i-u", rest),
-                        None => ("-u", body),
+                        Some(rest) => ("is-u", rest),
+                        None => ("s-u", body),
                     };
                     let body = body.strip_prefix('^').unwrap_or(body);
                     patterns.push(format!("^/(?{flags}:{body})"));
@@ -352,10 +359,9 @@ impl Locations {
             }
         }
         if !patterns.is_empty() {
-            let limit = REGEX_SIZE_LIMIT * patterns.len();
             let set = RegexSetBuilder::new(&patterns)
-                .size_limit(limit)
-                .dfa_size_limit(limit)
+                .size_limit(PATTERNS_SIZE_LIMIT)
+                .dfa_size_limit(PATTERNS_SIZE_LIMIT)
                 .build()
                 .map_err(|e| {
                     ctx.bad(
@@ -363,7 +369,9 @@ impl Locations {
                         format!(
                             "the regexes and globs of these locations together do not compile: {e}"
                         ),
-                        "fewer or smaller patterns",
+                        "fewer or smaller patterns: a site's patterns together may take 32 MiB \
+                         compiled (a Unicode class such as \\w is large: write [a-zA-Z0-9_] \
+                         or (?-u:\\w) where ASCII is meant)",
                     )
                 })?;
             out.pattern_set = Some(set);
@@ -892,6 +900,9 @@ mod tests {
             "/docs/v1/v2/index.html",
             "/caf\u{e9}.map",
             "/z",
+            "/assets/a\nb.css",
+            "/x\n.map",
+            "/q/\n/a.TXT",
         ] {
             let naive = l
                 .patterns
@@ -900,6 +911,32 @@ mod tests {
                 .find(|&i| l.all[i].matcher.is_match(path));
             assert_eq!(l.find(path), naive, "{path}");
         }
+    }
+
+    /// A name with a newline is in the glob that holds it (the automaton
+    /// once said no where the glob said yes: `/vault/a%0Ab.txt` was served).
+    #[test]
+    fn a_glob_holds_names_with_a_newline() {
+        let cfg = valid("[[locations]]\nglob = \"vault/**\"\naccess = [\"deny all\"]\n");
+        assert_eq!(cfg.locations.find("/vault/a\nb.txt"), Some(0));
+        assert_eq!(cfg.locations.find("/vault/\n"), Some(0));
+    }
+
+    /// A site's patterns together have one bound: 200 regexes with a
+    /// Unicode class each are refused at load with the key and the fix.
+    #[test]
+    fn a_sites_patterns_together_are_bounded() {
+        let body: String = (0..200)
+            .map(|i| format!("[[locations]]\nregex = '^/p{i}/\\w{{8}}$'\nreturn = 404\n"))
+            .collect();
+        let e = invalid(&body);
+        assert_eq!(e.key(), Some("locations"), "{e}");
+        assert!(e.to_string().contains("32 MiB"), "{e}");
+        // The same in ASCII is fine.
+        let ascii: String = (0..200)
+            .map(|i| format!("[[locations]]\nregex = '^/p{i}/[a-z0-9_]{{8}}$'\nreturn = 404\n"))
+            .collect();
+        assert_eq!(valid(&ascii).locations.all.len(), 200);
     }
 
     #[test]

@@ -11,50 +11,56 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use super::auth::{self, Gate, Verdict};
-use super::body::{Body, Budget};
+use super::body::Budget;
 use super::fields::Fields;
-use super::{cache, response, Site};
+use super::{cache, response, Served, Site, Target};
 use crate::config::locations::{adds_headers, Return};
-use crate::config::Location;
+use crate::config::{Encoding, Location};
 
 /// A request placed in its site: the location it is in, if any, and the
 /// site its files are served as (the location's own configuration, or the
 /// site's).
-pub struct Placed<'s> {
+pub struct Placed<'s, 'p> {
     /// The site files are served as.
     pub site: &'s Arc<Site>,
     /// The location, if the path is in one.
     pub location: Option<&'s Location>,
+    /// Its index in the site's locations.
+    pub index: Option<usize>,
     /// The path locations were matched against (resolved).
-    path: Option<Cow<'s, str>>,
+    path: Option<Cow<'p, str>>,
     /// The location's Basic authentication, if it has one.
     gate: Option<&'s Gate>,
     /// The site's `site` label (for the refusal's log line).
     label: &'s str,
 }
 
-/// Places `path` (the request's, as sent) in `site`.
-pub fn place<'s>(site: &'s Arc<Site>, path: &'s str) -> Placed<'s> {
-    let locations = &site.config.locations;
-    if locations.is_empty() {
-        return Placed {
-            site,
-            location: None,
-            path: None,
-            gate: None,
-            label: &site.label,
-        };
+/// Places `path` (a request path, as sent) in `site`.
+pub fn place<'s, 'p>(site: &'s Arc<Site>, path: &'p str) -> Placed<'s, 'p> {
+    if site.config.locations.is_empty() {
+        return placed_at(site, None, None);
     }
     // The path as files are resolved (a path that is not UTF-8 once
     // decoded is matched with U+FFFD for its invalid sequences, so
     // `/private/%ff` is still in `/private/`).
     let resolved = cache::key(path).or_else(|| cache::lossy_key(path).map(Cow::Owned));
-    let index = resolved.as_deref().and_then(|p| locations.find(p));
+    let index = resolved
+        .as_deref()
+        .and_then(|p| site.config.locations.find(p));
+    placed_at(site, resolved, index)
+}
+
+fn placed_at<'s, 'p>(
+    site: &'s Arc<Site>,
+    path: Option<Cow<'p, str>>,
+    index: Option<usize>,
+) -> Placed<'s, 'p> {
     let Some(i) = index else {
         return Placed {
             site,
             location: None,
-            path: resolved,
+            index: None,
+            path,
             gate: None,
             label: &site.label,
         };
@@ -62,14 +68,34 @@ pub fn place<'s>(site: &'s Arc<Site>, path: &'s str) -> Placed<'s> {
     let located = &site.located[i];
     Placed {
         site: located.site.as_ref().unwrap_or(site),
-        location: Some(&locations.all[i]),
-        path: resolved,
+        location: Some(&site.config.locations.all[i]),
+        index,
+        path,
         gate: located.gate.as_ref(),
         label: &site.label,
     }
 }
 
-impl Placed<'_> {
+/// For a path that names a precompressed twin (`/app.js.map.gz`), the
+/// location of its original when that is another one that guards its
+/// paths: the twin is the original's content, so the original's guard
+/// applies to it too (nginx's does not).
+pub fn twin_guard<'s>(site: &'s Arc<Site>, placed: &Placed<'s, '_>) -> Option<Placed<'s, 'static>> {
+    let path = placed.path.as_deref()?;
+    let original = [Encoding::Gzip, Encoding::Brotli, Encoding::Zstd]
+        .iter()
+        .find_map(|e| path.strip_suffix(e.suffix()))
+        .filter(|o| !o.is_empty() && !o.ends_with('/'))?;
+    let locations = &site.config.locations;
+    let index = locations
+        .find(original)
+        .filter(|&i| Some(i) != placed.index)?;
+    locations.all[index]
+        .guards()
+        .then(|| placed_at(site, Some(Cow::Owned(original.to_string())), Some(index)))
+}
+
+impl Placed<'_, '_> {
     /// What the location answers instead of a file: 403 for a client its
     /// `access` refuses, else its `return`; `None` to serve the file.
     /// `client`: the client's address after `trusted_proxies` (`None` on a
@@ -77,15 +103,17 @@ impl Placed<'_> {
     pub async fn gate<B>(
         &self,
         req: &Request<B>,
+        target: &Target<'_>,
         client: Option<IpAddr>,
         fields: &Fields<'_>,
         budget: &Budget,
-    ) -> Option<Response<Body>> {
+    ) -> Option<Served> {
+        let answer = |r| Some(Served::Answer(r));
         let location = self.location?;
         let cfg = &self.site.config;
         let head = req.method() == Method::HEAD;
         if !location.admits(client) {
-            return Some(response::status_text(cfg, StatusCode::FORBIDDEN, head));
+            return answer(response::status_text(cfg, StatusCode::FORBIDDEN, head));
         }
         if let Some(gate) = self.gate {
             match gate.check(req.headers().get(header::AUTHORIZATION)).await {
@@ -98,7 +126,7 @@ impl Placed<'_> {
                     let mut r = response::status_text(cfg, StatusCode::UNAUTHORIZED, head);
                     r.headers_mut()
                         .insert(header::WWW_AUTHENTICATE, gate.challenge().clone());
-                    return Some(r);
+                    return answer(r);
                 }
             }
         }
@@ -112,17 +140,18 @@ impl Placed<'_> {
                         target.push_str(q);
                     }
                 }
-                Some(response::redirect(cfg, *status, &target, head))
+                answer(response::redirect(cfg, *status, &target, head))
             }
             Return::Status { status, body: None }
                 if *status == StatusCode::NOT_FOUND || status.is_server_error() =>
             {
                 // The site's error page, as nginx's `return 404` shows its
                 // `error_page 404`.
-                Some(super::error_answer(self.site, req, fields, budget, *status).await)
+                let at = (target, self.index);
+                Some(super::error_answer(self.site, req, at, fields, budget, *status).await)
             }
             Return::Status { status, body: None } => {
-                Some(response::status_text(cfg, *status, head))
+                answer(response::status_text(cfg, *status, head))
             }
             Return::Status {
                 status,
@@ -130,7 +159,7 @@ impl Placed<'_> {
             } => {
                 let mut h = http::HeaderMap::new();
                 h.insert(header::CONTENT_TYPE, response::TEXT_PLAIN);
-                Some(response::in_memory(cfg, *status, h, text.clone(), head))
+                answer(response::in_memory(cfg, *status, h, text.clone(), head))
             }
         }
     }

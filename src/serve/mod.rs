@@ -42,7 +42,7 @@ pub mod tree;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -264,8 +264,10 @@ impl Site {
                     continue;
                 }
             }
-            if let found @ Outcome::File(_) = resolve(&candidate)? {
-                return Ok(found);
+            if let Outcome::File(mut found) = resolve(&candidate)? {
+                // The candidate's own path (or its directory's index).
+                found.served.get_or_insert(candidate);
+                return Ok(Outcome::File(found));
             }
         }
         Ok(match directory {
@@ -311,12 +313,67 @@ pub fn misdirected<B>(cfg: &Config, req: &Request<B>) -> Response<Body> {
     )
 }
 
+/// The path the content phase serves: the request's own, or after an
+/// internal redirect the path of the file that will be served.
+#[derive(Debug, Clone)]
+pub struct Target<'p> {
+    /// The path, percent-encoded as a request's.
+    pub path: Cow<'p, str>,
+    /// Served as the page of this error status (`files.not_found_page`,
+    /// `files.server_error_page`), not as itself.
+    pub status: Option<StatusCode>,
+    /// Why an internal redirect came here (`None`: the request's own
+    /// path); `[[redirects]]` (the server's rewrite phase) are not matched
+    /// again after one.
+    pub internal: Option<&'static str>,
+}
+
+impl<'p> Target<'p> {
+    /// The request's own path.
+    pub fn asked(path: &'p str) -> Target<'p> {
+        Target {
+            path: Cow::Borrowed(path),
+            status: None,
+            internal: None,
+        }
+    }
+}
+
+/// What the content phase gives back.
+#[derive(Debug)]
+pub enum Served {
+    /// The answer.
+    Answer(Response<Body>),
+    /// nginx's internal redirect: what would be served is another path's,
+    /// in another location (a directory's index, a `files.try` candidate,
+    /// the fallback, an error page), so the request meets that location
+    /// first. Nothing was charged or sent.
+    Again(Target<'static>),
+}
+
+/// Whether `path` (a request path) is in another location of `site`'s
+/// rules than `here`: then it is served only after an internal redirect.
+fn located_elsewhere(site: &Site, here: Option<usize>, path: &str) -> bool {
+    let locations = &site.rules.locations;
+    if locations.is_empty() {
+        return false;
+    }
+    let key = cache::key(path).or_else(|| cache::lossy_key(path).map(Cow::Owned));
+    key.and_then(|k| locations.find(&k)) != here
+}
+
 /// One request being answered: the generation, the request, and the
 /// connection's body budget that every body read or held in memory is
 /// charged to.
 struct Ask<'a, B> {
     site: &'a Arc<Site>,
     req: &'a Request<B>,
+    /// The path served (the request's, or an internal redirect's).
+    target: &'a Target<'a>,
+    /// The location `target` was placed in, by index in the site's rules.
+    here: Option<usize>,
+    /// Set when the answer is an internal redirect ([`Served::Again`]).
+    again: OnceLock<Target<'static>>,
     fields: &'a Fields<'a>,
     budget: &'a Budget,
     /// Bytes an in-memory body needed that the budget did not have: the
@@ -333,18 +390,48 @@ impl<'a, B> Ask<'a, B> {
     fn new(
         site: &'a Arc<Site>,
         req: &'a Request<B>,
+        (target, here): (&'a Target<'a>, Option<usize>),
         fields: &'a Fields<'a>,
         budget: &'a Budget,
     ) -> Self {
         Ask {
             site,
             req,
+            target,
+            here,
+            again: OnceLock::new(),
             fields,
             budget,
             need: AtomicUsize::new(0),
             credit: Mutex::new(None),
             has_credit: AtomicBool::new(false),
         }
+    }
+
+    /// An internal redirect to `path` (served as the page of `status`
+    /// when given): the answer returned is a placeholder that
+    /// [`respond`] drops.
+    fn redirect(
+        &self,
+        path: &str,
+        status: Option<StatusCode>,
+        why: &'static str,
+    ) -> Response<Body> {
+        let _ = self.again.set(Target {
+            path: Cow::Owned(path.to_string()),
+            status,
+            internal: Some(why),
+        });
+        response::build(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            HeaderMap::new(),
+            body::empty(),
+        )
+    }
+
+    /// Whether `path` is another location's than the one being served.
+    fn elsewhere(&self, path: &str) -> bool {
+        located_elsewhere(self.site, self.here, path)
     }
 
     /// The room waited for, if any.
@@ -394,22 +481,47 @@ impl<'a, B> Ask<'a, B> {
 /// An answer whose in-memory body finds no room in the budget is made
 /// again once the room is free ([`Ask::charged`]): by then the cache may
 /// answer it, or the file is read anew within the room waited for.
+///
+/// `target` is served as located `here` (by index in the site's rules); a
+/// file that another location's path would serve comes back as
+/// [`Served::Again`].
 pub async fn respond<B>(
+    site: Arc<Site>,
+    req: &Request<B>,
+    (target, here): (&Target<'_>, Option<usize>),
+    fields: &Fields<'_>,
+    budget: &Budget,
+) -> Served {
+    let ask = Ask::new(&site, req, (target, here), fields, budget);
+    loop {
+        let resp = respond_once(&ask).await;
+        if let Some(t) = ask.again.get() {
+            return Served::Again(t.clone());
+        }
+        let need = ask.need.swap(0, Ordering::Relaxed);
+        if need == 0 {
+            return Served::Answer(resp);
+        }
+        drop(resp);
+        let room = budget.charge(need).await;
+        ask.give_credit(Some(room));
+    }
+}
+
+/// [`respond`] for the request's own path, outside any location: what a
+/// site without locations answers (benchmarks and tests drive it).
+pub async fn answer<B>(
     site: Arc<Site>,
     req: &Request<B>,
     fields: &Fields<'_>,
     budget: &Budget,
 ) -> Response<Body> {
-    let ask = Ask::new(&site, req, fields, budget);
-    loop {
-        let resp = respond_once(&ask).await;
-        let need = ask.need.swap(0, Ordering::Relaxed);
-        if need == 0 {
-            return resp;
-        }
-        drop(resp);
-        let room = budget.charge(need).await;
-        ask.give_credit(Some(room));
+    let target = Target::asked(req.uri().path());
+    let cfg = Arc::clone(&site.config);
+    match respond(site, req, (&target, None), fields, budget).await {
+        Served::Answer(r) => r,
+        // Only a located path is redirected internally.
+        Served::Again(_) => response::status_text(&cfg, StatusCode::INTERNAL_SERVER_ERROR, false),
     }
 }
 
@@ -434,18 +546,22 @@ async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
     if uri_len > cfg.limits.max_uri_length {
         return response::status_text(cfg, StatusCode::URI_TOO_LONG, head);
     }
+    let target = ask.target;
+    if let Some(status) = target.status {
+        return page(ask, &target.path, status).await;
+    }
 
     // One entry per file, however the request spells its path.
-    let path_key = cache::key(req.uri().path());
+    let path_key = cache::key(&target.path);
     // `[[redirects]]` before files, matched on that same resolved path.
-    if !cfg.redirects.is_empty() {
+    if !cfg.redirects.is_empty() && target.internal.is_none() {
         // A path that is not UTF-8 once decoded has no cache key, but the
         // rules must see it too (a rule skipped for `/private/%ff.txt`
         // would serve what it redirects away): its components with each
         // invalid sequence as U+FFFD.
         let lossy = match &path_key {
             Some(_) => None,
-            None => cache::lossy_key(req.uri().path()),
+            None => cache::lossy_key(&target.path),
         };
         let found = path_key
             .as_deref()
@@ -473,7 +589,8 @@ async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
     // copy: nginx's open_file_cache_valid).
     let expired = key.as_deref().and_then(|k| site.cache.expired(k));
     let miss = Miss {
-        path: req.uri().path().to_string(),
+        path: target.path.to_string(),
+        here: ask.here,
         query: req.uri().query().map(str::to_string),
         accept: fields.accept_encoding.map(str::to_string),
         expired,
@@ -484,6 +601,14 @@ async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
     })
     .await;
     ask.give_credit(room);
+    // The file is another path's (an index, a `files.try` candidate) in
+    // another location: that location decides first. Nothing is cached
+    // under this path, so its next request comes here again.
+    if let Ok((Outcome::File(found), _)) = &outcome {
+        if let Some(path) = found.served.as_deref().filter(|p| ask.elsewhere(p)) {
+            return ask.redirect(path, None, "the file served (an index or files.try)");
+        }
+    }
 
     match outcome {
         Ok((Outcome::File(found), Some(bytes))) => {
@@ -523,6 +648,9 @@ async fn respond_once<B>(ask: &Ask<'_, B>) -> Response<Body> {
 /// What a request that the file cache could not answer needs resolved.
 struct Miss {
     path: String,
+    /// The location the path is in: a file another location's path serves
+    /// is not read here ([`Served::Again`]).
+    here: Option<usize>,
     query: Option<String>,
     accept: Option<String>,
     /// The entry that expired, if any ([`cache::FileCache::expired`]).
@@ -547,8 +675,13 @@ impl Miss {
             self.accept.as_deref(),
             wait,
         )?;
+        let elsewhere = |f: &Found| {
+            f.served
+                .as_deref()
+                .is_some_and(|p| located_elsewhere(site, self.here, p))
+        };
         let bytes = match &outcome {
-            Outcome::File(f) if site.cache.accepts(f.len) => {
+            Outcome::File(f) if site.cache.accepts(f.len) && !elsewhere(f) => {
                 let kept = self
                     .expired
                     .as_ref()
@@ -821,17 +954,25 @@ async fn io_error<B>(ask: &Ask<'_, B>, e: std::io::Error) -> Response<Body> {
 pub async fn error_answer<B>(
     site: &Arc<Site>,
     req: &Request<B>,
+    (target, here): (&Target<'_>, Option<usize>),
     fields: &Fields<'_>,
     budget: &Budget,
     status: StatusCode,
-) -> Response<Body> {
-    let ask = Ask::new(site, req, fields, budget);
-    error_page(&ask, status).await
+) -> Served {
+    let ask = Ask::new(site, req, (target, here), fields, budget);
+    let answer = error_page(&ask, status).await;
+    match ask.again.into_inner() {
+        Some(t) => Served::Again(t),
+        None => Served::Answer(answer),
+    }
 }
 
 async fn not_found<B>(ask: &Ask<'_, B>) -> Response<Body> {
     let site = ask.site;
     if let Some(fallback) = site.config.files.fallback.clone() {
+        if ask.elsewhere(&fallback) {
+            return ask.redirect(&fallback, None, "files.fallback");
+        }
         let accept = ask.fields.accept_encoding.map(str::to_string);
         let (found, ()) = file_work(site, (), move |s, wait, _| {
             s.resolve(&fallback, None, accept.as_deref(), wait)
@@ -867,18 +1008,30 @@ async fn error_page<B>(ask: &Ask<'_, B>, status: StatusCode) -> Response<Body> {
         };
         return response::build(status, h.clone(), b);
     }
-    if let Some(page) = page.cloned() {
-        let (found, ()) = file_work(site, (), move |s, wait, _| {
-            s.resolve(&page, None, None, wait)
-        })
-        .await;
-        if let Ok(Outcome::File(found)) = found {
-            let ran = site.cache.stats().ran.clone();
-            return response::error_file(cfg, req, status, *found, ask.budget, ran);
-        }
-        tracing::warn!(status = status.as_u16(), "error page file is missing");
+    match page {
+        // The page is another location's: it decides first, as nginx's
+        // `error_page` is an internal redirect.
+        Some(page) if ask.elsewhere(page) => ask.redirect(page, Some(status), "the error page"),
+        Some(page) => self::page(ask, page, status).await,
+        None => response::status_text(cfg, status, head),
     }
-    response::status_text(cfg, status, head)
+}
+
+/// The file at `path` as the page of `status`, else a one-line text.
+async fn page<B>(ask: &Ask<'_, B>, path: &str, status: StatusCode) -> Response<Body> {
+    let (site, req) = (ask.site, ask.req);
+    let cfg = &site.config;
+    let path = path.to_string();
+    let (found, ()) = file_work(site, (), move |s, wait, _| {
+        s.resolve(&path, None, None, wait)
+    })
+    .await;
+    if let Ok(Outcome::File(found)) = found {
+        let ran = site.cache.stats().ran.clone();
+        return response::error_file(cfg, req, status, *found, ask.budget, ran);
+    }
+    tracing::warn!(status = status.as_u16(), "error page file is missing");
+    response::status_text(cfg, status, req.method() == Method::HEAD)
 }
 
 /// A plain-HTTP listener with `redirect_https`: `tls.redirect_status`

@@ -61,6 +61,11 @@ pub struct Found {
     /// Path of the requested (not twin) file relative to the root, `/`-separated:
     /// what content type, cache and header rules match against.
     pub rel_path: String,
+    /// The file's own request path (percent-encoded) when it is not the
+    /// path asked for: a directory's index, a `files.try` candidate. The
+    /// request meets that path's location before it is served (nginx's
+    /// internal redirect); `None` for the path itself, at no cost.
+    pub served: Option<String>,
 }
 
 impl Found {
@@ -133,6 +138,7 @@ pub fn resolve(
         return Ok(Outcome::Forbidden);
     };
     let mut rel: Vec<&[u8]> = decoded.components.iter().map(|c| c.as_slice()).collect();
+    let mut served = None;
     let (path, meta) = if meta.is_dir() {
         if !decoded.trailing_slash && !decoded.components.is_empty() {
             // Built from the decoded components, never from the request's
@@ -160,6 +166,7 @@ pub fn resolve(
         match index {
             Some((p, m, name)) => {
                 rel.push(name.as_bytes());
+                served = Some(file_path(&rel));
                 (p, m)
             }
             None if cfg.files.directory_listing => return Ok(Outcome::Listing(path)),
@@ -262,6 +269,7 @@ pub fn resolve(
         has_twins: !twins.is_empty(),
         available,
         rel_path,
+        served,
     })))
 }
 
@@ -292,6 +300,21 @@ pub fn location_of(components: &[Vec<u8>]) -> String {
     let mut out = String::from("/");
     for c in components {
         out.extend(percent_encoding::percent_encode(c, PATH_SAFE));
+        out.push('/');
+    }
+    out
+}
+
+/// `/a/b` for the components `a`, `b`: a file's request path, every
+/// component percent-encoded (so a name with `%` or a newline in it comes
+/// back to the same file when it is resolved again).
+pub fn file_path(components: &[&[u8]]) -> String {
+    let mut out = String::new();
+    for c in components {
+        out.push('/');
+        out.extend(percent_encoding::percent_encode(c, PATH_SAFE));
+    }
+    if out.is_empty() {
         out.push('/');
     }
     out

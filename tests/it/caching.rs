@@ -524,7 +524,7 @@ fn memory_body(resp: http::Response<ruchy_serve::serve::body::Body>) -> (usize, 
 /// buffer. A change of content is read again.
 #[tokio::test]
 async fn a_revalidation_of_an_unchanged_file_keeps_its_bytes() {
-    use ruchy_serve::serve::{body::Budget, fields::Fields, respond};
+    use ruchy_serve::serve::{answer, body::Budget, fields::Fields};
     let dir = fixture();
     let path = dir.path().join("page.bin");
     std::fs::write(&path, vec![b'a'; 100_000]).unwrap();
@@ -538,7 +538,7 @@ async fn a_revalidation_of_an_unchanged_file_keeps_its_bytes() {
     let req = http::Request::get("/page.bin").body(()).unwrap();
     let budget = Budget::default();
     let fields = Fields::of(req.headers());
-    let ask = || respond(std::sync::Arc::clone(&site), &req, &fields, &budget);
+    let ask = || answer(std::sync::Arc::clone(&site), &req, &fields, &budget);
     let (first, _) = memory_body(ask().await);
     tokio::time::sleep(Duration::from_millis(120)).await;
     let (again, bytes) = memory_body(ask().await);

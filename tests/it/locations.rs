@@ -340,8 +340,21 @@ fn explained(config: &Path, port: u16, host: &str, path: &str) -> (u16, Option<S
 
 struct Nginx(Child);
 
+/// Stopped as nginx is stopped: SIGQUIT to the master, which waits for
+/// its workers (SIGKILL to the master alone left a worker listening after
+/// the run), SIGKILL only if it has not exited within 10 s.
 impl Drop for Nginx {
     fn drop(&mut self) {
+        let pid = self.0.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped.
+        unsafe { libc::kill(pid, libc::SIGQUIT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -371,7 +384,7 @@ async fn a_three_server_nginx_configuration_translates_whole() {
         .stdout(Stdio::null())
         .spawn()
         .expect("nginx (tests/run installs it)");
-    let _nginx = Nginx(child);
+    let nginx = Nginx(child);
     wait_port(n80).await;
     wait_port(n443).await;
 
@@ -485,6 +498,15 @@ async fn a_three_server_nginx_configuration_translates_whole() {
     );
     let (_, _, text) = explained(&ours.config_file, r443.port(), "example.com", "/private/x");
     assert!(text.contains("denied here (403)"), "{text}");
+
+    // nginx stopped leaves nothing listening (its workers went with it).
+    drop(nginx);
+    for addr in [n80, n443] {
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "nginx still listens on {addr}"
+        );
+    }
 }
 
 /// `basic_auth`: 401 with the realm until a user of the htpasswd file
@@ -762,4 +784,140 @@ async fn try_never_reaches_into_a_guarded_location() {
     assert_eq!(s.get("/gone").await.status, 404);
     assert_eq!(s.get("/gone.html").await.status, 410);
     assert_eq!(s.get("/open").await.text(), "open");
+}
+
+/// nginx's internal redirect: whenever the file that will be served is
+/// not the path asked for (a directory's index, `files.fallback`, the 404
+/// page, a precompressed twin asked for by its own name), the request
+/// meets the locations of the served path too, and every guard it passed
+/// applies. Before: `/reports/` served the page `reports/*.html` guards
+/// with a password, `/secretdir/` the denied index, `/uc/` came without
+/// the regex location's header; over HTTP/2 the same.
+#[tokio::test]
+async fn what_is_served_meets_its_own_location() {
+    let root = crate::common::fixture();
+    for (dir, text) in [
+        ("reports", "the protected report"),
+        ("secretdir", "the secret index"),
+        ("uc", "under construction"),
+        ("app", "the app shell"),
+        ("errors", "custom not found"),
+    ] {
+        std::fs::create_dir(root.path().join(dir)).unwrap();
+        std::fs::write(root.path().join(dir).join("index.html"), text).unwrap();
+    }
+    std::fs::write(root.path().join("errors/404.html"), "custom not found").unwrap();
+    std::fs::write(root.path().join("app.js.map"), "{}").unwrap();
+    std::fs::write(
+        root.path().join("app.js.map.gz"),
+        crate::common::twin("gzip"),
+    )
+    .unwrap();
+    let users = root.path().join("htpasswd");
+    std::fs::write(
+        &users,
+        format!("alice:{}\n", bcrypt::hash("wonderland", 4).unwrap()),
+    )
+    .unwrap();
+    let body = format!(
+        "[files]\nnot_found_page = \"/errors/404.html\"\n\
+         [[locations]]\nglob = \"reports/*.html\"\nbasic_auth = {users:?}\n\
+         [[locations]]\nexact = \"/secretdir/index.html\"\naccess = [\"deny all\"]\n\
+         [[locations]]\nregex = '^/uc/.*\\.html$'\nheaders = {{ \"Content-Security-Policy\" = \"default-src 'self'\" }}\n\
+         [[locations]]\nglob = \"**/*.map\"\nreturn = 404\n\
+         [[locations]]\nprefix = \"/errors/\"\nheaders = {{ \"X-Error-Page\" = \"yes\" }}\nalways = true\n"
+    );
+    let s = TestServer::start(root.path(), &body).await;
+    for path in [
+        "/reports/",
+        "/reports/%2f",
+        "/reports//",
+        "/reports/index.html",
+    ] {
+        let r = s.get(path).await;
+        assert_eq!(r.status, 401, "{path}");
+        assert!(!r.text().contains("protected"), "{path}");
+    }
+    for path in ["/secretdir/", "/secretdir/index.html"] {
+        let r = s.get(path).await;
+        assert_eq!(r.status, 403, "{path}");
+        assert!(!r.text().contains("secret"), "{path}");
+    }
+    let uc = s.get("/uc/").await;
+    assert_eq!(uc.status, 200);
+    assert_eq!(
+        uc.header("content-security-policy"),
+        Some("default-src 'self'")
+    );
+    // A twin asked for by name is the file its original's location guards.
+    assert_eq!(s.get("/app.js.map.gz").await.status, 404);
+    assert_eq!(s.get("/app.js.map").await.status, 404);
+    // The 404 page is served from its own location: its `always` header.
+    let missing = s.get("/nothing-here").await;
+    assert_eq!(
+        (missing.status.as_u16(), missing.header("x-error-page")),
+        (404, Some("yes"))
+    );
+    assert_eq!(missing.text(), "custom not found");
+    // The same over HTTP/2.
+    let h2 = crate::common::get_h2(s.addr, &["/reports/", "/secretdir/", "/uc/"]).await;
+    assert_eq!(h2[0].status, 401);
+    assert_eq!(h2[1].status, 403);
+    assert_eq!(
+        h2[2].header("content-security-policy"),
+        Some("default-src 'self'")
+    );
+    // `explain` walks the same phases: the index placed again.
+    let (status, _, text) = explained(&s.config_file, s.addr.port(), "localhost", "/reports/");
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        text.contains("internal  the file served (an index or files.try): /reports/index.html"),
+        "{text}"
+    );
+    assert!(
+        text.contains("glob = \"reports/*.html\": <- takes the path"),
+        "{text}"
+    );
+    let (status, _, text) = explained(&s.config_file, s.addr.port(), "localhost", "/secretdir/");
+    assert_eq!(status, 403, "{text}");
+    // A decoded newline is shown escaped, never as a line of its own.
+    let (_, _, text) = explained(
+        &s.config_file,
+        s.addr.port(),
+        "localhost",
+        "/x%0A=%3E%20200%20OK",
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("=> ")).count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("/x\\n=> 200 OK"), "{text}");
+    // Twice, so the answers from the file cache are checked too.
+    assert_eq!(s.get("/reports/").await.status, 401);
+    assert_eq!(s.get("/secretdir/").await.status, 403);
+    assert!(s
+        .get("/uc/")
+        .await
+        .header("content-security-policy")
+        .is_some());
+}
+
+/// `files.fallback` is an internal redirect too: a fallback file in a
+/// denied location is not served for every unknown path.
+#[tokio::test]
+async fn the_fallback_meets_its_own_location() {
+    let root = crate::common::fixture();
+    std::fs::create_dir(root.path().join("private")).unwrap();
+    std::fs::write(root.path().join("private/shell.html"), "private shell").unwrap();
+    let s = TestServer::start(
+        root.path(),
+        "[files]\nfallback = \"/private/shell.html\"\n\
+         [[locations]]\nprefix = \"/private/\"\naccess = [\"deny all\"]\n",
+    )
+    .await;
+    let r = s.get("/some/route").await;
+    assert_eq!(r.status, 403);
+    assert!(!r.text().contains("private shell"));
+    assert_eq!(s.get("/hello.txt").await.status, 200);
 }

@@ -125,7 +125,7 @@ proptest! {
         let req = http::Request::get("/f.bin").header("range", &header).body(()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let (status, headers, body) = rt.block_on(async {
-            let resp = serve::respond(Arc::clone(&site), &req, &serve::fields::Fields::of(req.headers()), &Default::default()).await;
+            let resp = serve::answer(Arc::clone(&site), &req, &serve::fields::Fields::of(req.headers()), &Default::default()).await;
             let (parts, body) = resp.into_parts();
             (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
         });
