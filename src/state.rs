@@ -72,6 +72,8 @@ pub struct State {
     /// What all connections' response bodies may hold together
     /// (`limits.max_response_memory`); its bound follows reloads.
     pub response_memory: Arc<Pool>,
+    /// Each client address's share of `response_memory`.
+    pub response_shares: crate::serve::body::Shares,
     /// Open connections by client address, for
     /// `limits.max_connections_per_client`.
     pub clients: Arc<crate::clients::Clients>,
@@ -117,6 +119,7 @@ impl State {
             access_log: ArcSwapOption::empty(),
             site_logs: ArcSwap::from_pointee(SiteLogs::new()),
             response_memory,
+            response_shares: Default::default(),
             clients: Arc::default(),
             acme_http01: Default::default(),
             acme_wake: tokio::sync::Notify::new(),

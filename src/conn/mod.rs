@@ -34,7 +34,7 @@ use crate::config::Config;
 use crate::handler::{Handler, Role};
 use crate::listen::{Listener, Stream};
 use crate::metrics::ConnMetrics;
-use crate::serve::body::Budget;
+use crate::serve::body::{Budget, CLIENT_SHARE};
 use crate::state::State;
 use drain::DrainWatch;
 use prometheus::{IntCounter, IntGauge};
@@ -412,14 +412,28 @@ fn session(
         }
         .inc();
     }
-    let activity = Arc::new(Activity::new(accepted_ms));
+    // What this connection's response bodies may hold in user memory: its
+    // own budget, its client address's share of the pool (not for a
+    // trusted proxy's connections, which carry many clients), the pool.
+    let share = match peer {
+        Peer::Tcp(a) if !cfg.trusted_proxies.trusts(&peer) => {
+            let bytes = cfg.limits.max_response_memory / CLIENT_SHARE;
+            let waits = &state.metrics.response_memory.waits;
+            Some(state.response_shares.of(a.ip(), bytes, waits))
+        }
+        _ => None,
+    };
+    let budget = Budget::within(
+        cfg.limits.max_response_buffer,
+        &state.response_memory,
+        share,
+    );
+    let activity = Arc::new(Activity::new(accepted_ms).holding(budget.clone()));
     let tracked = Tracked {
         inner: stream,
         prefix,
         activity: Arc::clone(&activity),
     };
-    // What this connection's response bodies may hold in user memory.
-    let budget = Budget::within(cfg.limits.max_response_buffer, &state.response_memory);
     let handler = Handler::on_listener(
         Arc::clone(state),
         peer,

@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use crate::clock::coarse_now_ms;
 use crate::config::Limits;
 use crate::listen::Stream;
+use crate::serve::body::Budget;
 
 /// How long a connection with nothing in flight has to finish a graceful
 /// close (GOAWAY sent, or an idle HTTP/1 close) before it is dropped: a
@@ -137,6 +138,10 @@ pub struct Activity {
     /// announce a close on an idle connection without racing the client's
     /// next request, so an age limit waits for one).
     closing: AtomicBool,
+    /// The connection's response-memory budget: bytes it holds must make
+    /// progress (the send deadline), and a wait for the pool's room is the
+    /// server's, not the client's (no deadline runs while it lasts).
+    budget: Option<Budget>,
 }
 
 impl Activity {
@@ -156,7 +161,14 @@ impl Activity {
             body_expected: AtomicBool::new(false),
             wake: Notify::new(),
             closing: AtomicBool::new(false),
+            budget: None,
         }
+    }
+
+    /// This connection's bodies are charged to `budget`.
+    pub fn holding(mut self, budget: Budget) -> Activity {
+        self.budget = Some(budget);
+        self
     }
 
     /// Whether the connection speaks HTTP/2.
@@ -304,6 +316,18 @@ impl Activity {
         let head = self.head_since_ms.load(Ordering::Relaxed);
         let last_event = self.last_event_ms.load(Ordering::Relaxed);
         let last_write = self.last_write_ms.load(Ordering::Relaxed);
+        // Waiting for the pool's room is the server's wait: no deadline
+        // for the client while it lasts (the holders' own send deadlines
+        // bound it).
+        let ours = self.budget.as_ref().is_some_and(Budget::waiting);
+        // Bytes held for the client (in our bodies or h2's send buffer)
+        // and when they last moved: on HTTP/1 every write is response
+        // bytes; on HTTP/2 only a charge given back or a frame written is.
+        let holding = self.budget.as_ref().and_then(Budget::holding_since);
+        let held_progress = holding.map(|d| match self.is_h2() {
+            false => d.max(last_write),
+            true => d,
+        });
         let checks = [
             (
                 Close::FirstRequest,
@@ -324,7 +348,14 @@ impl Activity {
                     false => last_write.max(last_event),
                     true => self.stalled_since().unwrap_or(now).max(last_event),
                 } + ms(limits.send_timeout),
-                inflight > 0,
+                inflight > 0 && !ours,
+            ),
+            (
+                // Bytes held with no progress, whatever else the client
+                // sends (a HEAD every second, PINGs): the send deadline.
+                Close::Send,
+                held_progress.unwrap_or(0) + ms(limits.send_timeout),
+                held_progress.is_some() && !ours,
             ),
             (
                 Close::Idle,
@@ -335,7 +366,7 @@ impl Activity {
                     Some(g) => g + ms(GRACE),
                     None => last_event + ms(limits.keep_alive_timeout),
                 },
-                inflight == 0,
+                inflight == 0 && holding.is_none() && !ours,
             ),
             (
                 // Past its age, a connection that was told to go (GOAWAY)
@@ -687,6 +718,48 @@ mod tests {
         a.last_write_ms.store(2 * S, Ordering::Relaxed);
         assert!(a.check(&l, 61 * S, None, None).is_err());
         assert_eq!(a.check(&l, 62 * S, None, None), Ok(Close::Send));
+    }
+
+    /// Bytes held for an HTTP/2 client (in h2's buffer, the body done)
+    /// must move: requests that keep the connection busy are not progress.
+    #[test]
+    fn held_bytes_without_delivery_hit_the_send_timeout_however_busy() {
+        let l = limits();
+        let budget = Budget::new(4 << 20);
+        let a = Arc::new(Activity::new(0).holding(budget.clone()));
+        a.set_h2();
+        let now = coarse_now_ms();
+        a.request_started(now);
+        let held = budget.try_charge(1 << 20).expect("room");
+        // A HEAD answered every second: events, and writes.
+        for t in 1..=59 {
+            a.last_event_ms.store(now + t * S, Ordering::Relaxed);
+            a.wrote();
+        }
+        assert_eq!(a.check(&l, now + 61 * S, None, None), Ok(Close::Send));
+        drop(held);
+        assert!(a.check(&l, now + 61 * S, None, None).is_err());
+    }
+
+    /// A response waiting for room in the process-wide pool waits on the
+    /// server: neither the send nor the idle deadline runs meanwhile.
+    #[tokio::test]
+    async fn waiting_for_the_pool_is_not_the_clients_stall() {
+        let l = limits();
+        let pool = Arc::new(crate::serve::body::Pool::new(1 << 20, None));
+        let other = Budget::within(4 << 20, &pool, None);
+        let full = other.try_charge(1 << 20).expect("the pool's room");
+        let budget = Budget::within(4 << 20, &pool, None);
+        let a = Arc::new(Activity::new(0).holding(budget.clone()));
+        let now = coarse_now_ms();
+        a.request_started(now);
+        let mut waiting = Box::pin(budget.charge(64 << 10));
+        let pending = tokio::time::timeout(Duration::from_millis(50), waiting.as_mut()).await;
+        assert!(pending.is_err(), "no room yet");
+        assert!(a.check(&l, now + 600 * S, None, None).is_err());
+        drop(full);
+        let _room = waiting.await;
+        assert!(!budget.waiting());
     }
 
     #[test]

@@ -35,6 +35,17 @@ pub enum Body {
         /// What is left to send.
         parts: VecDeque<Segment>,
     },
+    /// A large in-memory body (charged), handed on in frames of at most
+    /// [`CHUNK_HTTP2`], each of which marks the connection's delivery when
+    /// it is dropped (written): hyper then hands h2 one frame per window
+    /// instead of the whole body on one byte of window, and the send
+    /// deadline sees a slow reader's progress frame by frame.
+    Framed {
+        /// What is left to send (its charge rides on it).
+        rest: Bytes,
+        /// Where delivery is marked.
+        rooms: Arc<Rooms>,
+    },
     /// Frames produced as hyper asks for them (file chunks, multipart parts).
     Stream(BoxBody<Bytes, io::Error>),
 }
@@ -55,6 +66,10 @@ impl Body {
     /// (or h2's send buffer) has dropped the last of them.
     pub fn charge(self, charge: Charge) -> Body {
         match self {
+            Body::Full(Some(b)) if b.len() > CHUNK_HTTP2 => Body::Framed {
+                rooms: Arc::clone(&charge.rooms),
+                rest: charged(b, charge),
+            },
             Body::Full(Some(b)) => Body::Full(Some(charged(b, charge))),
             Body::Slices { whole, parts } => Body::Slices {
                 whole: charged(whole, charge),
@@ -76,6 +91,14 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Framed { rest, rooms } if !rest.is_empty() => {
+                let part = rest.split_to(rest.len().min(CHUNK_HTTP2));
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(Delivering {
+                    bytes: part,
+                    rooms: Arc::clone(rooms),
+                })))))
+            }
+            Body::Framed { .. } => Poll::Ready(None),
             Body::Slices { whole, parts } => Poll::Ready(parts.pop_front().map(|seg| {
                 Ok(Frame::data(match seg {
                     Segment::Bytes(b) => b,
@@ -92,6 +115,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full(bytes) => bytes.is_none(),
+            Body::Framed { rest, .. } => rest.is_empty(),
             Body::Slices { parts, .. } => parts.is_empty(),
             Body::Stream(s) => s.is_end_stream(),
         }
@@ -101,6 +125,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Framed { rest, .. } => SizeHint::with_exact(rest.len() as u64),
             Body::Slices { parts, .. } => SizeHint::with_exact(
                 parts
                     .iter()
@@ -136,32 +161,144 @@ pub const CHUNK_HTTP2: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Budget(Arc<Rooms>);
 
-/// The connection's room and the pool's, behind the one `Arc` every
-/// [`Charge`] holds: a charge costs one reference count, not one per room.
+/// The connection's room, its client's share and the pool's, behind the
+/// one `Arc` every [`Charge`] holds: a charge costs one reference count,
+/// not one per room.
 #[derive(Debug)]
-struct Rooms {
+pub struct Rooms {
     conn: Pool,
+    /// The client address's share of the pool ([`CLIENT_SHARE`]), shared
+    /// by its connections: many connections from one address cannot
+    /// together hold the whole pool.
+    client: Option<Arc<Pool>>,
     pool: Option<Arc<Pool>>,
+    /// When held bytes last made progress (coarse ms): a charge given back
+    /// or a frame of a large body written, or the holding began. The send
+    /// deadline runs from here while anything is held, so bytes h2 keeps
+    /// for a client that grants no window are bounded in time however
+    /// busy the connection is otherwise (a HEAD is not a byte delivered).
+    delivered_ms: AtomicU64,
+    /// Charges waiting for room in the pool: that wait is the server's, not
+    /// the client's stall (a wait for the client's own share is its own).
+    waiting: AtomicUsize,
+}
+
+/// The part of `limits.max_response_memory` one client address may hold
+/// (one eighth): nine clients each at their share still leave room.
+pub const CLIENT_SHARE: u64 = 8;
+
+/// Each client address's share of the response memory ([`CLIENT_SHARE`]),
+/// one for all of its connections while any of them lives (held in
+/// `State`).
+#[derive(Debug, Default)]
+pub struct Shares(
+    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::sync::Weak<Pool>>>,
+);
+
+impl Shares {
+    /// The share of `ip`, `bytes` large when it is made; its waits are
+    /// counted in `waits`.
+    pub fn of(
+        &self,
+        ip: std::net::IpAddr,
+        bytes: u64,
+        waits: &prometheus::IntCounter,
+    ) -> Arc<Pool> {
+        let ip = ip.to_canonical();
+        let mut shares = self.0.lock().expect("shares lock");
+        if let Some(p) = shares.get(&ip).and_then(std::sync::Weak::upgrade) {
+            return p;
+        }
+        // Addresses whose connections have all gone are dropped as the map
+        // doubles, so it stays about as large as the addresses connected.
+        if shares.len() >= 64 && shares.len().is_power_of_two() {
+            shares.retain(|_, w| w.strong_count() > 0);
+        }
+        let mut p = Pool::new(bytes, None);
+        p.waits = Some(waits.clone());
+        let p = Arc::new(p);
+        shares.insert(ip, Arc::downgrade(&p));
+        p
+    }
+}
+
+/// A frame of a [`Body::Framed`]: marks delivery when written and dropped.
+struct Delivering {
+    bytes: Bytes,
+    rooms: Arc<Rooms>,
+}
+
+impl AsRef<[u8]> for Delivering {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        self.rooms
+            .delivered_ms
+            .store(crate::clock::coarse_now_ms(), Ordering::Relaxed);
+    }
 }
 
 impl Budget {
     /// A budget of `bytes` (rounded down to KiB, at least one chunk's worth
     /// of the smaller chunk), alone (tests, benchmarks).
     pub fn new(bytes: u64) -> Budget {
-        Budget::with_pool(bytes, None)
+        Budget::with_pool(bytes, None, None)
     }
 
-    /// A connection's budget of `bytes` that also draws from `pool`.
-    pub fn within(bytes: u64, pool: &Arc<Pool>) -> Budget {
-        Budget::with_pool(bytes, Some(Arc::clone(pool)))
+    /// A connection's budget of `bytes` that also draws from `pool`, and
+    /// from its client's share when it has one.
+    pub fn within(bytes: u64, pool: &Arc<Pool>, client: Option<Arc<Pool>>) -> Budget {
+        Budget::with_pool(bytes, Some(Arc::clone(pool)), client)
     }
 
-    fn with_pool(bytes: u64, pool: Option<Arc<Pool>>) -> Budget {
+    fn with_pool(bytes: u64, pool: Option<Arc<Pool>>, client: Option<Arc<Pool>>) -> Budget {
         let bytes = bytes.clamp(CHUNK_HTTP2 as u64, (u32::MAX as u64 >> 4) * 1024);
         Budget(Arc::new(Rooms {
             conn: Pool::new(bytes, None),
+            client,
             pool,
+            delivered_ms: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
         }))
+    }
+
+    /// While the connection's bodies hold bytes: when they last made
+    /// progress (coarse ms); `None` when they hold nothing.
+    pub fn holding_since(&self) -> Option<u64> {
+        let r = &self.0;
+        (r.conn.used.load(Ordering::Relaxed) > 0).then(|| r.delivered_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether a charge is waiting for room in the pool (the server's wait,
+    /// not the client's).
+    pub fn waiting(&self) -> bool {
+        self.0.waiting.load(Ordering::Relaxed) > 0
+    }
+
+    /// `kib` taken in the connection's room: the holding's progress clock
+    /// starts if nothing else was held.
+    fn began(&self, kib: u32) {
+        let rooms = &self.0;
+        if rooms.conn.used.load(Ordering::Relaxed) == kib as u64 {
+            rooms
+                .delivered_ms
+                .store(crate::clock::coarse_now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// A charge of `kib` now held in every room.
+    fn charge_of(&self, kib: u32) -> Charge {
+        let rooms = &self.0;
+        self.began(kib);
+        Charge {
+            rooms: Arc::clone(rooms),
+            kib,
+            rode: false,
+        }
     }
 
     fn kib(&self) -> u64 {
@@ -187,16 +324,22 @@ impl Budget {
         if !rooms.conn.try_take(kib) {
             return None;
         }
-        if let Some(p) = &rooms.pool {
-            if !p.try_take(kib) {
+        if let Some(c) = &rooms.client {
+            if !c.try_take(kib) {
                 rooms.conn.give_back(kib);
                 return None;
             }
         }
-        Some(Charge {
-            rooms: Arc::clone(rooms),
-            kib,
-        })
+        if let Some(p) = &rooms.pool {
+            if !p.try_take(kib) {
+                if let Some(c) = &rooms.client {
+                    c.give_back(kib);
+                }
+                rooms.conn.give_back(kib);
+                return None;
+            }
+        }
+        Some(self.charge_of(kib))
     }
 
     /// Room for `bytes`, waiting until the connection and then the pool
@@ -205,17 +348,27 @@ impl Budget {
         let kib = self.kib_for(bytes);
         let rooms = &self.0;
         rooms.conn.take(kib).await;
+        self.began(kib);
         // The connection's room is held from here: a charge dropped while
         // it waits for the pool (the request went away) gives it back.
-        let held = ConnRoom { rooms, kib };
+        let mut held = Taken {
+            rooms,
+            kib,
+            client: false,
+        };
+        // The client's share is the client's own: its bytes are what keeps
+        // it full.
+        if let Some(c) = &rooms.client {
+            c.take(kib).await;
+            held.client = true;
+        }
         if let Some(p) = &rooms.pool {
+            rooms.waiting.fetch_add(1, Ordering::AcqRel);
+            let _unwait = Unwait(&rooms.waiting);
             p.take(kib).await;
         }
         std::mem::forget(held);
-        Charge {
-            rooms: Arc::clone(rooms),
-            kib,
-        }
+        self.charge_of(kib)
     }
 
     /// Whether `charge` covers a body of `bytes`.
@@ -237,24 +390,41 @@ impl Default for Budget {
 pub struct Charge {
     rooms: Arc<Rooms>,
     kib: u32,
+    /// It rode on bytes handed on ([`charged`]): given back, they were
+    /// delivered (or dropped with their stream). Room taken and given back
+    /// unused is no progress.
+    rode: bool,
 }
 
-/// The connection's part of a charge still waiting for the pool's.
-struct ConnRoom<'a> {
+/// The rooms of a charge still waiting for the pool's.
+struct Taken<'a> {
     rooms: &'a Rooms,
     kib: u32,
+    /// The client's share is taken too.
+    client: bool,
 }
 
-impl Drop for ConnRoom<'_> {
+impl Drop for Taken<'_> {
     fn drop(&mut self) {
         self.rooms.conn.give_back(self.kib);
+        if let (true, Some(c)) = (self.client, &self.rooms.client) {
+            c.give_back(self.kib);
+        }
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.rooms.conn.give_back(self.kib);
-        if let Some(p) = &self.rooms.pool {
+        let r = &self.rooms;
+        if self.rode {
+            r.delivered_ms
+                .store(crate::clock::coarse_now_ms(), Ordering::Relaxed);
+        }
+        r.conn.give_back(self.kib);
+        if let Some(c) = &r.client {
+            c.give_back(self.kib);
+        }
+        if let Some(p) = &r.pool {
             p.give_back(self.kib);
         }
     }
@@ -262,7 +432,8 @@ impl Drop for Charge {
 
 /// `bytes` carrying `charge`: hyper (and h2's send buffer) hold the charge
 /// exactly as long as they hold any slice of the bytes.
-pub fn charged(bytes: Bytes, charge: Charge) -> Bytes {
+pub fn charged(bytes: Bytes, mut charge: Charge) -> Bytes {
+    charge.rode = true;
     Bytes::from_owner(Charged {
         bytes,
         _charge: charge,
@@ -301,6 +472,8 @@ pub struct Pool {
     waiting: AtomicUsize,
     freed: tokio::sync::Notify,
     stats: Option<PoolStats>,
+    /// Where a share's waits are counted (the pool's own are in `stats`).
+    waits: Option<prometheus::IntCounter>,
 }
 
 /// The pool's Prometheus handles (the bytes in use are read at scrape
@@ -324,6 +497,7 @@ impl Pool {
             waiting: AtomicUsize::new(0),
             freed: tokio::sync::Notify::new(),
             stats,
+            waits: None,
         };
         pool.set_limit(bytes);
         pool
@@ -367,8 +541,13 @@ impl Pool {
         if self.try_take(kib) {
             return;
         }
-        if let Some(s) = &self.stats {
-            s.waits.inc();
+        if let Some(w) = self
+            .stats
+            .as_ref()
+            .map(|s| &s.waits)
+            .or(self.waits.as_ref())
+        {
+            w.inc();
         }
         self.waiting.fetch_add(1, Ordering::AcqRel);
         let _unwait = Unwait(&self.waiting);

@@ -337,3 +337,121 @@ fn a_silent_http2_peer_does_not_hold_a_shutdown() {
         d.log_text()
     );
 }
+
+/// The review's F1: stream windows of one byte over cached 1,000,000-byte
+/// files, four streams per connection, and a HEAD every half second so no
+/// connection is ever idle. hyper used to hand each whole body to h2's
+/// send buffer on that one byte of window: the body counted as finished,
+/// so `send_timeout` no longer applied while its bytes stayed charged to
+/// the pool; six such connections held a 16 MiB pool whole and a
+/// legitimate download got 0 bytes. Now a connection that holds charged
+/// bytes and delivers none of them is closed at `send_timeout`, whatever
+/// else it sends, and the legitimate download completes.
+#[test]
+fn held_bytes_that_make_no_progress_are_closed_at_the_send_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for i in 0..24 {
+        std::fs::write(dir.path().join(format!("f{i}.bin")), &body).unwrap();
+    }
+    std::fs::write(dir.path().join("small.txt"), "hello").unwrap();
+    let (_cfg, d, metrics) = daemon(
+        dir.path(),
+        "[files]\ncache_max_bytes = \"64MiB\"\ncache_max_file_size = \"1MiB\"\n\
+         [limits]\nmax_response_buffer = \"4MiB\"\nmax_response_memory = \"16MiB\"\n\
+         send_timeout = \"2s\"\nkeep_alive_timeout = \"15s\"\n",
+    );
+    let addr = d.addr;
+    // Every file in the cache first.
+    for i in 0..24 {
+        let got = crate::common::blocking_get(addr, &format!("/f{i}.bin")).unwrap();
+        assert!(got.len() > 1_000_000);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (lasted, legit) = rt.block_on(async {
+        let start = Instant::now();
+        let mut attackers = Vec::new();
+        for c in 0..6 {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (client, conn) = h2::client::Builder::new()
+                .initial_window_size(1)
+                .handshake::<_, Bytes>(stream)
+                .await
+                .unwrap();
+            let conn = tokio::spawn(conn);
+            let mut held = Vec::new();
+            for i in 0..4 {
+                let mut c2 = client.clone().ready().await.unwrap();
+                let path = format!("http://localhost/f{}.bin", c * 4 + i);
+                let (resp, _) = c2
+                    .send_request(http::Request::get(path).body(()).unwrap(), true)
+                    .unwrap();
+                held.push(resp);
+            }
+            // A HEAD every half second: the connection is never idle.
+            let heads = tokio::spawn(async move {
+                for _ in 0..40 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let Ok(mut c2) = client.clone().ready().await else {
+                        return;
+                    };
+                    let req = http::Request::head("http://localhost/small.txt")
+                        .body(())
+                        .unwrap();
+                    if c2.send_request(req, true).is_err() {
+                        return;
+                    }
+                }
+            });
+            attackers.push((conn, heads, held));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A legitimate download while the attack holds what it can.
+        // A legitimate download from another address while the attack
+        // holds what it can.
+        let legit = tokio::spawn(body_length(addr, "/f23.bin"));
+        let mut lasted = Vec::new();
+        for (conn, heads, held) in attackers {
+            let ended = tokio::time::timeout(Duration::from_secs(25), conn).await;
+            assert!(ended.is_ok(), "an attacking connection was kept");
+            lasted.push(start.elapsed());
+            heads.abort();
+            drop(held);
+        }
+        (lasted, legit.await.unwrap())
+    });
+    eprintln!("six connections holding 1-byte windows closed after {lasted:?}");
+    // The first held bytes from the start: closed at the send timeout (2 s)
+    // although its HEADs kept coming. The others waited for the address's
+    // share (an eighth of the pool) and were closed in turn.
+    assert!(lasted[0] < Duration::from_secs(6), "{lasted:?}");
+    assert_eq!(legit, 1_000_000, "the legitimate download's body");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        scrape_value(metrics, "ruchy_serve_response_memory_bytes"),
+        0,
+        "everything the attack held was given back"
+    );
+}
+
+/// The length of the body `GET path` gets over a new HTTP/1.1 connection
+/// from 127.0.0.2, another client address than the tests' (read until the
+/// server closes, or 12 s).
+async fn body_length(addr: SocketAddr, path: &str) -> usize {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(12), s.read_to_end(&mut all)).await;
+    let head = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(all.len(), |i| i + 4);
+    all.len() - head
+}
