@@ -286,6 +286,11 @@ impl Metrics {
                 "Requests with Basic credentials a location's basic_auth refused \
                  (wrong password, unknown user or malformed); requests without any are not counted."
             )),
+            auth_busy: reg!(prometheus::IntCounter::new(
+                "ruchy_serve_auth_busy_total",
+                "Requests with Basic credentials answered 429: the password checks' queue, or the \
+                 client address's share of it, was full."
+            )),
         };
         let compression = std::sync::Arc::new(crate::serve::compress::Stats {
             made: reg!(prometheus::IntCounter::new(

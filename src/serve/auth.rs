@@ -6,17 +6,22 @@
 //! work of a check), so a client must not be able to make us run it at
 //! will:
 //! - a check runs on the blocking pool, and at most one per core at once
-//!   ([`VERIFYING`]); the others wait their turn under the request's
-//!   deadlines;
+//!   ([`VERIFYING`]); the others wait their turn in a bounded queue
+//!   ([`QUEUE`] checks waiting or running in all, [`PER_CLIENT`] of them
+//!   from one client address): past either, the request is answered 429
+//!   with `Retry-After` and counted, so one client's flood of wrong
+//!   passwords delays another's first login by at most its share;
 //! - a password that verified is remembered per user as a keyed BLAKE3
 //!   digest (key drawn at start, compared in constant time), so a browser
 //!   sending the same credentials on every request costs one hash, not one
 //!   bcrypt; a user's entry holds one digest, so the memory is bounded by
 //!   the file;
-//! - an unknown user is checked against another user's hash, so the time
-//!   taken does not tell which users exist.
+//! - an unknown user is checked against the file's costliest hash, so the
+//!   time taken does not tell which users exist (users with cheaper hashes
+//!   can still be told apart by timing: the load warns when costs differ).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -28,6 +33,54 @@ use crate::config::htpasswd::Users;
 
 /// bcrypt checks running at once, process-wide: one per core.
 static VERIFYING: OnceLock<Semaphore> = OnceLock::new();
+
+/// Checks waiting or running at once, process-wide: at 2 cores and cost
+/// 10 (about 60 ms a check here) a full queue is about 2 s of work.
+pub const QUEUE: usize = 64;
+/// Checks one client address may have waiting or running at once.
+pub const PER_CLIENT: u32 = 4;
+
+/// Who has checks in the queue, and how many in all.
+static QUEUED: Mutex<Option<Queued>> = Mutex::new(None);
+
+#[derive(Default)]
+struct Queued {
+    total: usize,
+    by_client: HashMap<Option<IpAddr>, u32>,
+}
+
+/// A place in the queue, given back when dropped.
+struct Place(Option<IpAddr>);
+
+impl Place {
+    /// A place for `client`, if the queue and its share have room.
+    fn take(client: Option<IpAddr>) -> Option<Place> {
+        let client = client.map(|ip| ip.to_canonical());
+        let mut q = QUEUED.lock().expect("queue lock");
+        let q = q.get_or_insert_with(Queued::default);
+        let mine = q.by_client.entry(client).or_insert(0);
+        if q.total >= QUEUE || *mine >= PER_CLIENT {
+            return None;
+        }
+        *mine += 1;
+        q.total += 1;
+        Some(Place(client))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut q = QUEUED.lock().expect("queue lock");
+        let Some(q) = q.as_mut() else { return };
+        q.total -= 1;
+        if let Some(n) = q.by_client.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                q.by_client.remove(&self.0);
+            }
+        }
+    }
+}
 
 /// One location's users and what has been verified of them.
 #[derive(Debug)]
@@ -48,6 +101,9 @@ pub enum Verdict {
     Missing,
     /// Credentials that are not a user's with its password (or malformed).
     Refused,
+    /// The password checks' queue, or this client's share of it, is full:
+    /// 429, try again later.
+    Busy,
 }
 
 impl Gate {
@@ -75,8 +131,13 @@ impl Gate {
         &self.users.challenge
     }
 
-    /// Checks `authorization` (the request's header).
-    pub async fn check(&self, authorization: Option<&HeaderValue>) -> Verdict {
+    /// Checks `authorization` (the request's header) from `client` (after
+    /// `trusted_proxies`; `None` on a unix socket).
+    pub async fn check(
+        &self,
+        authorization: Option<&HeaderValue>,
+        client: Option<IpAddr>,
+    ) -> Verdict {
         let Some(value) = authorization else {
             return Verdict::Missing;
         };
@@ -96,16 +157,19 @@ impl Gate {
         }
         let (known, hash) = match self.users.hashes.get(&user) {
             Some(h) => (true, h.clone()),
-            // Any user's hash: the same work as for a real one.
+            // The costliest hash: at least the work of any real user's.
             None => (
                 false,
                 self.users
                     .hashes
                     .values()
-                    .next()
+                    .max_by_key(|h| cost(h))
                     .cloned()
                     .unwrap_or_default(),
             ),
+        };
+        let Some(_place) = Place::take(client) else {
+            return Verdict::Busy;
         };
         let slots = VERIFYING.get_or_init(|| {
             Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -128,6 +192,14 @@ impl Gate {
     }
 }
 
+/// A bcrypt hash's cost (`$2b$12$...`: 12); 0 when it has none.
+pub fn cost(hash: &str) -> u32 {
+    hash.split('$')
+        .nth(2)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `Basic base64(user:password)`: the user (UTF-8) and the password bytes.
 fn basic(value: &[u8]) -> Option<(String, Vec<u8>)> {
     let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
@@ -148,7 +220,12 @@ fn basic(value: &[u8]) -> Option<(String, Vec<u8>)> {
 }
 
 /// Logs a refusal, at most once a second, with how many went unlogged.
-pub fn log_refusal(site: &str, path: &str) {
+pub fn log_refusal(
+    site: &str,
+    path: &str,
+    client: Option<IpAddr>,
+    authorization: Option<&HeaderValue>,
+) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     static QUIET: AtomicU64 = AtomicU64::new(0);
     let now = crate::clock::unix_secs(std::time::SystemTime::now());
@@ -162,9 +239,18 @@ pub fn log_refusal(site: &str, path: &str) {
         return;
     }
     let unlogged = QUIET.swap(0, Ordering::Relaxed);
+    let client = client.map_or_else(|| "unix".to_string(), |ip| ip.to_string());
+    // The user as sent, escaped and cut: a client chooses it.
+    let user: String = authorization
+        .and_then(|v| basic(v.as_bytes()))
+        .map_or_else(String::new, |(u, _)| {
+            u.chars().take(64).flat_map(char::escape_debug).collect()
+        });
     tracing::warn!(
         site,
         path,
+        client,
+        user,
         unlogged,
         "basic authentication failed (at most one such line a second; `unlogged` counts the others)"
     );
@@ -197,19 +283,58 @@ mod tests {
     #[tokio::test]
     async fn a_verified_password_is_remembered_and_only_that_one() {
         let g = gate(&[("alice", "one"), ("bob", "two")]);
-        assert_eq!(g.check(None).await, Verdict::Missing);
-        assert_eq!(g.check(Some(&header("alice:two"))).await, Verdict::Refused);
-        assert_eq!(g.check(Some(&header("carol:one"))).await, Verdict::Refused);
+        assert_eq!(g.check(None, None).await, Verdict::Missing);
+        assert_eq!(
+            g.check(Some(&header("alice:two")), None).await,
+            Verdict::Refused
+        );
+        assert_eq!(
+            g.check(Some(&header("carol:one")), None).await,
+            Verdict::Refused
+        );
         assert!(
             g.verified.lock().unwrap().is_empty(),
             "nothing remembered of refusals"
         );
-        assert_eq!(g.check(Some(&header("alice:one"))).await, Verdict::Admitted);
+        assert_eq!(
+            g.check(Some(&header("alice:one")), None).await,
+            Verdict::Admitted
+        );
         assert_eq!(g.verified.lock().unwrap().len(), 1);
         // Remembered: answered from the digest (bob's hash is not alice's).
-        assert_eq!(g.check(Some(&header("alice:one"))).await, Verdict::Admitted);
-        assert_eq!(g.check(Some(&header("alice:onex"))).await, Verdict::Refused);
-        assert_eq!(g.check(Some(&header("bob:two"))).await, Verdict::Admitted);
+        assert_eq!(
+            g.check(Some(&header("alice:one")), None).await,
+            Verdict::Admitted
+        );
+        assert_eq!(
+            g.check(Some(&header("alice:onex")), None).await,
+            Verdict::Refused
+        );
+        assert_eq!(
+            g.check(Some(&header("bob:two")), None).await,
+            Verdict::Admitted
+        );
+    }
+
+    /// The queue's places: [`PER_CLIENT`] for one address, then none for
+    /// it while another address still gets one; given back when dropped.
+    #[test]
+    fn one_client_gets_its_share_of_the_queue_and_no_more() {
+        let a = Some("192.0.2.1".parse().unwrap());
+        let b = Some("192.0.2.2".parse().unwrap());
+        let mine: Vec<Place> = (0..PER_CLIENT).map(|_| Place::take(a).unwrap()).collect();
+        assert!(Place::take(a).is_none());
+        let other = Place::take(b).expect("another client still gets a place");
+        drop(mine);
+        assert!(Place::take(a).is_some());
+        drop(other);
+    }
+
+    #[test]
+    fn costs_are_read_from_the_hash() {
+        assert_eq!(cost("$2b$12$abcdefghijklmnopqrstuv"), 12);
+        assert_eq!(cost("$2y$04$x"), 4);
+        assert_eq!(cost("nonsense"), 0);
     }
 
     #[test]

@@ -262,6 +262,9 @@ pub struct Stats {
     pub ran: super::body::Ran,
     /// Requests whose Basic credentials a location refused.
     pub auth_failures: prometheus::IntCounter,
+    /// Requests answered 429 because the password checks' queue (or the
+    /// client's share of it) was full.
+    pub auth_busy: prometheus::IntCounter,
 }
 
 #[derive(Debug)]

@@ -116,12 +116,25 @@ impl Placed<'_, '_> {
             return answer(response::status_text(cfg, StatusCode::FORBIDDEN, head));
         }
         if let Some(gate) = self.gate {
-            match gate.check(req.headers().get(header::AUTHORIZATION)).await {
+            match gate
+                .check(req.headers().get(header::AUTHORIZATION), client)
+                .await
+            {
                 Verdict::Admitted => {}
+                Verdict::Busy => {
+                    self.site.cache.stats().auth_busy.inc();
+                    let status = StatusCode::TOO_MANY_REQUESTS;
+                    let mut r = response::status_text(cfg, status, head);
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return answer(r);
+                }
                 verdict => {
                     if verdict == Verdict::Refused {
                         self.site.cache.stats().auth_failures.inc();
-                        auth::log_refusal(self.label, self.path.as_deref().unwrap_or(""));
+                        let path = self.path.as_deref().unwrap_or("");
+                        let sent = req.headers().get(header::AUTHORIZATION);
+                        auth::log_refusal(self.label, path, client, sent);
                     }
                     let mut r = response::status_text(cfg, StatusCode::UNAUTHORIZED, head);
                     r.headers_mut()

@@ -921,3 +921,92 @@ async fn the_fallback_meets_its_own_location() {
     assert!(!r.text().contains("private shell"));
     assert_eq!(s.get("/hello.txt").await.status, 200);
 }
+
+/// The review's flood: one client's many connections of wrong passwords
+/// used to queue bcrypt checks without bound, so another's first login
+/// waited behind all of them (10.7 s). Now one address has at most
+/// `PER_CLIENT` checks queued or running: the rest are answered 429 with
+/// `Retry-After` and counted, and a login from another address is
+/// checked among the first.
+#[test]
+fn a_wrong_password_flood_gets_429_and_others_still_log_in() {
+    use base64::Engine as _;
+    let root = crate::common::fixture();
+    std::fs::create_dir(root.path().join("staff")).unwrap();
+    std::fs::write(root.path().join("staff/plan.txt"), "the plan").unwrap();
+    let users = root.path().join("htpasswd");
+    std::fs::write(
+        &users,
+        format!("alice:{}\n", bcrypt::hash("wonderland", 10).unwrap()),
+    )
+    .unwrap();
+    let metrics = free_local_addr();
+    let cfg = crate::common::ConfigFile::new(
+        root.path(),
+        &format!(
+            "[[locations]]\nprefix = \"/staff/\"\nbasic_auth = {users:?}\n\
+             [[listen]]\naddress = \"127.0.0.1:0\"\n[log]\naccess_log = \"off\"\n"
+        ),
+    );
+    let d = crate::common::Daemon::spawn(
+        &["--config", cfg.arg()],
+        &[("RUCHY_SERVE_METRICS__ADDRESS", &metrics.to_string())],
+    );
+    let addr = d.addr;
+    let basic = |cred: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(cred)
+        )
+    };
+    let ask = |from: &'static str, auth: String| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        let req = format!(
+            "GET /staff/plan.txt HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out);
+        let _ = tokio::time::timeout(Duration::from_secs(20), read).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        (crate::common::raw_status(&text), text)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (flood, login) = rt.block_on(async {
+        let flood: Vec<_> = (0..40)
+            .map(|i| tokio::spawn(ask("127.0.0.1", basic(&format!("alice:wrong{i}")))))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let start = Instant::now();
+        let login = ask("127.0.0.2", basic("alice:wonderland")).await;
+        let waited = start.elapsed();
+        let mut statuses = Vec::new();
+        for f in flood {
+            statuses.push(f.await.unwrap());
+        }
+        (statuses, (login, waited))
+    });
+    let ((status, text), waited) = login;
+    eprintln!("first login during a 40-connection flood took {waited:?}");
+    assert_eq!(status, 200, "{text}");
+    let busy: Vec<_> = flood.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(busy.len() >= 30, "{} of 40 were 429", busy.len());
+    assert!(
+        busy[0].1.to_ascii_lowercase().contains("retry-after: 1"),
+        "{}",
+        busy[0].1
+    );
+    assert!(flood.iter().all(|(s, _)| *s == 401 || *s == 429));
+    assert_eq!(
+        crate::common::scrape_value(metrics, "ruchy_serve_auth_busy_total"),
+        busy.len() as u64
+    );
+}
