@@ -197,6 +197,13 @@ fn check(sources: &Sources) -> ExitCode {
                     .iter()
                     .map(|s| (format!("site {}", s.names.label()), &s.config.locations)),
             );
+            if !cfg.default_site && !cfg.locations.is_empty() {
+                eprintln!(
+                    "ruchy-serve: warning: the top-level [[locations]] belong to the default site, \
+                     and default_site = false: they can never apply (move them into a [[sites]] \
+                     entry as [[sites.locations]])"
+                );
+            }
             for (site, locations) in sites {
                 if locations.is_empty() {
                     continue;

@@ -480,6 +480,18 @@ fn compile(
         })?;
         headers.push((header, ctx.header_value(&key, value)?));
     }
+    // `headers` may not set what `cache_control` or `expires` send: one
+    // would silently replace the other.
+    if let Some(name) = r.headers.keys().find(|n| {
+        (n.eq_ignore_ascii_case("cache-control") || n.eq_ignore_ascii_case("expires"))
+            && (r.cache_control.is_some() || r.expires.is_some())
+    }) {
+        return Err(ctx.bad(
+            &["headers", name.as_str()],
+            format!("`{name}` in `headers` beside `cache_control`/`expires`: one would replace the other"),
+            "keep `cache_control` (or `expires`) and remove the header",
+        ));
+    }
     let cache_control = match &r.cache_control {
         Some(v) => Some(ctx.header_value(&["cache_control"], v)?),
         None => None,
@@ -937,6 +949,14 @@ mod tests {
             .map(|i| format!("[[locations]]\nregex = '^/p{i}/[a-z0-9_]{{8}}$'\nreturn = 404\n"))
             .collect();
         assert_eq!(valid(&ascii).locations.all.len(), 200);
+    }
+
+    #[test]
+    fn a_cache_control_header_beside_expires_is_refused() {
+        let e = invalid(
+            "[[locations]]\nprefix = \"/a/\"\nexpires = \"1d\"\nheaders = { \"Cache-Control\" = \"no-store\" }\n",
+        );
+        assert_eq!(e.key(), Some("locations[0].headers.Cache-Control"), "{e}");
     }
 
     #[test]

@@ -395,6 +395,33 @@ pub(super) fn template(
             "write \"/new/path\" or \"https://example.com/path\"",
         ));
     }
+    // nginx habits that would be sent as written: `$1`, `$uri`, `$host`.
+    if let Some(at) = to.find('$').filter(|&at| {
+        to[at + 1..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '{')
+    }) {
+        let var: String = to[at..]
+            .chars()
+            .take_while(|&c| c == '$' || c.is_ascii_alphanumeric() || c == '_')
+            .collect();
+        return Err((
+            format!(
+                "`{to}` has `{var}`, an nginx variable: it would be sent as those letters, \
+                 not replaced"
+            ),
+            "write captures as {1} or {name} and the resolved path as {path}; a literal `$` as %24",
+        ));
+    }
+    if to.contains('\\') {
+        return Err((
+            format!(
+                "`{to}` has a `\\`: browsers read it as `/` (`/\\evil.example` leaves the site)"
+            ),
+            "remove it, or percent-encode it as %5C",
+        ));
+    }
     let mut parts = Vec::new();
     let mut rest = to;
     while let Some(open) = rest.find('{') {
@@ -426,8 +453,16 @@ pub(super) fn template(
         } else {
             Place::Path
         };
+        let after_scheme = &before[before.find("://").map_or(0, |i| i + 3)..];
+        if absolute && after_scheme.is_empty() {
+            // `https://{path}` is `https:///evil.example/x`: browsers go
+            // to evil.example.
+            return Err((
+                format!("`{to}` has no host before `{{{name}}}`: the request would choose it"),
+                "name the host, e.g. \"https://example.com{path}\"",
+            ));
+        }
         if absolute && !rooted.contains(&i) {
-            let after_scheme = &before[before.find("://").map_or(0, |i| i + 3)..];
             if !after_scheme.contains('/') {
                 return Err((
                     format!(
@@ -481,6 +516,32 @@ mod tests {
 
     fn rule(from: &str, to: &str) -> String {
         format!("[[redirects]]\nfrom = \"{from}\"\nto = \"{to}\"\n")
+    }
+
+    /// nginx habits that would do nothing (or worse) are refused with the
+    /// fix: `$1` and `$uri` sent as letters, a host the request chooses,
+    /// a backslash browsers read as `/`.
+    #[test]
+    fn nginx_variables_and_request_chosen_hosts_are_refused() {
+        for (from, to, says) in [
+            ("/blog/{a}/{b}", "/posts/$1-$2", "`$1`, an nginx variable"),
+            ("/old/{rest}", "https://example.com$uri", "`$uri`"),
+        ] {
+            let e = invalid(&rule(from, to));
+            assert_eq!(e.key(), Some("redirects[0].to"), "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        let e = invalid("[[locations]]\nprefix = \"/x/\"\nreturn = 301\nto = \"https://{path}\"\n");
+        assert_eq!(e.key(), Some("locations[0].to"), "{e}");
+        assert!(e.to_string().contains("no host"), "{e}");
+        let e =
+            invalid("[[locations]]\nprefix = \"/x/\"\nreturn = 301\nto = \"/\\\\evil.example\"\n");
+        assert!(e.to_string().contains("`\\`"), "{e}");
+        // A `$` that is no variable is fine, and so is a named host.
+        rules(&rule("/a", "/price$"));
+        valid(
+            "[[locations]]\nprefix = \"/x/\"\nreturn = 301\nto = \"https://example.com{path}\"\n",
+        );
     }
 
     #[test]

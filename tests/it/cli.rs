@@ -777,3 +777,20 @@ fn check_reports_unknown_keys_and_wrong_types_of_every_section_at_once() {
     }
     assert!(err.contains("4 mistakes"), "{err}");
 }
+
+/// Top-level `[[locations]]` with `default_site = false` belong to a site
+/// that never answers: `check` says so (it used to accept them silently).
+#[test]
+fn check_warns_of_locations_no_request_can_reach() {
+    let root = tempfile::tempdir().unwrap();
+    let body = format!(
+        "default_site = false\n[[sites]]\nnames = [\"a.test\"]\nroot = {:?}\n\
+         [[locations]]\nprefix = \"/admin/\"\naccess = [\"deny all\"]\n\
+         [[listen]]\naddress = \"127.0.0.1:0\"\n",
+        root.path()
+    );
+    let (out, _) = check_file(&body);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("can never apply"), "{err}");
+}
