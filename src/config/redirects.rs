@@ -462,8 +462,8 @@ pub(super) fn template(
                 "name the host, e.g. \"https://example.com{path}\"",
             ));
         }
-        if absolute && !rooted.contains(&i) {
-            if !after_scheme.contains('/') {
+        if absolute && !rooted.contains(&i) && !after_scheme.contains('/') {
+            {
                 return Err((
                     format!(
                         "`{to}` puts `{{{name}}}` in the host part: a request could choose the \
