@@ -12,6 +12,7 @@ mod caching;
 mod cli;
 mod compression;
 mod deadlines;
+mod differential;
 mod disk;
 mod faults;
 mod files;

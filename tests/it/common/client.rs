@@ -75,6 +75,33 @@ pub async fn get_h2(addr: SocketAddr, paths: &[&str]) -> Vec<Resp> {
     out
 }
 
+/// The status of each of `paths` over one HTTP/2 (h2c prior knowledge)
+/// connection, asked one after another (0: a stream error).
+pub async fn get_h2_statuses(addr: SocketAddr, paths: &[&str]) -> Vec<u16> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut out = Vec::new();
+    for p in paths {
+        let req = Request::builder()
+            .uri(format!("http://{addr}{p}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        out.push(match sender.send_request(req).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let _ = resp.into_body().collect().await;
+                status
+            }
+            Err(_) => 0,
+        });
+    }
+    out
+}
+
 async fn collect(resp: http::Response<hyper::body::Incoming>) -> Resp {
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();

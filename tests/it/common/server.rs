@@ -44,12 +44,24 @@ impl TestServer {
     /// which must list its own `[[listen]]` tables. `addrs` are the bound
     /// addresses in order; `reload` re-reads the same file.
     pub async fn start_raw(root: &Path, body: &str) -> TestServer {
+        TestServer::try_start_raw(root, body)
+            .await
+            .unwrap_or_else(|e| panic!("test config invalid: {e}"))
+    }
+
+    /// [`TestServer::start`], or the configuration's error.
+    pub async fn try_start(root: &Path, extra: &str) -> Result<TestServer, config::ConfigError> {
+        let body = format!("{extra}\n[[listen]]\naddress = \"127.0.0.1:0\"\n");
+        TestServer::try_start_raw(root, &body).await
+    }
+
+    async fn try_start_raw(root: &Path, body: &str) -> Result<TestServer, config::ConfigError> {
         let config = ConfigFile::new(root, &format!("{}{body}", metrics_default(body)));
         let sources = Sources {
             config_file: Some(config.path.clone()),
             ..Default::default()
         };
-        let cfg = config::load(&sources).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let cfg = config::load(&sources)?;
         let server = Server::bind(cfg, sources, Inherited::default()).expect("bind");
         let addrs: Vec<SocketAddr> = server
             .local_addrs()
@@ -66,7 +78,7 @@ impl TestServer {
         let state = server.state();
         let (tx, rx) = mpsc::channel(1);
         let done = tokio::spawn(server.run(rx));
-        TestServer {
+        Ok(TestServer {
             state,
             metrics_addr,
             addr: addrs[0],
@@ -75,7 +87,7 @@ impl TestServer {
             stop: Some(tx),
             done: Some(done),
             config,
-        }
+        })
     }
 
     /// Rewrites the config body (as for `start_raw`) and reloads, as SIGHUP does.
