@@ -1,9 +1,12 @@
 //! A location's `basic_auth` file: Apache's htpasswd format, bcrypt
-//! entries only (`htpasswd -B`). Read when the configuration loads, so a
-//! reload re-reads it and a bad file keeps the old configuration serving.
-//! Weak schemes (MD5-crypt `$apr1$`, `{SHA}`, DES crypt, plain text) are
-//! refused with the file's line: an entry that cannot be verified safely
-//! is a configuration error, not a silent refusal of every password.
+//! entries only (`htpasswd -B`). Read when the configuration loads, and
+//! again whenever the file changes (the certificate watch's interval).
+//! A bad line fails only its own user, as one bad certificate fails only
+//! its names: weak schemes (MD5-crypt `$apr1$`, `{SHA}`, DES crypt, plain
+//! text), malformed or repeated entries are reported with the file's line
+//! (at load, at each change, by `check`) and that user is refused, while
+//! every other user of the file applies: a file edited to remove a user
+//! and that gains a typo elsewhere never keeps the removed user in.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +22,22 @@ pub struct Users {
     pub hashes: HashMap<String, String>,
     /// `WWW-Authenticate`: `Basic realm="...", charset="UTF-8"`.
     pub challenge: HeaderValue,
+    /// The realm, to read the file again.
+    pub realm: String,
+    /// The lines that failed their user: `FILE:LINE: why`.
+    pub problems: Vec<String>,
+    /// The file's identity when read: a change is read again.
+    pub id: Option<crate::fileid::FileId>,
+}
+
+impl Users {
+    /// Whether the file is no longer the one read (a stat).
+    pub fn changed(&self) -> bool {
+        let now = std::fs::metadata(&self.file)
+            .ok()
+            .map(|m| crate::fileid::FileId::of(&m));
+        now != self.id
+    }
 }
 
 /// Why a file is refused: the message and a hint.
@@ -26,19 +45,21 @@ pub type Refusal = (String, &'static str);
 
 /// Reads `file`; `realm` is shown by browsers in their password prompt.
 pub fn read(file: &Path, realm: &str) -> Result<Users, Refusal> {
+    let id = std::fs::metadata(file)
+        .ok()
+        .map(|m| crate::fileid::FileId::of(&m));
     let text = std::fs::read_to_string(file).map_err(|e| {
         (
             format!("cannot read {}: {e}", file.display()),
             "create it with `htpasswd -B -c FILE USER` (apache2-utils), readable by the service user",
         )
     })?;
-    let hashes = parse(&text).map_err(|(line, why)| {
-        (
-            format!("{}:{line}: {why}", file.display()),
-            "write bcrypt entries only: `htpasswd -B FILE USER`",
-        )
-    })?;
-    if hashes.is_empty() {
+    let (hashes, bad) = parse(&text);
+    let problems: Vec<String> = bad
+        .into_iter()
+        .map(|(line, why)| format!("{}:{line}: {why}", file.display()))
+        .collect();
+    if hashes.is_empty() && problems.is_empty() {
         return Err((
             format!(
                 "{} has no users: every request would be refused",
@@ -64,20 +85,51 @@ pub fn read(file: &Path, realm: &str) -> Result<Users, Refusal> {
         file: file.to_path_buf(),
         hashes,
         challenge,
+        realm: realm.to_string(),
+        problems,
+        id,
     })
 }
 
-/// `user:hash` lines (blank lines and `#` comments skipped); the first bad
-/// line's number and why.
-fn parse(text: &str) -> Result<HashMap<String, String>, (usize, String)> {
+/// `user:hash` lines (blank lines and `#` comments skipped): the good
+/// users, and each bad line's number and why. A user with any bad line
+/// (a weak scheme, a malformed hash, a second entry) is left out whole.
+fn parse(text: &str) -> (HashMap<String, String>, Vec<(usize, String)>) {
     let mut out = HashMap::new();
+    let mut bad = Vec::new();
+    let mut failed = std::collections::HashSet::new();
     for (n, line) in text.lines().enumerate() {
+        match entry(line) {
+            Ok(None) => {}
+            Ok(Some((user, hash))) => {
+                if out.insert(user.to_string(), hash.to_string()).is_some() {
+                    failed.insert(user.to_string());
+                    bad.push((n + 1, format!("user `{user}` is listed twice: refused")));
+                }
+            }
+            Err((user, why)) => {
+                failed.extend(user.map(str::to_string));
+                bad.push((n + 1, why));
+            }
+        }
+    }
+    out.retain(|u, _| !failed.contains(u));
+    (out, bad)
+}
+
+/// A line that fails: its user, if it names one, and why.
+type BadLine<'l> = (Option<&'l str>, String);
+
+/// One line: `None` for a blank or a comment; else the user and its hash,
+/// or (the user, if any) and why the line fails.
+fn entry(line: &str) -> Result<Option<(&str, &str)>, BadLine<'_>> {
+    {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
-            continue;
+            return Ok(None);
         }
         let Some((user, hash)) = line.split_once(':') else {
-            return Err((n + 1, "not `user:hash`".into()));
+            return Err((None, "not `user:hash`".into()));
         };
         let scheme = match hash {
             h if h.starts_with("$2y$") || h.starts_with("$2b$") || h.starts_with("$2a$") => None,
@@ -90,18 +142,30 @@ fn parse(text: &str) -> Result<HashMap<String, String>, (usize, String)> {
         };
         if let Some(weak) = scheme {
             return Err((
-                n + 1,
-                format!("user `{user}` has a {weak} entry, which ruchy-serve does not accept"),
+                Some(user),
+                format!(
+                    "user `{user}` has a {weak} entry, which ruchy-serve does not accept: refused \
+                     (write bcrypt entries: `htpasswd -B FILE USER`)"
+                ),
             ));
         }
         if bcrypt_parts(hash).is_none() {
-            return Err((n + 1, format!("user `{user}` has a malformed bcrypt hash")));
+            return Err((
+                Some(user),
+                format!("user `{user}` has a malformed bcrypt hash: refused"),
+            ));
         }
-        if out.insert(user.to_string(), hash.to_string()).is_some() {
-            return Err((n + 1, format!("user `{user}` is listed twice")));
-        }
+        Ok(Some((user, hash)))
     }
-    Ok(out)
+}
+
+/// The costs of the file's hashes, when they are not all the same: an
+/// unknown user is checked at the highest, so a user with a cheaper hash
+/// answers faster than one who does not exist.
+pub fn mixed_costs(users: &Users) -> Option<(u32, u32)> {
+    let costs = users.hashes.values().filter_map(|h| bcrypt_parts(h));
+    let (lo, hi) = costs.fold((u32::MAX, 0), |(lo, hi), c| (lo.min(c), hi.max(c)));
+    (lo < hi).then_some((lo, hi))
 }
 
 /// A bcrypt hash's cost, if the hash is well formed (`$2b$NN$` and 53
@@ -120,7 +184,8 @@ mod tests {
     #[test]
     fn bcrypt_only_and_each_refusal_names_its_line() {
         let good = "$2y$05$abcdefghijklmnopqrstuuWvBhV7F1zi0hN3YEkBmcJy4cAL5F4HO";
-        let ok = parse(&format!("# users\n\nalice:{good}\n")).unwrap();
+        let (ok, bad) = parse(&format!("# users\n\nalice:{good}\n"));
+        assert!(bad.is_empty());
         assert_eq!(ok["alice"], good);
         for (text, line, what) in [
             (format!("alice:{good}\nbob:$apr1$x$y\n"), 2, "MD5-crypt"),
@@ -131,9 +196,31 @@ mod tests {
             ("frank:$2y$05$short\n".to_string(), 1, "malformed"),
             (format!("a:{good}\na:{good}\n"), 2, "twice"),
         ] {
-            let (n, why) = parse(&text).unwrap_err();
-            assert_eq!(n, line, "{text}");
+            let (users, bad) = parse(&text);
+            let (n, why) = &bad[0];
+            assert_eq!(*n, line, "{text}");
             assert!(why.contains(what), "{why}");
+            // The bad line's user is out; the good ones stay (`a`, listed
+            // twice, is out whole).
+            assert_eq!(
+                users.contains_key("alice"),
+                text.starts_with("alice:$2y"),
+                "{text}"
+            );
+            assert!(
+                !users.contains_key("a") && !users.contains_key("bob"),
+                "{text}"
+            );
         }
+    }
+
+    /// A user refused for one bad line is refused, even when an earlier
+    /// line of the same name was good: a typo never keeps anyone in.
+    #[test]
+    fn a_bad_line_fails_its_user_and_no_other() {
+        let good = "$2y$05$abcdefghijklmnopqrstuuWvBhV7F1zi0hN3YEkBmcJy4cAL5F4HO";
+        let (users, bad) = parse(&format!("alice:{good}\nbob:{good}\nbob:$apr1$x$y\n"));
+        assert_eq!(bad.len(), 1);
+        assert!(users.contains_key("alice") && !users.contains_key("bob"));
     }
 }

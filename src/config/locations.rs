@@ -306,6 +306,16 @@ impl Locations {
         for (j, r) in raw.iter().enumerate() {
             let ctx = ctx.location(j);
             let location = compile(r, files, site, &ctx)?;
+            if let Some(users) = &location.auth {
+                out.warnings.extend(users.problems.iter().cloned());
+                if let Some((lo, hi)) = htpasswd::mixed_costs(users) {
+                    out.warnings.push(format!(
+                        "{}: bcrypt costs from {lo} to {hi}: a user with a cheaper hash answers \
+                         faster than one who does not exist (rehash with one cost: htpasswd -B -C {hi})",
+                        users.file.display()
+                    ));
+                }
+            }
             let i = out.all.len();
             let same = out
                 .all

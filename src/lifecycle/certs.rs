@@ -2,6 +2,7 @@
 //! every `tls.watch_interval` (read from the current configuration each
 //! round, so a reload can change it), and changed ones are loaded behind the
 //! resolver without a reload. A bad new file keeps the old certificate.
+//! The same round reads again each `basic_auth` file that changed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,5 +27,9 @@ pub async fn watch(state: Arc<State>) {
         .await
         .unwrap_or_default();
         state.metrics.set_certificates(&state.tls_resolver.store());
+        // `basic_auth` files too: a password changed or a user removed
+        // applies without a reload.
+        let sites = state.sites();
+        let _ = tokio::task::spawn_blocking(move || sites.refresh_users()).await;
     }
 }

@@ -85,7 +85,8 @@ impl Drop for Place {
 /// One location's users and what has been verified of them.
 #[derive(Debug)]
 pub struct Gate {
-    users: Arc<Users>,
+    /// The file as last read: replaced whole when it changes.
+    users: arc_swap::ArcSwap<Users>,
     /// The BLAKE3 key of remembered digests.
     key: [u8; 32],
     /// User -> digest of the password that last verified.
@@ -119,16 +120,53 @@ impl Gate {
                 .unwrap_or_default();
             key[..16].copy_from_slice(&now.as_nanos().to_le_bytes());
         }
+        for p in &users.problems {
+            tracing::warn!("basic_auth: {p}");
+        }
         Gate {
-            users,
+            users: arc_swap::ArcSwap::new(users),
             key,
             verified: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Reads the file again if it changed since it was read: its users
+    /// apply from now on and nothing verified before is remembered. A file
+    /// that cannot be read keeps the users it had (logged once per
+    /// change); a bad line fails only its user.
+    pub fn refresh(&self) {
+        let users = self.users.load();
+        if !users.changed() {
+            return;
+        }
+        match crate::config::htpasswd::read(&users.file, &users.realm) {
+            Ok(fresh) => {
+                for p in &fresh.problems {
+                    tracing::warn!("basic_auth: {p}");
+                }
+                tracing::info!(
+                    file = %fresh.file.display(),
+                    users = fresh.hashes.len(),
+                    "basic_auth file changed: read again"
+                );
+                self.users.store(Arc::new(fresh));
+                self.verified.lock().expect("verified lock").clear();
+            }
+            Err((message, _)) => {
+                tracing::error!("basic_auth: {message}; the users read before still apply");
+                // Not read again until it changes once more.
+                let mut kept = (**users).clone();
+                kept.id = std::fs::metadata(&kept.file)
+                    .ok()
+                    .map(|m| crate::fileid::FileId::of(&m));
+                self.users.store(Arc::new(kept));
+            }
+        }
+    }
+
     /// The `WWW-Authenticate` value of a 401 here.
-    pub fn challenge(&self) -> &HeaderValue {
-        &self.users.challenge
+    pub fn challenge(&self) -> HeaderValue {
+        self.users.load().challenge.clone()
     }
 
     /// Checks `authorization` (the request's header) from `client` (after
@@ -155,12 +193,13 @@ impl Gate {
         if remembered == Some(digest) {
             return Verdict::Admitted;
         }
-        let (known, hash) = match self.users.hashes.get(&user) {
+        let users = self.users.load();
+        let (known, hash) = match users.hashes.get(&user) {
             Some(h) => (true, h.clone()),
             // The costliest hash: at least the work of any real user's.
             None => (
                 false,
-                self.users
+                users
                     .hashes
                     .values()
                     .max_by_key(|h| cost(h))
@@ -181,7 +220,10 @@ impl Gate {
             tokio::task::spawn_blocking(move || bcrypt::verify(&password, &hash).unwrap_or(false))
                 .await
                 .unwrap_or(false);
-        if verified && known {
+        // Remembered only while the file is still the one checked against:
+        // a user removed meanwhile must not come back through a digest.
+        let current = Arc::ptr_eq(&users, &self.users.load());
+        if verified && known && current {
             self.verified
                 .lock()
                 .expect("verified lock")
@@ -269,6 +311,9 @@ mod tests {
             file: "htpasswd".into(),
             hashes,
             challenge: HeaderValue::from_static("Basic realm=\"t\""),
+            realm: "t".into(),
+            problems: Vec::new(),
+            id: None,
         }))
     }
 

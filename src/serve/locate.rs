@@ -138,7 +138,7 @@ impl Placed<'_, '_> {
                     }
                     let mut r = response::status_text(cfg, StatusCode::UNAUTHORIZED, head);
                     r.headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, gate.challenge().clone());
+                        .insert(header::WWW_AUTHENTICATE, gate.challenge());
                     return answer(r);
                 }
             }

@@ -178,6 +178,13 @@ impl Site {
         }
     }
 
+    /// Reads again each `basic_auth` file of its locations that changed.
+    pub fn refresh_users(&self) {
+        for gate in self.located.iter().filter_map(|l| l.gate.as_ref()) {
+            gate.refresh();
+        }
+    }
+
     /// Whether this is the top-level site.
     pub fn is_default(&self) -> bool {
         self.key_prefix.is_none()

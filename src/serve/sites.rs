@@ -92,6 +92,13 @@ impl Sites {
         }
     }
 
+    /// Reads again each site's `basic_auth` files that changed.
+    pub fn refresh_users(&self) {
+        for site in self.default.iter().chain(&self.hosts) {
+            site.refresh_users();
+        }
+    }
+
     /// The top-level site, if there is one.
     pub fn default_site(&self) -> Option<&Arc<Site>> {
         self.default.as_ref()
