@@ -19,6 +19,7 @@
 
 pub mod coalesce;
 pub mod drain;
+pub mod frames;
 pub mod session;
 pub mod timers;
 

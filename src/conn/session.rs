@@ -17,7 +17,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{ready, Context, Poll, Wake, Waker};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::coalesce::Coalesce;
 use super::drain::DrainWatch;
+use super::frames::Frames;
 use super::timers::{Activity, Close, InFlight, GRACE};
 use crate::addr::Peer;
 use crate::clock::coarse_now_ms;
@@ -60,6 +61,10 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const H2_MAX_PENDING_RESETS: usize = 20;
 /// Stream errors one client may cause before the connection is closed.
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 200;
+
+/// The HTTP/2 connection window we grant for request bodies: the
+/// protocol's initial one, never raised.
+const H2_CONNECTION_WINDOW: u32 = 65_535;
 
 /// hyper's own limit when `max_headers` is not called.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
@@ -97,7 +102,15 @@ fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     // the header list size, so a header block cannot grow past
     // `max_header_size` however it is split into frames.
     let mut b = http2::Builder::new(TokioExecutor::new());
+    // Request bodies are never read, only let through up to
+    // `max_request_body`: a stream may send that much before its window
+    // closes, and the whole connection the protocol's initial 64 KiB (h2
+    // buffers what arrives until it is read, and hyper's defaults let a
+    // connection of waiting streams hold about 0.5 MiB).
+    let stream_window = limits.max_request_body.min(H2_CONNECTION_WINDOW as u64) as u32;
     b.timer(TokioTimer::new())
+        .initial_stream_window_size(stream_window)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.max_header_size as u32)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
@@ -349,12 +362,13 @@ impl Session {
         let io = Replay {
             inner: io,
             prefix: Bytes::new(),
+            frames: None,
         };
         // Plain connections look at their first bytes for the HTTP/2 preface.
         let mut sniffing = self.protocol == Protocol::Auto;
         let mut phase = if self.protocol == Protocol::Http2 {
             activity.set_h2();
-            start_http2(io, limits, &svc)
+            start_http2(io, limits, &svc, activity)
         } else {
             gauge.set(true);
             Phase::Waiting(io)
@@ -403,7 +417,7 @@ impl Session {
                             else {
                                 unreachable!()
                             };
-                            phase = start_http2(io, limits, &svc);
+                            phase = start_http2(io, limits, &svc, activity);
                             continue;
                         }
                     }
@@ -503,10 +517,17 @@ impl Session {
 }
 
 /// hyper's HTTP/2 connection on `io`, writing through a [`Coalesce`].
-fn start_http2<I>(io: Replay<I>, limits: &Limits, svc: &Service) -> Phase<I>
+fn start_http2<I>(
+    mut io: Replay<I>,
+    limits: &Limits,
+    svc: &Service,
+    activity: &Arc<Activity>,
+) -> Phase<I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Control frames counted from the preface on (it is still to replay).
+    io.frames = Some((Frames::default(), Arc::clone(activity)));
     let out = Coalesce::new(io);
     let conn = http2_builder(limits).serve_connection(TokioIo::new(out.clone()), svc.clone());
     Phase::Http2 {
@@ -538,6 +559,10 @@ where
 pub struct Replay<I> {
     inner: I,
     prefix: Bytes,
+    /// HTTP/2: the client's control frames, counted against their
+    /// allowance ([`super::frames`]); past it, reading fails and hyper
+    /// ends the connection.
+    frames: Option<(Frames, Arc<Activity>)>,
 }
 
 impl<I: AsyncRead + Unpin> Replay<I> {
@@ -575,16 +600,30 @@ impl<I: AsyncRead + Unpin> AsyncRead for Replay<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         if self.prefix.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        } else {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            if self.prefix.is_empty() {
+                // Not the empty tail of a shared buffer: an idle connection
+                // holds no buffer.
+                self.prefix = Bytes::new();
+            }
         }
-        let n = self.prefix.len().min(buf.remaining());
-        let head = self.prefix.split_to(n);
-        buf.put_slice(&head);
-        if self.prefix.is_empty() {
-            // Not the empty tail of a shared buffer: an idle connection
-            // holds no buffer.
-            self.prefix = Bytes::new();
+        if let Some((frames, activity)) = &mut self.frames {
+            if frames
+                .feed(&buf.filled()[before..], activity.written())
+                .is_err()
+            {
+                tracing::debug!("HTTP/2 control-frame flood: closing the connection");
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "HTTP/2 control-frame flood",
+                )));
+            }
         }
         Poll::Ready(Ok(()))
     }

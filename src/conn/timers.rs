@@ -106,6 +106,9 @@ pub struct Activity {
     last_event_ms: AtomicU64,
     /// The last byte written to the socket.
     last_write_ms: AtomicU64,
+    /// Bytes written to the socket (the control-frame allowance grows
+    /// with them).
+    written: AtomicU64,
     /// When the first byte of an unfinished HTTP/1 request head arrived; 0
     /// when no head is in progress.
     head_since_ms: AtomicU64,
@@ -151,6 +154,7 @@ impl Activity {
             born_ms,
             last_event_ms: AtomicU64::new(born_ms),
             last_write_ms: AtomicU64::new(born_ms),
+            written: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -264,7 +268,13 @@ impl Activity {
         }
     }
 
-    fn wrote(&self) {
+    /// Bytes written to the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    fn wrote(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
         self.last_write_ms.store(coarse_now_ms(), Ordering::Relaxed);
         if self.write_blocked.load(Ordering::Relaxed) {
             self.write_blocked.store(false, Ordering::Relaxed);
@@ -575,7 +585,7 @@ impl AsyncRead for Tracked {
 impl Tracked {
     fn wrote(&self, poll: &Poll<io::Result<usize>>) {
         match poll {
-            Poll::Ready(Ok(n)) if *n > 0 => self.activity.wrote(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.activity.wrote(*n),
             Poll::Pending => self.activity.write_pending(),
             _ => {}
         }
@@ -704,7 +714,7 @@ mod tests {
         assert!(a.check(&l, answered_at + ms, None, None).is_err());
         a.write_pending();
         assert!(a.check(&l, answered_at + ms, None, Some(0)).is_err());
-        a.wrote();
+        a.wrote(1);
         a.read();
         assert!(a.check(&l, answered_at + ms, None, Some(0)).is_err());
     }
@@ -734,7 +744,7 @@ mod tests {
         // A HEAD answered every second: events, and writes.
         for t in 1..=59 {
             a.last_event_ms.store(now + t * S, Ordering::Relaxed);
-            a.wrote();
+            a.wrote(1);
         }
         assert_eq!(a.check(&l, now + 61 * S, None, None), Ok(Close::Send));
         drop(held);

@@ -359,3 +359,125 @@ async fn http2_host_that_disagrees_with_authority_is_refused() {
     }
     assert_eq!(statuses, [400, 200, 200]);
 }
+
+/// An HTTP/2 frame: a 9-byte header and its payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Sends the preface, an empty SETTINGS, `prelude`, and then `frame` up
+/// to 20,000 times; returns how many went out before the server closed the
+/// connection, `None` if it never did (bounded: 10 s).
+async fn flood_until_closed(s: &TestServer, prelude: &[u8], frame: &[u8]) -> Option<usize> {
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    c.write_all(&h2_frame(4, 0, 0, &[])).await.unwrap();
+    c.write_all(prelude).await.unwrap();
+    let batch: Vec<u8> = frame.repeat(100);
+    let (mut rd, mut wr) = c.into_split();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    });
+    let mut sent = 0;
+    for _ in 0..200 {
+        if wr.write_all(&batch).await.is_err() {
+            break;
+        }
+        sent += 100;
+        if reader.is_finished() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    reader.await.unwrap().then_some(sent)
+}
+
+/// The review's control-frame floods: WINDOW_UPDATE, PRIORITY, empty DATA
+/// and SETTINGS frames, 20,000 of each, used to be answered one by one for
+/// as long as they came (2.5-3.3 s of CPU per 5 s per connection, never
+/// closed). Now a connection past its allowance (1,024 plus 64 a request
+/// plus one per 4 KiB sent) is closed; other clients are served.
+#[tokio::test]
+async fn http2_control_frame_floods_are_closed() {
+    let (_dir, s) = server().await;
+    let open = |stream: u32| h2_frame(1, 0x4, stream, b"\x82\x86\x84\x41\x01x");
+    for (what, prelude, frame) in [
+        (
+            "WINDOW_UPDATE",
+            vec![],
+            h2_frame(8, 0, 0, &1u32.to_be_bytes()),
+        ),
+        ("PRIORITY", vec![], h2_frame(2, 0, 3, &[0, 0, 0, 1, 16])),
+        ("SETTINGS", vec![], h2_frame(4, 0, 0, &[])),
+        ("PING", vec![], h2_frame(6, 0, 0, &[0; 8])),
+        // On a stream left open for its body.
+        ("empty DATA", open(1), h2_frame(0, 0, 1, &[])),
+    ] {
+        let sent = flood_until_closed(&s, &prelude, &frame).await;
+        let sent = sent.unwrap_or_else(|| panic!("a {what} flood was never closed"));
+        // Closed long before the end (what was in flight when the close
+        // came is counted too).
+        assert!(sent < 20_000, "{what}: {sent} frames before the close");
+    }
+    assert_eq!(s.get("/hello.txt").await.status, 200);
+}
+
+/// Request bodies are never read: the server grants each HTTP/2 stream
+/// `max_request_body` of window (8 KiB by default) and the connection the
+/// protocol's initial 64 KiB, never more, so bodies sent on streams that
+/// wait hold at most that (hyper's defaults granted 1 MiB a stream and
+/// raised the connection's window, about 0.5 MiB held per connection).
+#[tokio::test]
+async fn http2_request_body_windows_stay_small() {
+    let (_dir, s) = server().await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    c.write_all(&h2_frame(4, 0, 0, &[])).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until, c.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let (mut stream_window, mut connection_raise) = (None, 0u32);
+    let mut rest = &got[..];
+    while rest.len() >= 9 {
+        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        let (kind, flags) = (rest[3], rest[4]);
+        let stream = u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]) & 0x7fff_ffff;
+        let payload = &rest[9..9 + len];
+        if kind == 4 && flags & 1 == 0 {
+            for setting in payload.chunks(6) {
+                if u16::from_be_bytes([setting[0], setting[1]]) == 4 {
+                    let v = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+                    stream_window = Some(v);
+                }
+            }
+        }
+        if kind == 8 && stream == 0 {
+            connection_raise +=
+                u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+        }
+        rest = &rest[9 + len..];
+    }
+    assert_eq!(stream_window, Some(8 << 10), "INITIAL_WINDOW_SIZE");
+    assert_eq!(connection_raise, 0, "the connection window was raised");
+}
