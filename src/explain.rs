@@ -32,8 +32,12 @@ pub struct Question {
     pub headers: Vec<String>,
     /// The method.
     pub method: String,
-    /// The client's address (for `access` rules and the log).
+    /// The client's address (for `access` rules and the log): the peer's.
     pub client: IpAddr,
+    /// The TLS server name sent (`None`: an https URL's host).
+    pub sni: Option<String>,
+    /// Asked on a unix-socket listener.
+    pub unix: bool,
 }
 
 /// The explanation, or what is wrong with the question.
@@ -65,10 +69,21 @@ pub async fn explain(config: Arc<Config>, q: &Question) -> Result<String, String
     let req = req.body(()).map_err(|e| format!("not a request: {e}"))?;
     let mut out = String::new();
 
-    // The listener: the one on the URL's port, else the first of its kind.
+    // The listener: the unix one when asked; else the one on the URL's
+    // port, else the first of its kind.
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let on_port =
-        |l: &&crate::config::Listen| matches!(l.addr, ListenAddr::Tcp(a) if a.port() == port);
+    let on_port = |l: &&crate::config::Listen| match l.addr {
+        ListenAddr::Tcp(a) => !q.unix && a.port() == port,
+        _ => q.unix,
+    };
+    if q.unix
+        && !config
+            .listen
+            .iter()
+            .any(|l| !matches!(l.addr, ListenAddr::Tcp(_)))
+    {
+        return Err("--unix: the configuration has no unix-socket listener".into());
+    }
     let listener = config
         .listen
         .iter()
@@ -101,13 +116,60 @@ pub async fn explain(config: Arc<Config>, q: &Question) -> Result<String, String
 
     let state = Arc::new(State::new(Arc::clone(&config)));
     let sites = state.sites();
+    // The certificate a TLS client is shown for its server name decides
+    // which sites it may ask for, as in the handler.
+    let sni = match (&q.sni, https) {
+        (Some(name), _) => Some(name.clone()),
+        (None, true) => uri.host().map(str::to_string),
+        (None, false) => None,
+    };
+    let certs = (tls && sites.several()).then(|| state.tls_resolver.store());
+    let shown = certs.as_deref().and_then(|c| c.shown(sni.as_deref()));
+    if tls {
+        let _ = writeln!(
+            out,
+            "tls       server name `{}`",
+            sni.as_deref().map_or("(none)".into(), escaped)
+        );
+    }
+    let chosen = sites.choose(&req, certs.as_deref().zip(shown.as_ref()));
+    // The client as the server counts it: the peer, or behind a trusted
+    // proxy the address its X-Forwarded-For names.
+    let peer = match q.unix {
+        true => Peer::Unix,
+        false => Peer::Tcp(SocketAddr::new(q.client, 0)),
+    };
+    let client = match crate::proxy::client(&req, peer, &config.trusted_proxies) {
+        Peer::Tcp(a) => Some(a.ip()),
+        Peer::Unix => None,
+    };
+    match (client, q.unix) {
+        (_, true) => {
+            let _ = writeln!(out, "client    on the unix socket (no address)");
+        }
+        (Some(ip), false) if ip != q.client => {
+            let _ = writeln!(
+                out,
+                "client    {ip}, from X-Forwarded-For: the peer {} is in trusted_proxies",
+                q.client
+            );
+        }
+        _ => {}
+    }
     let name = req
         .headers()
         .get(http::header::HOST)
         .and_then(|h| crate::serve::guard::parse_host(h.as_bytes()))
         .map(|h| String::from_utf8_lossy(h.name).into_owned())
         .unwrap_or_default();
-    match sites.choose(&req, None) {
+    match chosen {
+        Err(_) if shown.is_some() && sites.choose(&req, None).is_ok() => {
+            let _ = writeln!(
+                out,
+                "site      none: `{name}` is another certificate's than the one shown for the \
+                 server name (421)"
+            );
+        }
         Err(_) => {
             let _ = writeln!(
                 out,
@@ -131,7 +193,7 @@ pub async fn explain(config: Arc<Config>, q: &Question) -> Result<String, String
                 ),
             };
             if !redirect_https || crate::serve::acme_challenge(req.uri().path()) {
-                explain_site(&mut out, site, &req, q.client);
+                explain_site(&mut out, site, &req, client);
             }
         }
     }
@@ -140,9 +202,8 @@ pub async fn explain(config: Arc<Config>, q: &Question) -> Result<String, String
         tls,
         redirect_https,
     };
-    let peer = Peer::Tcp(SocketAddr::new(q.client, 0));
     let trace = crate::handler::Trace::default();
-    let handler = Handler::new(
+    let mut handler = Handler::new(
         Arc::clone(&state),
         peer,
         role,
@@ -150,7 +211,10 @@ pub async fn explain(config: Arc<Config>, q: &Question) -> Result<String, String
         Budget::default(),
     )
     .traced(Arc::clone(&trace));
-    let site = sites.choose(&req, None).ok().cloned();
+    if tls {
+        handler.set_sni(&state.tls_resolver.store(), sni.as_deref());
+    }
+    let site = chosen.ok().cloned();
     let resp = handler.handle(req).await;
     // Each internal redirect the request took, with the locations of the
     // path it went to (nginx's find-config phase again).
@@ -216,8 +280,9 @@ fn explain_site(
     out: &mut String,
     site: &Arc<crate::serve::Site>,
     req: &Request<()>,
-    client: IpAddr,
+    client: Option<IpAddr>,
 ) {
+    let who = client.map_or_else(|| "a unix-socket client".to_string(), |ip| ip.to_string());
     let raw = req.uri().path();
     let resolved = cache::key(raw).or_else(|| cache::lossy_key(raw).map(Cow::Owned));
     let Some(path) = resolved else {
@@ -232,12 +297,24 @@ fn explain_site(
     let placed = locate::place(site, raw);
     locations(out, site, &path);
     if let Some(l) = placed.location {
-        if !l.admits(Some(client)) {
-            let _ = writeln!(out, "access    {client} is denied here (403)");
+        if !l.admits(client) {
+            let _ = writeln!(out, "access    {who} is denied here (403)");
             return;
         }
         if !l.access.is_empty() {
-            let _ = writeln!(out, "access    {client} is allowed");
+            let _ = writeln!(out, "access    {who} is allowed");
+        }
+        if let Some(users) = &l.auth {
+            let given = req.headers().contains_key(http::header::AUTHORIZATION);
+            let _ = writeln!(
+                out,
+                "auth      basic_auth against {}: {}",
+                users.file.display(),
+                match given {
+                    true => "the credentials given are checked (the status below says how)",
+                    false => "no credentials given: 401",
+                }
+            );
         }
         if l.action.is_some() {
             let _ = writeln!(out, "return    the location answers (below)");

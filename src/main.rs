@@ -50,9 +50,20 @@ enum Command {
         /// The request method.
         #[arg(short = 'X', long, default_value = "GET")]
         method: String,
-        /// The client's address, for `access` rules.
+        /// The client's address, for `access` rules (the peer: with
+        /// `trusted_proxies`, an `X-Forwarded-For` given with -H counts as
+        /// the server would count it).
         #[arg(long, default_value = "127.0.0.1")]
         client: std::net::IpAddr,
+        /// The TLS server name the client sends (default: an https URL's
+        /// host): the certificate it is shown decides which sites it may
+        /// ask for (421 otherwise).
+        #[arg(long)]
+        sni: Option<String>,
+        /// Asked on the configuration's unix-socket listener (the client
+        /// has no address).
+        #[arg(long)]
+        unix: bool,
     },
     /// Print a man page (roff) to stdout: `ruchy-serve man | man -l -`.
     Man {
@@ -83,6 +94,8 @@ fn main() -> ExitCode {
             headers,
             method,
             client,
+            sni,
+            unix,
         } => explain(
             &sources,
             ruchy_serve::explain::Question {
@@ -90,6 +103,8 @@ fn main() -> ExitCode {
                 headers,
                 method,
                 client,
+                sni,
+                unix,
             },
         ),
         Command::Man { page } => man(&page),

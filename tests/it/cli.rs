@@ -794,3 +794,56 @@ fn check_warns_of_locations_no_request_can_reach() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("can never apply"), "{err}");
 }
+
+/// `explain` counts the client as the server does: behind a trusted proxy
+/// the address X-Forwarded-For names (it printed "allowed" for the peer,
+/// then `=> 403`), on a unix socket no address at all, and it names a
+/// location's `basic_auth`.
+#[test]
+fn explain_counts_the_client_as_the_server_does() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a.txt"), "a").unwrap();
+    let sock = root.path().join("s.sock");
+    let users = root.path().join("htpasswd");
+    std::fs::write(
+        &users,
+        "alice:$2y$05$abcdefghijklmnopqrstuuWvBhV7F1zi0hN3YEkBmcJy4cAL5F4HO\n",
+    )
+    .unwrap();
+    let body = format!(
+        "root = {:?}\ntrusted_proxies = [\"127.0.0.1\"]\n\
+         [[listen]]\naddress = \"127.0.0.1:8080\"\n[[listen]]\naddress = \"unix:{}\"\n\
+         [[locations]]\nprefix = \"/\"\naccess = [\"deny 10.0.0.0/8\", \"allow 127.0.0.1\", \"deny all\"]\n\
+         [[locations]]\nprefix = \"/staff/\"\nbasic_auth = {users:?}\n",
+        root.path(),
+        sock.display()
+    );
+    let file = ConfigFile::raw(&body);
+    let explain = |args: &[&str]| {
+        let out = run(
+            &[&["explain", "--config", file.arg()][..], args].concat(),
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let proxied = explain(&["http://x:8080/a.txt", "-H", "X-Forwarded-For: 10.1.2.3"]);
+    assert!(
+        proxied.contains("client    10.1.2.3, from X-Forwarded-For"),
+        "{proxied}"
+    );
+    assert!(
+        proxied.contains("10.1.2.3 is denied here (403)"),
+        "{proxied}"
+    );
+    assert!(proxied.contains("=> 403"), "{proxied}");
+    let unix = explain(&["/a.txt", "--unix"]);
+    assert!(
+        unix.contains("a unix-socket client is denied here"),
+        "{unix}"
+    );
+    assert!(unix.contains("=> 403"), "{unix}");
+    let staff = explain(&["http://x:8080/staff/x"]);
+    assert!(staff.contains("auth      basic_auth against"), "{staff}");
+    assert!(staff.contains("=> 401"), "{staff}");
+}

@@ -851,3 +851,47 @@ async fn a_name_the_certificate_does_not_cover_fails_alone() {
     assert!(!e.contains("NotValidForName"), "{e}");
     assert_eq!(try_connect(&p.ca, s.addr, "default.test").await, Ok(2));
 }
+
+/// `explain` models the TLS server name: a request for one site's host
+/// on a connection shown another site's own certificate is 421, as the
+/// server answers (it used to predict 200).
+#[test]
+fn explain_models_the_server_name() {
+    let p = pki();
+    let root = fixture();
+    let a = p.ca.issue(p.dir.path(), "a", &["a.test"], 1, 90);
+    let b = p.ca.issue(p.dir.path(), "b", &["b.test"], 2, 90);
+    let mut body = format!(
+        "root = {:?}\n[[listen]]\naddress = \"127.0.0.1:8443\"\ntls = true\n",
+        root.path().display().to_string()
+    );
+    for (name, leaf) in [("a.test", &a), ("b.test", &b)] {
+        body.push_str(&format!(
+            "[[sites]]\nnames = [\"{name}\"]\nroot = {:?}\n[[sites.certificates]]\ncert = {:?}\nkey = {:?}\n",
+            root.path().display().to_string(),
+            leaf.cert.display().to_string(),
+            leaf.key.display().to_string()
+        ));
+    }
+    let cfg = p.dir.path().join("c.toml");
+    std::fs::write(&cfg, body).unwrap();
+    let explain = |args: &[&str]| {
+        let out = common::command()
+            .args(["explain", "--config", cfg.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let same = explain(&["https://a.test:8443/hello.txt"]);
+    assert!(same.contains("=> 200"), "{same}");
+    let other = explain(&["https://a.test:8443/hello.txt", "--sni", "b.test"]);
+    assert!(other.contains("=> 421"), "{other}");
+    assert!(other.contains("tls       server name `b.test`"), "{other}");
+    assert!(other.contains("another certificate's"), "{other}");
+}
