@@ -144,6 +144,23 @@ impl Ctx<'_> {
         }
     }
 
+    /// Where the value at `path` (in this site's tables, else the top
+    /// level's) came from.
+    fn origin(&self, path: &[&str]) -> Origin {
+        let owned = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        if let Some(i) = self.site {
+            let index = i.to_string();
+            let own: Vec<&str> = ["sites", index.as_str()]
+                .into_iter()
+                .chain(path.iter().copied())
+                .collect();
+            if self.layered.has(&owned(&own)) {
+                return self.layered.origin(&owned(&own));
+            }
+        }
+        self.layered.origin(&owned(path))
+    }
+
     fn bad(&self, path: &[&str], message: String, hint: &str) -> ConfigError {
         let hint = (!hint.is_empty()).then(|| hint.to_string());
         if let Some(j) = self.location {
@@ -310,6 +327,17 @@ fn root(raw: &Option<PathBuf>, ctx: &Ctx) -> Result<PathBuf, ConfigError> {
             "add `root = \"/srv/www\"` to the config file or pass --root DIR",
         ));
     };
+    // A relative root written in the config file is the file's neighbour
+    // (as nginx's is its prefix's), not the current directory's: the same
+    // file then serves the same tree from any directory, `/` included.
+    // From --root or the environment it stays the caller's.
+    let root = match (root.is_relative(), ctx.origin(&["root"])) {
+        (true, Origin::File { path, .. }) => path
+            .parent()
+            .unwrap_or(std::path::Path::new("/"))
+            .join(root),
+        _ => root.clone(),
+    };
     match root.canonicalize() {
         Ok(p) if p.is_dir() => Ok(p),
         Ok(_) => Err(ctx.bad(
@@ -356,6 +384,23 @@ pub(crate) mod tests {
         let e = load_body(body).expect_err("should be refused");
         assert!(e.to_string().contains("c.toml"), "names the file: {e}");
         e
+    }
+
+    /// A relative root in the file is the file's neighbour, whatever the
+    /// current directory (it was the current directory's: a config that
+    /// passed `check` from one directory failed from `/`).
+    #[test]
+    fn a_relative_root_is_the_config_files_neighbour() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("www")).unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "root = \"www\"\n").unwrap();
+        let cfg = load(&Sources {
+            config_file: Some(file),
+            ..Default::default()
+        })
+        .expect("a root beside the file");
+        assert_eq!(cfg.root, dir.path().join("www").canonicalize().unwrap());
     }
 
     #[test]
