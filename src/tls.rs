@@ -412,7 +412,11 @@ impl CertStore {
                     message: format!(
                         "certificate {} does not cover {name} (its subjectAltName: {}): handshakes for {name} fail (hint: get a certificate for {name}, or list only covered names)",
                         c.spec.cert.display(),
-                        c.san.join(", ")
+                        match c.san.is_empty() {
+                            // An IP-only certificate (or none at all).
+                            true => "no DNS names".to_string(),
+                            false => c.san.join(", "),
+                        }
                     ),
                 });
             }

@@ -627,14 +627,36 @@ fn matcher(r: &RawLocation, ctx: &Ctx) -> Result<Matcher, ConfigError> {
                         "the regex crate's syntax (no backreferences or lookaround); e.g. \"^/blog/(\\\\d+)/(.*)$\"",
                     )
                 })?;
-            // Anchored to a literal that is not `/`: no path starts so.
-            let mut after = text.strip_prefix('^').unwrap_or("/").chars();
-            if after.next().is_some_and(|c| c.is_ascii_alphanumeric()) {
-                return never("it is anchored with `^` to a character other than `/`");
+            if anchored_off_path(text) {
+                return never(
+                    "it is anchored with `^` to text that does not start with `/` \
+                     (every path does: write '^/...')",
+                );
             }
             Ok(Matcher::Regex(regex))
         }
     }
+}
+
+/// Whether `text` (a regex that compiles) is anchored at the start to
+/// literal text none of whose spellings starts with `/`: `^admin/`,
+/// `^(admin|staff)/`, `(?i)^Admin`. No path can match it.
+fn anchored_off_path(text: &str) -> bool {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    use regex_syntax::hir::Look;
+    let Ok(hir) = regex_syntax::Parser::new().parse(text) else {
+        return false;
+    };
+    if !hir.properties().look_set_prefix().contains(Look::Start) {
+        return false;
+    }
+    let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    prefixes.literals().is_some_and(|lits| {
+        !lits.is_empty()
+            && lits
+                .iter()
+                .all(|l| l.as_bytes().first().is_some_and(|&b| b != b'/'))
+    })
 }
 
 /// `access` rule text: `allow|deny all|ADDR|CIDR`.
@@ -1011,12 +1033,29 @@ mod tests {
         assert_eq!(e.key(), Some("locations[0].to"));
     }
 
+    /// Regexes that can match a path are kept, anchored or not.
+    #[test]
+    fn regexes_a_path_can_match_are_kept() {
+        for re in [
+            "^/(admin|staff)/",
+            "(?i)^/admin",
+            "\\.php$",
+            "^.*\\.map$",
+            "^(/a|/b)",
+            "admin",
+        ] {
+            valid(&format!("[[locations]]\nregex = '{re}'\nreturn = 404\n"));
+        }
+    }
+
     #[test]
     fn locations_that_can_never_match_are_refused_with_their_key() {
         for (body, key) in [
             ("[[locations]]\nprefix = \"assets/\"\n", "locations[0].prefix"),
             ("[[locations]]\nexact = \"/a/../b\"\n", "locations[0].exact"),
             ("[[locations]]\nregex = \"^blog\"\n", "locations[0].regex"),
+            ("[[locations]]\nregex = '^(admin|staff)/'\n", "locations[0].regex"),
+            ("[[locations]]\nregex = '(?i)^Admin'\n", "locations[0].regex"),
             ("[[locations]]\nprefix = \"/a/\"\n[[locations]]\nprefix = \"/a/\"\n", "locations[1].prefix"),
             ("[[locations]]\nprefix = \"/a/\"\nexact = \"/a\"\n", "locations[0].prefix"),
             ("[[locations]]\naccess = [\"deny all\"]\n", "locations[0]"),

@@ -50,11 +50,26 @@ fn authority_agrees<B>(req: &Request<B>, fields: &Fields<'_>) -> Result<(), Refu
         return Ok(());
     }
     match (req.uri().authority(), fields.host) {
-        (Some(a), Some(h)) if !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()) => {
+        (Some(a), Some(h)) if !same_entity(a.as_str().as_bytes(), h.as_bytes()) => {
             Err(Refusal::bad_request())
         }
         _ => Ok(()),
     }
+}
+
+/// Whether two authorities name the same host: compared as names (case
+/// and a final `.` aside, `A.EXAMPLE.` is `a.example`), with the same
+/// port when both give one.
+fn same_entity(a: &[u8], b: &[u8]) -> bool {
+    let (Some(a), Some(b)) = (parse_host(a), parse_host(b)) else {
+        return a.eq_ignore_ascii_case(b);
+    };
+    let name = |n: &[u8]| n.strip_suffix(b".").unwrap_or(n).to_ascii_lowercase();
+    let ports = match (a.port, b.port) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    };
+    name(a.name) == name(b.name) && ports
 }
 
 /// RFC 9112 section 3.2: "A server MUST respond with a 400 (Bad Request)

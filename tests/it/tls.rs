@@ -895,3 +895,27 @@ fn explain_models_the_server_name() {
     assert!(other.contains("tls       server name `b.test`"), "{other}");
     assert!(other.contains("another certificate's"), "{other}");
 }
+
+/// The "does not cover" warning of a certificate with IP addresses only
+/// says it has no DNS names (it printed an empty subjectAltName).
+#[test]
+fn an_ip_only_certificate_is_said_to_have_no_dns_names() {
+    let p = pki();
+    let root = fixture();
+    let leaf = p.ca.issue(p.dir.path(), "ip", &["127.0.0.1"], 1, 90);
+    let body = format!(
+        "root = {:?}\n[[listen]]\naddress = \"127.0.0.1:0\"\ntls = true\n\
+         [[sites]]\nnames = [\"shop.test\"]\nroot = {:?}\n\
+         [[sites.certificates]]\ncert = {:?}\nkey = {:?}\n",
+        root.path().display().to_string(),
+        root.path().display().to_string(),
+        leaf.cert.display().to_string(),
+        leaf.key.display().to_string()
+    );
+    let out = check(p.dir.path(), &body);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not cover shop.test (its subjectAltName: no DNS names)"),
+        "{stderr}"
+    );
+}
