@@ -195,9 +195,15 @@ impl Handler {
                         Peer::Tcp(a) => Some(a.ip()),
                         Peer::Unix => None,
                     };
-                    let (answer, last) = self.locate_and_serve(site, &req, ip, &fields).await;
-                    location = last;
-                    answer
+                    if site.config.locations.is_empty() {
+                        // No location to place a path in, nor to redirect
+                        // into: the content phase alone.
+                        serve::answer(Arc::clone(site), &req, &fields, &self.budget).await
+                    } else {
+                        let (answer, last) = self.locate_and_serve(site, &req, ip, &fields).await;
+                        location = last;
+                        answer
+                    }
                 }
                 Err(_) => serve::misdirected(cfg, &req),
             }

@@ -500,23 +500,17 @@ pub async fn respond<B>(
     budget: &Budget,
 ) -> Served {
     let ask = Ask::new(&site, req, (target, here), fields, budget);
-    loop {
-        let resp = respond_once(&ask).await;
-        if let Some(t) = ask.again.get() {
-            return Served::Again(t.clone());
-        }
-        let need = ask.need.swap(0, Ordering::Relaxed);
-        if need == 0 {
-            return Served::Answer(resp);
-        }
-        drop(resp);
-        let room = budget.charge(need).await;
-        ask.give_credit(Some(room));
+    let resp = respond_within(&ask).await;
+    match ask.again.into_inner() {
+        Some(t) => Served::Again(t),
+        None => Served::Answer(resp),
     }
 }
 
-/// [`respond`] for the request's own path, outside any location: what a
-/// site without locations answers (benchmarks and tests drive it).
+/// [`respond`] for the request's own path in a site without locations,
+/// where no internal redirect can happen: the handler's path for such a
+/// site (no `Served` to wrap and unwrap), and what benchmarks and tests
+/// drive.
 pub async fn answer<B>(
     site: Arc<Site>,
     req: &Request<B>,
@@ -524,11 +518,26 @@ pub async fn answer<B>(
     budget: &Budget,
 ) -> Response<Body> {
     let target = Target::asked(req.uri().path());
-    let cfg = Arc::clone(&site.config);
-    match respond(site, req, (&target, None), fields, budget).await {
-        Served::Answer(r) => r,
-        // Only a located path is redirected internally.
-        Served::Again(_) => response::status_text(&cfg, StatusCode::INTERNAL_SERVER_ERROR, false),
+    let ask = Ask::new(&site, req, (&target, None), fields, budget);
+    respond_within(&ask).await
+}
+
+/// The answer within the budget: made again once room is free when its
+/// in-memory body found none; the placeholder when it is an internal
+/// redirect ([`Ask::again`]).
+async fn respond_within<B>(ask: &Ask<'_, B>) -> Response<Body> {
+    loop {
+        let resp = respond_once(ask).await;
+        if ask.again.get().is_some() {
+            return resp;
+        }
+        let need = ask.need.swap(0, Ordering::Relaxed);
+        if need == 0 {
+            return resp;
+        }
+        drop(resp);
+        let room = ask.budget.charge(need).await;
+        ask.give_credit(Some(room));
     }
 }
 
