@@ -670,6 +670,9 @@ pub fn file(
                                     len: len - n,
                                 });
                             }
+                            let mut room = room;
+                            // Handed on: given back, it was delivered.
+                            room.rode = true;
                             Ok(Frame::data(Bytes::from_owner(Held { buf, _room: room })))
                         }
                         Ok(_) => {

@@ -415,16 +415,32 @@ fn held_bytes_that_make_no_progress_are_closed_at_the_send_timeout() {
         // holds what it can.
         let legit = tokio::spawn(body_length(addr, "/f23.bin"));
         let mut lasted = Vec::new();
+        let mut held_at_5s = None;
         for (conn, heads, held) in attackers {
+            if held_at_5s.is_none() {
+                let at = start + Duration::from_secs(5);
+                tokio::time::sleep_until(at.into()).await;
+                held_at_5s = Some(tokio::task::spawn_blocking(move || {
+                    scrape_value(metrics, "ruchy_serve_response_memory_bytes")
+                }));
+            }
             let ended = tokio::time::timeout(Duration::from_secs(25), conn).await;
-            assert!(ended.is_ok(), "an attacking connection was kept");
-            lasted.push(start.elapsed());
+            lasted.push(ended.map_or(Duration::MAX, |_| start.elapsed()));
             heads.abort();
             drop(held);
         }
+        let held = held_at_5s.unwrap().await.unwrap();
+        eprintln!("pool held 5 s into the attack: {held} bytes");
         (lasted, legit.await.unwrap())
     });
-    eprintln!("six connections holding 1-byte windows closed after {lasted:?}");
+    eprintln!(
+        "six connections holding 1-byte windows closed after {lasted:?}; \
+         the download from another address got {legit} bytes"
+    );
+    assert!(
+        lasted.iter().all(|&l| l < Duration::MAX),
+        "an attacking connection was kept"
+    );
     // The first held bytes from the start: closed at the send timeout (2 s)
     // although its HEADs kept coming. The others waited for the address's
     // share (an eighth of the pool) and were closed in turn.
@@ -454,4 +470,70 @@ async fn body_length(addr: SocketAddr, path: &str) -> usize {
         .position(|w| w == b"\r\n\r\n")
         .map_or(all.len(), |i| i + 4);
     all.len() - head
+}
+
+/// Reads `path` over HTTP/2 with a 64 KiB stream window, giving window
+/// back 32 KiB at a time, each after `every`: a slow but steady reader.
+/// The body length.
+async fn paced_h2(addr: SocketAddr, path: &str, every: Duration) -> usize {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(64 << 10)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut c = client.ready().await.unwrap();
+    let req = http::Request::get(format!("http://localhost{path}"))
+        .body(())
+        .unwrap();
+    let (resp, _) = c.send_request(req, true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    let (mut got, mut owed) = (0, 0);
+    while let Some(chunk) = body.data().await {
+        let Ok(chunk) = chunk else { break };
+        got += chunk.len();
+        owed += chunk.len();
+        if owed >= 32 << 10 {
+            tokio::time::sleep(every).await;
+            let _ = body.flow_control().release_capacity(owed);
+            owed = 0;
+        }
+    }
+    got
+}
+
+/// The second review's high: a steady HTTP/2 reader of a large file was
+/// cut at `send_timeout` after the response began, whatever its progress
+/// (file chunks given back after they were written did not count as
+/// delivered). A reader taking 32 KiB every 60 ms of a 2 MiB file (about
+/// 4 s) and of a cached 1,000,000-byte one, with `send_timeout = "1s"`,
+/// gets every byte.
+#[test]
+fn a_slow_steady_http2_reader_is_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+    std::fs::write(dir.path().join("cached.bin"), vec![8u8; 1_000_000]).unwrap();
+    let (_cfg, d, _) = daemon(
+        dir.path(),
+        "[limits]\nsend_timeout = \"1s\"\nkeep_alive_timeout = \"30s\"\n",
+    );
+    let addr = d.addr;
+    // The cached one in the cache first.
+    assert!(
+        crate::common::blocking_get(addr, "/cached.bin")
+            .unwrap()
+            .len()
+            > 1_000_000
+    );
+    let rt = runtime();
+    let every = Duration::from_millis(60);
+    let start = Instant::now();
+    let big = rt.block_on(paced_h2(addr, "/big.bin", every));
+    let took = start.elapsed();
+    let cached = rt.block_on(paced_h2(addr, "/cached.bin", every));
+    eprintln!("a 2 MiB file read at 32 KiB per 60 ms over HTTP/2: {big} bytes in {took:?}");
+    assert_eq!(big, 2 << 20, "the streamed file was cut after {took:?}");
+    assert!(took > Duration::from_secs(2), "not paced: {took:?}");
+    assert_eq!(cached, 1_000_000, "the cached file was cut");
 }
