@@ -6,7 +6,9 @@
 //! text), malformed or repeated entries are reported with the file's line
 //! (at load, at each change, by `check`) and that user is refused, while
 //! every other user of the file applies: a file edited to remove a user
-//! and that gains a typo elsewhere never keeps the removed user in.
+//! and that gains a typo elsewhere never keeps the removed user in. A file
+//! with no usable user is refused at load; emptied or deleted later, it
+//! admits nobody.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,10 +61,14 @@ pub fn read(file: &Path, realm: &str) -> Result<Users, Refusal> {
         .into_iter()
         .map(|(line, why)| format!("{}:{line}: {why}", file.display()))
         .collect();
-    if hashes.is_empty() && problems.is_empty() {
+    if hashes.is_empty() {
+        let why = match problems.first() {
+            Some(p) => format!(" ({p})"),
+            None => String::new(),
+        };
         return Err((
             format!(
-                "{} has no users: every request would be refused",
+                "{} has no usable users: every request would be refused{why}",
                 file.display()
             ),
             "add one with `htpasswd -B FILE USER`",
@@ -211,6 +217,18 @@ mod tests {
                 !users.contains_key("a") && !users.contains_key("bob"),
                 "{text}"
             );
+        }
+    }
+
+    /// A file with no usable user is refused at load, empty or not.
+    #[test]
+    fn a_file_with_no_usable_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in ["", "garbage\n", "bob:$apr1$x$y\n"] {
+            let f = dir.path().join("h");
+            std::fs::write(&f, text).unwrap();
+            let (m, _) = read(&f, "r").unwrap_err();
+            assert!(m.contains("no usable users"), "{text:?}: {m}");
         }
     }
 

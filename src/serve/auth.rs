@@ -6,11 +6,12 @@
 //! work of a check), so a client must not be able to make us run it at
 //! will:
 //! - a check runs on the blocking pool, and at most one per core at once
-//!   ([`VERIFYING`]); the others wait their turn in a bounded queue
-//!   ([`QUEUE`] checks waiting or running in all, [`PER_CLIENT`] of them
-//!   from one client address): past either, the request is answered 429
-//!   with `Retry-After` and counted, so one client's flood of wrong
-//!   passwords delays another's first login by at most its share;
+//!   ([`VERIFYING`]); the others wait in a bounded queue ([`QUEUE`] in
+//!   all, [`PER_CLIENT`] from one client: an IPv4 address or an IPv6 /64),
+//!   where each client has one check at a time waiting for a core, so
+//!   clients take turns: a newcomer's first check waits for one check of
+//!   each client ahead of it, however many each sent. Past either bound
+//!   the request is answered 429 with `Retry-After` and counted;
 //! - a password that verified is remembered per user as a keyed BLAKE3
 //!   digest (key drawn at start, compared in constant time), so a browser
 //!   sending the same credentials on every request costs one hash, not one
@@ -34,10 +35,11 @@ use crate::config::htpasswd::Users;
 /// bcrypt checks running at once, process-wide: one per core.
 static VERIFYING: OnceLock<Semaphore> = OnceLock::new();
 
-/// Checks waiting or running at once, process-wide: at 2 cores and cost
-/// 10 (about 60 ms a check here) a full queue is about 2 s of work.
-pub const QUEUE: usize = 64;
-/// Checks one client address may have waiting or running at once.
+/// Checks waiting or running at once, process-wide: a bound on memory
+/// (a waiting check holds its request), not on fairness, which the turns
+/// below give.
+pub const QUEUE: usize = 1024;
+/// Checks one client may have waiting or running at once.
 pub const PER_CLIENT: u32 = 4;
 
 /// Who has checks in the queue, and how many in all.
@@ -46,25 +48,55 @@ static QUEUED: Mutex<Option<Queued>> = Mutex::new(None);
 #[derive(Default)]
 struct Queued {
     total: usize,
-    by_client: HashMap<Option<IpAddr>, u32>,
+    /// Per client: its checks queued or running, and its turn: one check
+    /// of a client at a time waits for a core, so the cores' queue holds
+    /// at most one check per client and a newcomer waits for one round of
+    /// the clients ahead of it, not for every check they sent.
+    by_client: HashMap<Client, (u32, Arc<Semaphore>)>,
+}
+
+/// Who a check is counted for: an IPv4 address, an IPv6 /64 (one host's
+/// usual share of addresses), or a unix-socket peer.
+type Client = Option<[u8; 8]>;
+
+fn client_of(ip: Option<IpAddr>) -> Client {
+    ip.map(|ip| match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            [4, 0, 0, 0, o[0], o[1], o[2], o[3]]
+        }
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            [o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]]
+        }
+    })
 }
 
 /// A place in the queue, given back when dropped.
-struct Place(Option<IpAddr>);
+struct Place {
+    client: Client,
+    /// The client's turn: held while its check waits for a core and runs.
+    turn: Arc<Semaphore>,
+}
 
 impl Place {
     /// A place for `client`, if the queue and its share have room.
     fn take(client: Option<IpAddr>) -> Option<Place> {
-        let client = client.map(|ip| ip.to_canonical());
+        let client = client_of(client);
         let mut q = QUEUED.lock().expect("queue lock");
         let q = q.get_or_insert_with(Queued::default);
-        let mine = q.by_client.entry(client).or_insert(0);
-        if q.total >= QUEUE || *mine >= PER_CLIENT {
+        let total = q.total;
+        let (mine, turn) = q
+            .by_client
+            .entry(client)
+            .or_insert_with(|| (0, Arc::new(Semaphore::new(1))));
+        if total >= QUEUE || *mine >= PER_CLIENT {
             return None;
         }
         *mine += 1;
+        let turn = Arc::clone(turn);
         q.total += 1;
-        Some(Place(client))
+        Some(Place { client, turn })
     }
 }
 
@@ -73,10 +105,10 @@ impl Drop for Place {
         let mut q = QUEUED.lock().expect("queue lock");
         let Some(q) = q.as_mut() else { return };
         q.total -= 1;
-        if let Some(n) = q.by_client.get_mut(&self.0) {
+        if let Some((n, _)) = q.by_client.get_mut(&self.client) {
             *n -= 1;
             if *n == 0 {
-                q.by_client.remove(&self.0);
+                q.by_client.remove(&self.client);
             }
         }
     }
@@ -132,8 +164,9 @@ impl Gate {
 
     /// Reads the file again if it changed since it was read: its users
     /// apply from now on and nothing verified before is remembered. A file
-    /// that cannot be read keeps the users it had (logged once per
-    /// change); a bad line fails only its user.
+    /// emptied, deleted or unreadable admits nobody until it is fixed
+    /// (logged once per change), as nginx's; a bad line fails only its
+    /// user.
     pub fn refresh(&self) {
         let users = self.users.load();
         if !users.changed() {
@@ -153,13 +186,19 @@ impl Gate {
                 self.verified.lock().expect("verified lock").clear();
             }
             Err((message, _)) => {
-                tracing::error!("basic_auth: {message}; the users read before still apply");
+                // Emptied, deleted or unreadable: nobody gets in until it is
+                // fixed (the users read before may be the ones it removed).
+                tracing::error!(
+                    "basic_auth: {message}; every request to its locations is refused until it is fixed"
+                );
+                let mut none = (**users).clone();
+                none.hashes.clear();
                 // Not read again until it changes once more.
-                let mut kept = (**users).clone();
-                kept.id = std::fs::metadata(&kept.file)
+                none.id = std::fs::metadata(&none.file)
                     .ok()
                     .map(|m| crate::fileid::FileId::of(&m));
-                self.users.store(Arc::new(kept));
+                self.users.store(Arc::new(none));
+                self.verified.lock().expect("verified lock").clear();
             }
         }
     }
@@ -207,8 +246,11 @@ impl Gate {
                     .unwrap_or_default(),
             ),
         };
-        let Some(_place) = Place::take(client) else {
+        let Some(place) = Place::take(client) else {
             return Verdict::Busy;
+        };
+        let Ok(_turn) = place.turn.acquire().await else {
+            return Verdict::Refused;
         };
         let slots = VERIFYING.get_or_init(|| {
             Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
