@@ -106,20 +106,22 @@ pub fn client<B>(req: &http::Request<B>, peer: Peer, trusted: &TrustedProxies) -
     forwarded_client(req.headers(), trusted).map_or(peer, |ip| Peer::Tcp(SocketAddr::new(ip, 0)))
 }
 
-/// The client address that X-Forwarded-For (or else Forwarded) gives, when
-/// the direct peer is a trusted proxy: walking from the right, the first
+/// The client address that the configured header (`client_header`:
+/// X-Forwarded-For, or Forwarded; never both) gives, when the direct peer
+/// is a trusted proxy: walking from the right, the first
 /// address that is not itself a trusted proxy (nginx's `real_ip_recursive
 /// on`), so a client cannot pick its logged address by sending the header
 /// itself. `None` when there is no usable header.
 pub fn forwarded_client(headers: &HeaderMap, trusted: &TrustedProxies) -> Option<IpAddr> {
     let mut chain: Vec<IpAddr> = Vec::new();
-    for v in headers.get_all("x-forwarded-for") {
-        let Ok(v) = v.to_str() else { return None };
-        for part in v.split(',') {
-            chain.push(parse_node(part)?);
+    if trusted.header == crate::config::ClientHeader::XForwardedFor {
+        for v in headers.get_all("x-forwarded-for") {
+            let Ok(v) = v.to_str() else { return None };
+            for part in v.split(',') {
+                chain.push(parse_node(part)?);
+            }
         }
-    }
-    if chain.is_empty() {
+    } else {
         for v in headers.get_all(http::header::FORWARDED) {
             let Ok(v) = v.to_str() else { return None };
             for element in v.split(',') {
@@ -166,6 +168,7 @@ mod tests {
         TrustedProxies {
             nets: nets.iter().map(|n| n.parse().unwrap()).collect(),
             unix: false,
+            header: crate::config::ClientHeader::XForwardedFor,
         }
     }
 
@@ -197,9 +200,27 @@ mod tests {
         assert_eq!(forwarded_client(&h, &t), "198.51.100.1".parse().ok());
     }
 
+    /// Only the configured header is read: a proxy that writes one passes
+    /// the other through from the client (the review: with Forwarded
+    /// written and X-Forwarded-For passed, the client chose its address).
+    #[test]
+    fn only_the_configured_header_names_the_client() {
+        let both = headers(&[
+            ("forwarded", "for=192.0.2.9"),
+            ("x-forwarded-for", "10.1.1.1"),
+        ]);
+        let mut t = trusted(&["127.0.0.1/32"]);
+        assert_eq!(forwarded_client(&both, &t), "10.1.1.1".parse().ok());
+        t.header = crate::config::ClientHeader::Forwarded;
+        assert_eq!(forwarded_client(&both, &t), "192.0.2.9".parse().ok());
+        let xff_only = headers(&[("x-forwarded-for", "10.1.1.1")]);
+        assert_eq!(forwarded_client(&xff_only, &t), None);
+    }
+
     #[test]
     fn forwarded_header_forms() {
-        let t = trusted(&["10.0.0.0/8"]);
+        let mut t = trusted(&["10.0.0.0/8"]);
+        t.header = crate::config::ClientHeader::Forwarded;
         let h = headers(&[("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")]);
         assert_eq!(forwarded_client(&h, &t), "192.0.2.60".parse().ok());
         let h = headers(&[(
@@ -210,6 +231,7 @@ mod tests {
         let h = headers(&[("forwarded", "for=unknown")]);
         assert_eq!(forwarded_client(&h, &t), None);
         assert_eq!(forwarded_client(&headers(&[]), &t), None);
+        t.header = crate::config::ClientHeader::XForwardedFor;
         let h = headers(&[("x-forwarded-for", "not-an-ip")]);
         assert_eq!(forwarded_client(&h, &t), None);
     }

@@ -77,16 +77,24 @@ pub struct TrustedProxies {
     pub nets: Vec<ipnet::IpNet>,
     /// Connections on unix sockets (a proxy on the same machine).
     pub unix: bool,
+    /// The one header read for the client (`client_header`): a proxy
+    /// writes one and passes the other through from the client, so
+    /// reading both would let a client choose its address.
+    pub header: super::types::ClientHeader,
 }
 
 impl TrustedProxies {
     /// Parses `trusted_proxies`; a PROXY protocol listener needs at least one.
     pub(super) fn from_raw(
         raw: &[String],
+        header: super::types::ClientHeader,
         listen: &[Listen],
         ctx: &Ctx,
     ) -> Result<TrustedProxies, ConfigError> {
-        let mut trusted = TrustedProxies::default();
+        let mut trusted = TrustedProxies {
+            header,
+            ..TrustedProxies::default()
+        };
         for (i, t) in raw.iter().enumerate() {
             let t = t.trim();
             if t == "unix:" {

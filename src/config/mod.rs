@@ -46,7 +46,9 @@ pub use metrics::MetricsConfig;
 pub use redirects::Redirects;
 pub use sites::{Names, VirtualHost, DEFAULT_LABEL, NONE_LABEL};
 pub use tls::Tls;
-pub use types::{parse_size, AccessLog, Encoding, LogFormat, LogTarget, SymlinkPolicy};
+pub use types::{
+    parse_size, AccessLog, ClientHeader, Encoding, LogFormat, LogTarget, SymlinkPolicy,
+};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -237,7 +239,7 @@ pub fn validate(layered: &Layered) -> Result<Config, ConfigError> {
         Some(listen) => (
             keep(
                 &mut errors,
-                TrustedProxies::from_raw(&raw.trusted_proxies, listen, &ctx),
+                TrustedProxies::from_raw(&raw.trusted_proxies, raw.client_header, listen, &ctx),
             ),
             keep(
                 &mut errors,

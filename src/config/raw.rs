@@ -39,6 +39,8 @@ pub struct RawConfig {
     /// Peers (CIDR, address, or "unix:") whose PROXY header, X-Forwarded-For
     /// and Forwarded are believed for the client address in logs.
     pub trusted_proxies: Vec<String>,
+    /// The one header that names the client behind them.
+    pub client_header: super::types::ClientHeader,
     pub listen: Vec<RawListen>,
     pub files: RawFiles,
     pub headers: RawHeaders,
@@ -67,6 +69,7 @@ impl Default for RawConfig {
             blocking_threads: 32,
             allow_root: false,
             trusted_proxies: Vec::new(),
+            client_header: super::types::ClientHeader::XForwardedFor,
             listen: vec![RawListen {
                 address: "127.0.0.1:8080".into(),
                 mode: None,

@@ -281,6 +281,24 @@ impl Encoding {
 }
 
 keyword_enum! {
+    /// The one header that names the client behind `trusted_proxies`
+    /// (nginx's `real_ip_header`).
+    ClientHeader, "header" {
+        /// `X-Forwarded-For`.
+        XForwardedFor = "x-forwarded-for",
+        /// `Forwarded` (RFC 7239) `for=`.
+        Forwarded = "forwarded",
+    }
+}
+
+impl Default for ClientHeader {
+    /// nginx's usual `real_ip_header X-Forwarded-For`.
+    fn default() -> Self {
+        ClientHeader::XForwardedFor
+    }
+}
+
+keyword_enum! {
     /// The format of the daemon's own log messages.
     LogFormat, "format" {
         /// Human-readable lines.

@@ -120,11 +120,29 @@ fn forwarded_headers_are_believed_from_trusted_proxies_only() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let line = d.wait_for_line("/hello.txt?xff");
     assert!(line.contains("\"remote_addr\":\"192.0.2.44\""), "{line}");
+    // Forwarded is not read unless `client_header` names it: a proxy
+    // writes one header and passes the other through from the client.
     exchange(
         d.addr,
         get("fwd", "Forwarded: for=\"[2001:db8::9]:1234\"\r\n").as_bytes(),
     );
     let line = d.wait_for_line("/hello.txt?fwd");
+    assert!(line.contains("\"remote_addr\":\"127.0.0.1\""), "{line}");
+    let root = fixture();
+    let (_c, d) = daemon(
+        root.path(),
+        "trusted_proxies = [\"127.0.0.1\"]\nclient_header = \"forwarded\"\n\
+         [[listen]]\naddress = \"127.0.0.1:0\"",
+    );
+    exchange(
+        d.addr,
+        get(
+            "fwd2",
+            "Forwarded: for=\"[2001:db8::9]:1234\"\r\nX-Forwarded-For: 6.6.6.6\r\n",
+        )
+        .as_bytes(),
+    );
+    let line = d.wait_for_line("/hello.txt?fwd2");
     assert!(line.contains("\"remote_addr\":\"2001:db8::9\""), "{line}");
 
     // Without trusted_proxies the same header changes nothing.
