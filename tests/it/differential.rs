@@ -17,9 +17,9 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::common::nginx::Nginx;
 use crate::common::{free_local_addr, TestServer};
 
 /// A small, seeded generator (xorshift64*): the same seed, the same cases.
@@ -284,25 +284,6 @@ fn status(addr: SocketAddr, path: &str, gzip: bool) -> u16 {
     crate::common::raw_status(&text)
 }
 
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGQUIT: the master stops its workers and waits for them.
-        // SAFETY: kill(2) on our own child, not reaped yet.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGQUIT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start_nginx(dir: &Path, root: &Path, locs: &[Loc], addr: SocketAddr) -> Nginx {
     let nd = dir.join("nginx");
     std::fs::create_dir_all(&nd).unwrap();
@@ -331,17 +312,7 @@ http {{
     );
     let file = dir.join("nginx.conf");
     std::fs::write(&file, conf).unwrap();
-    let child = Command::new("nginx")
-        .args(["-c", file.to_str().unwrap(), "-p", nd.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("nginx (tests/run installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nginx did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Nginx(child)
+    Nginx::start(&file, &nd, &[addr])
 }
 
 /// Why a difference is one README documents ("Coming from nginx",

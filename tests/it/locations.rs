@@ -14,7 +14,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -338,36 +337,6 @@ fn explained(config: &Path, port: u16, host: &str, path: &str) -> (u16, Option<S
     (status, location, text)
 }
 
-struct Nginx(Child);
-
-/// Stopped as nginx is stopped: SIGQUIT to the master, which waits for
-/// its workers (SIGKILL to the master alone left a worker listening after
-/// the run), SIGKILL only if it has not exited within 10 s.
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let pid = self.0.id() as libc::pid_t;
-        // SAFETY: kill(2) on our own child's pid, which we have not reaped.
-        unsafe { libc::kill(pid, libc::SIGQUIT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_port(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "nginx did not listen on {addr}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Every case, against nginx and ruchy-serve with the translated
 /// configuration over the same roots.
 #[tokio::test]
@@ -379,14 +348,7 @@ async fn a_three_server_nginx_configuration_translates_whole() {
     let conf = dir.path().join("nginx.conf");
     std::fs::write(&conf, nginx_conf(dir.path(), n80, n443)).unwrap();
     let nd = dir.path().join("nginx");
-    let child = Command::new("nginx")
-        .args(["-c", conf.to_str().unwrap(), "-p", nd.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("nginx (tests/run installs it)");
-    let nginx = Nginx(child);
-    wait_port(n80).await;
-    wait_port(n443).await;
+    let nginx = crate::common::nginx::Nginx::start(&conf, &nd, &[n80, n443]);
 
     let (r80, r443) = (free_local_addr(), free_local_addr());
     let ours = TestServer::start_raw(

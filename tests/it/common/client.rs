@@ -54,21 +54,38 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&st
     collect(resp).await
 }
 
-/// Requests over one HTTP/2 (h2c prior knowledge) connection.
-pub async fn get_h2(addr: SocketAddr, paths: &[&str]) -> Vec<Resp> {
+/// An HTTP/2 (h2c prior knowledge) connection to `addr`, driven in the
+/// background, and `GET path` on it.
+async fn h2_connection(addr: SocketAddr) -> impl FnMut(&str) -> Pending {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(conn);
-    let mut out = Vec::new();
-    for p in paths {
+    move |p: &str| {
         let req = Request::builder()
             .uri(format!("http://{addr}{p}"))
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        Box::pin(sender.send_request(req))
+    }
+}
+
+/// A response on its way.
+type Pending = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>
+            + Send,
+    >,
+>;
+
+/// Requests over one HTTP/2 (h2c prior knowledge) connection.
+pub async fn get_h2(addr: SocketAddr, paths: &[&str]) -> Vec<Resp> {
+    let mut get = h2_connection(addr).await;
+    let mut out = Vec::new();
+    for p in paths {
+        let resp = get(p).await.unwrap();
         assert_eq!(resp.version(), http::Version::HTTP_2);
         out.push(collect(resp).await);
     }
@@ -78,19 +95,10 @@ pub async fn get_h2(addr: SocketAddr, paths: &[&str]) -> Vec<Resp> {
 /// The status of each of `paths` over one HTTP/2 (h2c prior knowledge)
 /// connection, asked one after another (0: a stream error).
 pub async fn get_h2_statuses(addr: SocketAddr, paths: &[&str]) -> Vec<u16> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut get = h2_connection(addr).await;
     let mut out = Vec::new();
     for p in paths {
-        let req = Request::builder()
-            .uri(format!("http://{addr}{p}"))
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        out.push(match sender.send_request(req).await {
+        out.push(match get(p).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let _ = resp.into_body().collect().await;

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod nginx;
 pub mod pebble;
 pub mod pki;
 pub mod server;
