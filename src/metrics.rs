@@ -174,7 +174,7 @@ impl Metrics {
             Opts::new(
                 "http_connections_closed_total",
                 "Connections ended by a deadline or limit (first_request_timeout, header_timeout, \
-                 idle, send_timeout, max_age, max_requests)."
+                 idle, send_timeout, max_age, max_requests, h2_flood)."
             ),
             &["listener", "reason"]
         ));

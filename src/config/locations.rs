@@ -176,8 +176,15 @@ impl Matcher {
         match self {
             Matcher::Exact(p) => p == path,
             Matcher::Prefix(p) => path.starts_with(p.as_str()),
-            Matcher::Glob(_, g) => g.is_match(path.trim_start_matches('/')),
-            Matcher::Regex(r) => r.is_match(path),
+            // As the one automaton: regexes and globs also try the path
+            // without a final newline.
+            Matcher::Glob(_, g) => {
+                let p = path.trim_start_matches('/');
+                g.is_match(p) || p.strip_suffix('\n').is_some_and(|p| g.is_match(p))
+            }
+            Matcher::Regex(r) => {
+                r.is_match(path) || path.strip_suffix('\n').is_some_and(|p| r.is_match(p))
+            }
         }
     }
 
@@ -249,10 +256,22 @@ impl Locations {
         // the set matches. Most paths match none: `is_match` first, which
         // allocates nothing.
         if let Some(set) = &self.pattern_set {
-            if set.is_match(path.as_bytes()) {
-                if let Some(k) = set.matches(path.as_bytes()).iter().next() {
-                    return Some(self.patterns[k]);
-                }
+            let first = |p: &[u8]| match set.is_match(p) {
+                true => set.matches(p).iter().next(),
+                false => None,
+            };
+            let mut k = first(path.as_bytes());
+            // PCRE's `$` (nginx's) also holds before a final newline: a
+            // name ending in one is tried without it too, so it cannot
+            // slip past a regex guard nginx's would hold.
+            if let Some(trimmed) = path.as_bytes().strip_suffix(b"\n") {
+                k = match (k, first(trimmed)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            if let Some(k) = k {
+                return Some(self.patterns[k]);
             }
         }
         // The longest prefix: the longest one ending in `/` that the path
@@ -969,6 +988,8 @@ mod tests {
             "/assets/a\nb.css",
             "/x\n.map",
             "/q/\n/a.TXT",
+            "/a.js.map\n",
+            "/blog/12/x\n",
         ] {
             let naive = l
                 .patterns
@@ -985,6 +1006,9 @@ mod tests {
     fn a_regex_holds_names_with_a_newline() {
         let cfg = valid("[[locations]]\nregex = '^/reports/.*\\.html$'\naccess = [\"deny all\"]\n");
         assert_eq!(cfg.locations.find("/reports/x\ny.html"), Some(0));
+        // And `$` before a final newline, as PCRE's (the second review
+        // got `/reports/a.html%0A` served).
+        assert_eq!(cfg.locations.find("/reports/a.html\n"), Some(0));
     }
 
     /// A name with a newline is in the glob that holds it (the automaton

@@ -5,8 +5,11 @@
 //! answers each of them, and never ends the connection for them: 2.5 s of
 //! CPU per 5 s per connection was measured). The allowance is
 //! [`BASE`] plus [`PER_REQUEST`] per HEADERS frame plus one per
-//! [`PER_BYTES`] bytes written to the client (window updates follow the
-//! data a client receives, so a long download earns them).
+//! [`PER_BYTES`] bytes written to the client; WINDOW_UPDATE frames have
+//! an allowance of their own, [`BASE`] plus one per
+//! [`PER_WINDOW_UPDATE_BYTES`] written, since a client with a small
+//! window returns it after every few hundred bytes it receives (nghttp
+//! with a 1 KiB window sends two per KiB, and nginx serves it).
 
 /// Control frames any connection may send.
 pub const BASE: u64 = 1024;
@@ -14,6 +17,8 @@ pub const BASE: u64 = 1024;
 pub const PER_REQUEST: u64 = 64;
 /// Bytes written to the client per control frame they add.
 pub const PER_BYTES: u64 = 4096;
+/// Bytes written to the client per WINDOW_UPDATE they allow.
+pub const PER_WINDOW_UPDATE_BYTES: u64 = 256;
 
 /// The client preface, which comes before the first frame.
 const PREFACE_LEN: u8 = 24;
@@ -28,8 +33,10 @@ pub struct Frames {
     have: u8,
     /// Payload bytes of the current frame still to pass.
     skip: u32,
-    /// Control frames seen.
+    /// Control frames seen, WINDOW_UPDATE aside.
     control: u64,
+    /// WINDOW_UPDATE frames seen.
+    window_updates: u64,
     /// HEADERS frames seen.
     requests: u64,
 }
@@ -46,6 +53,7 @@ impl Default for Frames {
             have: 0,
             skip: 0,
             control: 0,
+            window_updates: 0,
             requests: 0,
         }
     }
@@ -76,7 +84,8 @@ impl Frames {
             }
         }
         let allowance = BASE + PER_REQUEST * self.requests + written / PER_BYTES;
-        match self.control > allowance {
+        let updates = BASE + written / PER_WINDOW_UPDATE_BYTES;
+        match self.control > allowance || self.window_updates > updates {
             true => Err(Flood),
             false => Ok(()),
         }
@@ -97,9 +106,10 @@ impl Frames {
             // CONTINUATION is bounded by the header list size; GOAWAY ends
             // the connection anyway.
             7 | 9 => {}
+            8 => self.window_updates += 1,
             // Empty DATA, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE,
-            // PING, WINDOW_UPDATE and unknown types: nothing for us to do
-            // but answer or ignore them.
+            // PING and unknown types: nothing for us to do but answer or
+            // ignore them.
             _ => self.control += 1,
         }
     }
@@ -125,18 +135,33 @@ mod tests {
         f.feed(PREFACE, 0).unwrap();
         f.feed(&frame(4, 0, 0, &[]), 0).unwrap();
         let wu = frame(8, 0, 0, &1u32.to_be_bytes());
-        for _ in 0..BASE - 1 {
+        for _ in 0..BASE {
             f.feed(&wu, 0).unwrap();
         }
         assert_eq!(f.feed(&wu, 0), Err(Flood));
+        // Other control frames have their own allowance.
+        let mut p = Frames::default();
+        p.feed(PREFACE, 0).unwrap();
+        let ping = frame(6, 0, 0, &[0; 8]);
+        for _ in 0..BASE {
+            p.feed(&ping, 0).unwrap();
+        }
+        assert_eq!(p.feed(&ping, 0), Err(Flood));
+        // A small-window download earns its updates: two per KiB sent.
+        let mut d = Frames::default();
+        d.feed(PREFACE, 0).unwrap();
+        for k in 0..20_000u64 {
+            d.feed(&wu, 1024 * (k / 2 + 1)).unwrap();
+        }
         // The same count after 100 requests and 8 MiB sent is fine.
         let mut g = Frames::default();
         g.feed(PREFACE, 0).unwrap();
         for s in 0..100u32 {
             g.feed(&frame(1, 0x5, 2 * s + 1, b"\x82"), 0).unwrap();
         }
+        let ping = frame(6, 0, 0, &[0; 8]);
         for _ in 0..BASE * 4 {
-            g.feed(&wu, 8 << 20).unwrap();
+            g.feed(&ping, 8 << 20).unwrap();
         }
     }
 

@@ -428,6 +428,13 @@ impl Session {
                 Event::Done(result) => {
                     let ended = std::mem::replace(&mut phase, Phase::Gone);
                     if let Err(e) = result {
+                        if activity.flooded() {
+                            self.closes.count(Close::Flood);
+                            static FLOOD: crate::clock::RateLimit = crate::clock::RateLimit::new();
+                            if FLOOD.due() {
+                                tracing::warn!(peer = %self.peer, "HTTP/2 control frames past their allowance: connection closed (logged at most once a minute; counted as h2_flood)");
+                            }
+                        }
                         tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
                         return;
                     }
@@ -618,7 +625,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Replay<I> {
                 .feed(&buf.filled()[before..], activity.written())
                 .is_err()
             {
-                tracing::debug!("HTTP/2 control-frame flood: closing the connection");
+                activity.flood();
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     "HTTP/2 control-frame flood",

@@ -69,6 +69,8 @@ pub enum Close {
     /// A connection closed gracefully for its age still open
     /// `send_timeout` later: dropped (already counted as `max_age`).
     AgeGrace,
+    /// HTTP/2 control frames past their allowance (`conn::frames`).
+    Flood,
 }
 
 impl Close {
@@ -83,6 +85,7 @@ impl Close {
             Close::Requests => "max_requests",
             Close::Release => "release",
             Close::AgeGrace => "max_age",
+            Close::Flood => "h2_flood",
         }
     }
 
@@ -137,6 +140,8 @@ pub struct Activity {
     body_expected: AtomicBool,
     /// Wakes the deadline watch early (a request count reached its limit).
     wake: Notify,
+    /// The client sent more HTTP/2 control frames than its allowance.
+    flooded: AtomicBool,
     /// HTTP/1: the next response carries `Connection: close` (HTTP/1 cannot
     /// announce a close on an idle connection without racing the client's
     /// next request, so an age limit waits for one).
@@ -164,6 +169,7 @@ impl Activity {
             progress: std::sync::Mutex::new(Vec::new()),
             body_expected: AtomicBool::new(false),
             wake: Notify::new(),
+            flooded: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             budget: None,
         }
@@ -266,6 +272,16 @@ impl Activity {
             self.head_since_ms
                 .store(coarse_now_ms().max(1), Ordering::Relaxed);
         }
+    }
+
+    /// The client flooded HTTP/2 control frames: its reads now fail.
+    pub fn flood(&self) {
+        self.flooded.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Activity::flood`] was called.
+    pub fn flooded(&self) -> bool {
+        self.flooded.load(Ordering::Relaxed)
     }
 
     /// Bytes written to the socket so far.
